@@ -1,0 +1,19 @@
+"""chainrule: convolutional neural networks with every backward pass written by hand."""
+
+from . import functional, optim
+from .gradcheck import gradcheck
+from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout,
+                     Flatten, Layer, LeakyReLU, Linear, MaxPool2d, ReLU, Residual, Sequential,
+                     Sigmoid, Tanh)
+from .losses import CrossEntropyLoss, Loss, MSELoss
+from .parameter import Parameter
+from .train import History, NonFiniteLossError, evaluate, fit, predict
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Parameter", "Layer", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Linear",
+    "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Dropout", "BatchNorm1d", "BatchNorm2d",
+    "Sequential", "Residual", "Loss", "CrossEntropyLoss", "MSELoss", "gradcheck", "fit",
+    "evaluate", "predict", "History", "NonFiniteLossError", "functional", "optim",
+]

@@ -1,0 +1,95 @@
+"""im2col and its adjoint col2im: the stateless kernels behind convolution.
+
+Layout. Both work on a *channel-major* layout ``(C, N, H, W)`` internally: the columns
+of one input channel and one kernel offset are then a single contiguous block of
+``N * H_out * W_out`` values, so im2col is ``kh * kw`` slice copies and col2im is
+``kh * kw`` slice additions (no Python loop over pixels or batch elements), and the
+convolution itself is one matrix product per group.
+
+Output size, per spatial dimension::
+
+    H_out = (H + pad_top + pad_bottom - dilation * (kh - 1) - 1) // stride + 1
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+Pair = tuple[int, int]
+Padding4 = tuple[int, int, int, int]  # (top, bottom, left, right)
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int,
+                     dilation: int = 1) -> int:
+    """Output length of a sliding window along one dimension (may be <= 0: the caller
+    turns that into a clear error)."""
+    return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def pad_channel_major(x: np.ndarray, padding: Padding4, value: float = 0.0) -> np.ndarray:
+    """Copy ``x`` (N, C, H, W) into a fresh padded array of layout (C, N, Hp, Wp).
+
+    The transpose and the padding cost one copy together, and every later slice over a
+    channel is contiguous in (N, Hp, Wp).
+    """
+    n, c, h, w = x.shape
+    top, bottom, left, right = padding
+    out = np.empty((c, n, h + top + bottom, w + left + right), dtype=x.dtype)
+    if top or bottom or left or right:
+        out.fill(value)
+    out[:, :, top:top + h, left:left + w] = x.transpose(1, 0, 2, 3)
+    return out
+
+
+def _offset_slices(i: int, j: int, out_hw: Pair, stride: Pair, dilation: Pair):
+    """Slices of the padded input that kernel offset (i, j) touches, one per output pixel."""
+    sh, sw = stride
+    dh, dw = dilation
+    oh, ow = out_hw
+    return (slice(i * dh, i * dh + sh * (oh - 1) + 1, sh),
+            slice(j * dw, j * dw + sw * (ow - 1) + 1, sw))
+
+
+def im2col(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair) -> np.ndarray:
+    """Unfold a padded channel-major input into columns.
+
+    Args:
+        xp: (C, N, Hp, Wp) padded input, as made by ``pad_channel_major``.
+    Returns:
+        cols: (C, kh, kw, N, H_out, W_out); reshaped to (C*kh*kw, N*H_out*W_out) it is
+        the right-hand matrix of the convolution GEMM.
+    """
+    c, n = xp.shape[:2]
+    kh, kw = kernel
+    cols = np.empty((c, kh, kw, n, *out_hw), dtype=xp.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows, columns = _offset_slices(i, j, out_hw, stride, dilation)
+            cols[:, i, j] = xp[:, :, rows, columns]
+    return cols
+
+
+def col2im(cols: np.ndarray, padded_hw: Pair, stride: Pair, dilation: Pair) -> np.ndarray:
+    """The adjoint of ``im2col``: add every column entry back onto the input position it
+    came from (overlapping windows *add*, they do not overwrite).
+
+    Args:
+        cols: (C, kh, kw, N, H_out, W_out).
+        padded_hw: (Hp, Wp), the padded input size.
+    Returns:
+        (C, N, Hp, Wp) gradient with respect to the padded, channel-major input.
+    """
+    c, kh, kw, n, oh, ow = cols.shape
+    dxp = np.zeros((c, n, *padded_hw), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows, columns = _offset_slices(i, j, (oh, ow), stride, dilation)
+            dxp[:, :, rows, columns] += cols[:, i, j]
+    return dxp
+
+
+def unpad_to_nchw(dxp: np.ndarray, padding: Padding4, hw: Pair) -> np.ndarray:
+    """Crop a (C, N, Hp, Wp) padded gradient back to an (N, C, H, W) view."""
+    top, _, left, _ = padding
+    h, w = hw
+    return dxp[:, :, top:top + h, left:left + w].transpose(1, 0, 2, 3)

@@ -1,0 +1,122 @@
+"""Stateless pooling kernels over the last two (spatial) axes of an array.
+
+They accept any leading layout (N, C, ...) because pooling treats every channel of
+every image alike. Each loops over kernel offsets only (kh * kw slices), never over
+pixels. Output size per spatial dimension::
+
+    H_out = (H + 2*pad - dilation*(k - 1) - 1) // stride + 1
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .im2col import Pair, _offset_slices
+
+
+def pad_spatial(x: np.ndarray, padding: Pair, value: float) -> np.ndarray:
+    """Pad the last two axes of ``x`` by ``padding`` = (ph, pw) on both sides."""
+    ph, pw = padding
+    if not ph and not pw:
+        return x
+    out = np.full((*x.shape[:-2], x.shape[-2] + 2 * ph, x.shape[-1] + 2 * pw), value, dtype=x.dtype)
+    out[..., ph:ph + x.shape[-2], pw:pw + x.shape[-1]] = x
+    return out
+
+
+def max_pool_forward(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair,
+                     out_hw: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """Max over each window of a (-inf padded) input.
+
+    Args:
+        xp: (..., Hp, Wp) padded input.
+    Returns:
+        out: (..., H_out, W_out) window maxima.
+        winner: (..., H_out, W_out) uint8/uint16 index ``i * kw + j`` of the element that
+            won the max: the *first* in row-major window order on ties, as in PyTorch.
+            A NaN anywhere in a window propagates to the output.
+    """
+    kh, kw = kernel
+    index_dtype = np.uint8 if kh * kw <= 256 else np.uint16
+    rows, columns = _offset_slices(0, 0, out_hw, stride, dilation)
+    out = xp[..., rows, columns].copy()
+    winner = np.zeros(out.shape, dtype=index_dtype)
+    for i in range(kh):
+        for j in range(kw):
+            if i == 0 and j == 0:
+                continue
+            rows, columns = _offset_slices(i, j, out_hw, stride, dilation)
+            candidate = xp[..., rows, columns]
+            # Strictly greater: an equal later element never takes over, so ties go to
+            # the first element; np.maximum (not the mask) makes NaN propagate.
+            better = candidate > out
+            winner[better] = i * kw + j
+            np.maximum(out, candidate, out=out)
+    return out, winner
+
+
+def max_pool_backward(grad: np.ndarray, winner: np.ndarray, kernel: Pair, stride: Pair,
+                      dilation: Pair, padded_hw: Pair) -> np.ndarray:
+    """Route each output gradient to the input element that won its window's max.
+
+    Args:
+        grad: (..., H_out, W_out) upstream gradient.
+        winner: (..., H_out, W_out) as returned by ``max_pool_forward``.
+    Returns:
+        (..., Hp, Wp) gradient with respect to the padded input; overlapping windows add.
+    """
+    kh, kw = kernel
+    dxp = np.zeros((*grad.shape[:-2], *padded_hw), dtype=grad.dtype)
+    zero = grad.dtype.type(0)
+    for i in range(kh):
+        for j in range(kw):
+            rows, columns = _offset_slices(i, j, grad.shape[-2:], stride, dilation)
+            dxp[..., rows, columns] += np.where(winner == i * kw + j, grad, zero)
+    return dxp
+
+
+def avg_pool_forward(xp: np.ndarray, kernel: Pair, stride: Pair, out_hw: Pair,
+                     divisor: np.ndarray | float) -> np.ndarray:
+    """Sum over each window of a zero-padded input, divided by ``divisor`` (a scalar, or
+    an (H_out, W_out) array of per-window element counts)."""
+    kh, kw = kernel
+    out = np.zeros((*xp.shape[:-2], *out_hw), dtype=xp.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows, columns = _offset_slices(i, j, out_hw, stride, (1, 1))
+            out += xp[..., rows, columns]
+    out /= divisor
+    return out
+
+
+def avg_pool_backward(grad: np.ndarray, kernel: Pair, stride: Pair, padded_hw: Pair,
+                      divisor: np.ndarray | float) -> np.ndarray:
+    """Spread each output gradient evenly (``grad / divisor``) over its window."""
+    kh, kw = kernel
+    share = grad / divisor
+    dxp = np.zeros((*grad.shape[:-2], *padded_hw), dtype=grad.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows, columns = _offset_slices(i, j, grad.shape[-2:], stride, (1, 1))
+            dxp[..., rows, columns] += share
+    return dxp
+
+
+def window_counts(hw: Pair, kernel: Pair, stride: Pair, padding: Pair, out_hw: Pair) -> np.ndarray:
+    """(H_out, W_out) number of *real* (non-padding) input elements in each window."""
+    ones = pad_spatial(np.ones(hw, dtype=np.float64), padding, 0.0)
+    return avg_pool_forward(ones, kernel, stride, out_hw, 1.0)
+
+
+def adaptive_pool_matrix(size: int, out_size: int, dtype: np.dtype) -> np.ndarray:
+    """(out_size, size) averaging matrix of adaptive pooling along one axis: row i
+    averages input positions floor(i*size/out) .. ceil((i+1)*size/out) - 1, as torch.
+
+    Adaptive average pooling is separable: out = P_h @ x @ P_w.T per channel.
+    """
+    matrix = np.zeros((out_size, size), dtype=np.float64)
+    for i in range(out_size):  # loops over output cells of one axis, not pixels
+        start = (i * size) // out_size
+        end = -((-(i + 1) * size) // out_size)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix.astype(dtype)

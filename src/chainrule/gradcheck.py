@@ -1,0 +1,90 @@
+"""gradcheck: verify a layer's hand-written backward against central finite differences."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from .layers.base import Layer
+
+
+def _rng_states(layer: Layer) -> list[tuple[np.random.Generator, dict]]:
+    """Every Generator a layer (or a child) draws from, with its current state, so each
+    evaluation can replay the same dropout mask."""
+    found = []
+    for module in layer.modules():
+        for value in vars(module).values():
+            if isinstance(value, np.random.Generator):
+                found.append((value, copy.deepcopy(value.bit_generator.state)))
+    return found
+
+
+def gradcheck(layer: Layer, x: np.ndarray, eps: float = 1e-6, seed: int = 0,
+              max_elements: int | None = None) -> float:
+    """Compare ``layer.backward`` with central finite differences, in float64.
+
+    The layer is deep-copied and cast to float64 (the caller's layer is untouched). The
+    scalar checked is ``f(x) = sum(layer(x) * g)`` for a fixed random upstream gradient
+    ``g``, so every output element contributes. For each input element and each parameter
+    element, ``(f(v + eps) - f(v - eps)) / (2 eps)`` is compared with the analytic
+    gradient.
+
+    Args:
+        layer: any Layer (in its current train/eval mode).
+        x: an input batch; cast to float64.
+        eps: the finite-difference step.
+        seed: seed of the random upstream gradient.
+        max_elements: check at most this many randomly chosen entries per array (None:
+            all of them; each costs two forward passes).
+    Returns:
+        The worst relative error over the input and every parameter:
+        ``max|analytic - numeric| / max(max|analytic|, max|numeric|, 1e-12)``. Values
+        around 1e-7 or below mean the backward is right; 1e-2 means it is wrong.
+    """
+    layer = copy.deepcopy(layer).to(np.float64)
+    layer.gradients_in_eval(True)  # backward must work in eval mode too
+    x = np.array(x, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    states = _rng_states(layer)
+    buffers = [(module, name, getattr(module, name).copy())
+               for module in layer.modules() for name in module._buffers]
+
+    def evaluate(inp: np.ndarray) -> np.ndarray:
+        for generator, state in states:
+            generator.bit_generator.state = copy.deepcopy(state)
+        # Buffers (BatchNorm running stats) are reset so each evaluation is the same function.
+        for module, name, value in buffers:
+            setattr(module, name, value.copy())
+        return layer.forward(inp)
+
+    out = evaluate(x)
+    upstream = rng.standard_normal(out.shape)
+    layer.zero_grad()
+    analytic = {"input": layer.backward(upstream).copy()}
+    for name, p in layer.named_parameters():
+        analytic[name] = p.grad.copy()
+
+    def f(inp: np.ndarray) -> float:
+        return float(np.sum(evaluate(inp) * upstream))
+
+    targets = [("input", x)] + [(name, p.data) for name, p in layer.named_parameters()]
+    worst = 0.0
+    for name, array in targets:
+        flat = array.reshape(-1)
+        indices = np.arange(flat.size)
+        if max_elements is not None and flat.size > max_elements:
+            indices = rng.choice(flat.size, size=max_elements, replace=False)
+        numeric = np.empty(len(indices))
+        for k, i in enumerate(indices):
+            original = flat[i]
+            flat[i] = original + eps
+            plus = f(x)
+            flat[i] = original - eps
+            minus = f(x)
+            flat[i] = original
+            numeric[k] = (plus - minus) / (2 * eps)
+        exact = analytic[name].reshape(-1)[indices]
+        scale = max(np.max(np.abs(exact), initial=0.0), np.max(np.abs(numeric), initial=0.0), 1e-12)
+        worst = max(worst, float(np.max(np.abs(exact - numeric), initial=0.0) / scale))
+    return worst

@@ -1,0 +1,30 @@
+"""Validation of layer hyper-parameters: every bad value becomes a ValueError/TypeError
+that names the layer, the argument, what was expected and what came."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def to_pair(value: Any, name: str, layer: str, minimum: int) -> tuple[int, int]:
+    """Turn an int or a pair of ints into a pair, each at least ``minimum``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{layer}: {name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, (int,)) or (hasattr(value, "__index__") and not hasattr(value, "__len__")):
+        pair = (int(value), int(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{layer}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value!r}")
+    return pair
+
+
+def positive_int(value: Any, name: str, layer: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{layer}: {name} must be a positive int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{layer}: {name} must be >= 1, got {value!r}")
+    return value

@@ -1,0 +1,156 @@
+"""Conv2d: 2-D convolution (cross-correlation, as in every deep learning library)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import functional as F
+from ..parameter import Parameter
+from ._args import positive_int, to_pair
+from .base import DEFAULT_DTYPE, Layer, as_float_dtype
+
+
+class Conv2d(Layer):
+    """2-D convolution over an (N, C_in, H, W) batch, with PyTorch's arguments.
+
+    Args:
+        in_channels, out_channels: C_in and C_out.
+        kernel_size, stride, dilation: int or (h, w) pair.
+        padding: int, (h, w) pair (zeros on both sides), ``"valid"`` (no padding) or
+            ``"same"`` (output size = input size, stride 1 only; an even total padding
+            puts the extra row/column at the bottom/right, as torch does).
+        groups: C_in and C_out are split into ``groups`` independent convolutions
+            (``groups == in_channels`` is a depthwise convolution).
+        bias: whether to add a learned per-channel bias.
+        dtype: float32 (default) or float64.
+        rng: numpy Generator or seed for the initial weights (Kaiming-uniform, as torch).
+
+    Shape:
+        input (N, C_in, H, W) -> output (N, C_out, H_out, W_out) with
+        ``H_out = (H + pad_top + pad_bottom - dilation*(kh - 1) - 1) // stride + 1``.
+        weight: (C_out, C_in // groups, kh, kw); bias: (C_out,).
+
+    Backward: with the im2col matrix ``X_col`` (C_in*kh*kw, N*H_out*W_out) kept from the
+    forward pass and the upstream gradient G (C_out, N*H_out*W_out),
+    ``dW = G @ X_col.T`` (the gradient correlated with the input), ``db = sum(G)``, and
+    ``dX = col2im(W.T @ G)`` (the gradient correlated with the flipped kernel).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 dtype: Any = DEFAULT_DTYPE, rng: np.random.Generator | int | None = None) -> None:
+        super().__init__()
+        name = f"Conv2d({in_channels}, {out_channels}, kernel_size={kernel_size!r})"
+        self.in_channels = positive_int(in_channels, "in_channels", name)
+        self.out_channels = positive_int(out_channels, "out_channels", name)
+        self.kernel_size = to_pair(kernel_size, "kernel_size", name, 1)
+        self.stride = to_pair(stride, "stride", name, 1)
+        self.dilation = to_pair(dilation, "dilation", name, 1)
+        self.groups = positive_int(groups, "groups", name)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"{name}: groups must divide in_channels and out_channels, got "
+                             f"groups={groups} for {in_channels} -> {out_channels} channels")
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"{name}: padding must be an int, a pair, 'same' or 'valid', "
+                                 f"got {padding!r}")
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError(f"{name}: padding='same' needs stride 1, got stride={stride!r}")
+            self.padding: Any = padding
+            self._pad4 = self._same_padding() if padding == "same" else (0, 0, 0, 0)
+        else:
+            self.padding = to_pair(padding, "padding", name, 0)
+            ph, pw = self.padding
+            self._pad4 = (ph, ph, pw, pw)
+        dtype = as_float_dtype(dtype, name)
+        kh, kw = self.kernel_size
+        self.weight = Parameter(np.zeros((out_channels, in_channels // groups, kh, kw), dtype))
+        self.bias = Parameter(np.zeros(out_channels, dtype)) if bias else None
+        self._reset_own_parameters(np.random.default_rng(rng))
+
+    def _same_padding(self) -> tuple[int, int, int, int]:
+        pads = []
+        for k, d in zip(self.kernel_size, self.dilation):
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+        return tuple(pads)  # type: ignore[return-value]
+
+    def _reset_own_parameters(self, rng: np.random.Generator) -> None:
+        # torch: kaiming_uniform_(a=sqrt(5)) gives bound = 1/sqrt(fan_in); the bias uses
+        # the same bound.
+        fan_in = self.weight.data[0].size
+        bound = 1.0 / math.sqrt(fan_in)
+        self.weight.data[...] = rng.uniform(-bound, bound, self.weight.shape)
+        if self.bias is not None:
+            self.bias.data[...] = rng.uniform(-bound, bound, self.bias.shape)
+
+    def extra_repr(self) -> str:
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}")
+        if self.padding not in ((0, 0), "valid"):
+            text += f", padding={self.padding!r}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """(N, C_out, H_out, W_out) for an input of shape (N, C_in, H, W); raises a clear
+        ValueError when the input is wrong or the kernel does not fit."""
+        if len(input_shape) != 4:
+            raise ValueError(f"{self!r}: expected input of shape (N, C, H, W) (4-D), got shape "
+                             f"{tuple(input_shape)}")
+        n, c, h, w = input_shape
+        if c != self.in_channels:
+            raise ValueError(f"{self!r}: expected {self.in_channels} input channels, got input of "
+                             f"shape {tuple(input_shape)} with {c}")
+        top, bottom, left, right = self._pad4
+        oh = F.conv_output_size(h, self.kernel_size[0], self.stride[0], top, bottom, self.dilation[0])
+        ow = F.conv_output_size(w, self.kernel_size[1], self.stride[1], left, right, self.dilation[1])
+        if oh < 1 or ow < 1:
+            raise ValueError(
+                f"{self!r}: the dilated kernel {self.kernel_size} (dilation {self.dilation}) is larger "
+                f"than the padded input {(h + top + bottom, w + left + right)} for input of shape "
+                f"{tuple(input_shape)}")
+        return n, self.out_channels, oh, ow
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """(N, C_in, H, W) -> (N, C_out, H_out, W_out)."""
+        x = self._cast_input(x)
+        n, c_out, oh, ow = self.output_shape(x.shape)
+        g = self.groups
+        xp = F.pad_channel_major(x, self._pad4)                       # (C_in, N, Hp, Wp)
+        cols = F.im2col(xp, self.kernel_size, self.stride, self.dilation, (oh, ow))
+        cols = cols.reshape(g, -1, n * oh * ow)                        # (G, Cg*kh*kw, N*L)
+        weight = self.weight.data.reshape(g, c_out // g, -1)           # (G, Og, Cg*kh*kw)
+        out = np.matmul(weight, cols)                                  # (G, Og, N*L)
+        out = out.reshape(c_out, n, oh, ow)
+        if self.bias is not None:
+            out += self.bias.data[:, None, None, None]
+        if self.keeps_cache:
+            self._cache = (cols, x.shape, xp.shape[2:], out.shape)
+        return out.transpose(1, 0, 2, 3)                               # (N, C_out, H_out, W_out)
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        """dL/dy (N, C_out, H_out, W_out) -> dL/dx (N, C_in, H, W); adds into weight.grad
+        and bias.grad."""
+        cols, x_shape, padded_hw, cn_shape = self._take_cache()
+        c_out, n, oh, ow = cn_shape
+        grad = self._check_grad(grad, (n, c_out, oh, ow), self.weight.dtype)
+        g = self.groups
+        grad_cm = grad.transpose(1, 0, 2, 3).reshape(g, c_out // g, n * oh * ow)  # (G, Og, N*L)
+        weight = self.weight.data.reshape(g, c_out // g, -1)                     # (G, Og, K)
+        self.weight.grad += np.matmul(grad_cm, cols.transpose(0, 2, 1)).reshape(self.weight.shape)
+        if self.bias is not None:
+            self.bias.grad += grad_cm.sum(axis=2).reshape(c_out)
+        dcols = np.matmul(weight.transpose(0, 2, 1), grad_cm)                   # (G, K, N*L)
+        kh, kw = self.kernel_size
+        dcols = dcols.reshape(x_shape[1], kh, kw, n, oh, ow)
+        dxp = F.col2im(dcols, padded_hw, self.stride, self.dilation)             # (C, N, Hp, Wp)
+        return F.unpad_to_nchw(dxp, self._pad4, x_shape[2:])

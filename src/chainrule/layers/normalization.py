@@ -1,0 +1,147 @@
+"""Batch normalization: BatchNorm1d and BatchNorm2d."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..parameter import Parameter
+from ._args import positive_int
+from .base import DEFAULT_DTYPE, Layer, as_float_dtype
+
+
+class _BatchNorm(Layer):
+    """Normalize each channel over the batch (and spatial axes), then scale and shift.
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias``. In training, mean and var are
+    the batch's (var biased, divided by n), and the running estimates are updated with
+    ``running = (1 - momentum) * running + momentum * batch_stat`` where the variance
+    uses the *unbiased* estimate (n / (n - 1)), exactly as PyTorch; ``momentum=None``
+    makes it a cumulative average. In eval, the running estimates are used.
+
+    Backward, training (n values per channel, x̂ the normalized input, ĝ = g * weight):
+    ``dx = (n*ĝ - sum(ĝ) - x̂ * sum(ĝ * x̂)) / (n * sqrt(var + eps))``,
+    ``dweight = sum(g * x̂)``, ``dbias = sum(g)``. Eval: ``dx = ĝ / sqrt(running_var + eps)``.
+    """
+
+    _layout = ""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True,
+                 dtype: Any = DEFAULT_DTYPE) -> None:
+        super().__init__()
+        name = f"{type(self).__name__}({num_features})"
+        self.num_features = positive_int(num_features, "num_features", name)
+        if not eps > 0:
+            raise ValueError(f"{name}: eps must be > 0, got {eps!r}")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"{name}: momentum must be in [0, 1] or None, got {momentum!r}")
+        self.eps = float(eps)
+        self.momentum = momentum
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        dtype = as_float_dtype(dtype, name)
+        if self.affine:
+            self.weight = Parameter(np.ones(num_features, dtype))
+            self.bias = Parameter(np.zeros(num_features, dtype))
+        else:
+            self.weight = None
+            self.bias = None
+        if self.track_running_stats:
+            self.register_buffer("running_mean", np.zeros(num_features, dtype))
+            self.register_buffer("running_var", np.ones(num_features, dtype))
+            self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+
+    def _reset_own_parameters(self, rng: np.random.Generator) -> None:
+        if self.affine:
+            self.weight.data.fill(1)
+            self.bias.data.fill(0)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+    @property
+    def dtype(self) -> np.dtype:
+        if self.affine:
+            return self.weight.dtype
+        if self.track_running_stats:
+            return self.running_mean.dtype
+        return DEFAULT_DTYPE
+
+    def _check_input(self, x: np.ndarray) -> tuple[int, ...]:
+        """Validate x and return the axes to reduce over (all but the channel axis)."""
+        ndims = (2, 3) if isinstance(self, BatchNorm1d) else (4,)
+        self._check_ndim(x, ndims, self._layout)
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{self!r}: expected {self.num_features} channels (axis 1), got input "
+                             f"of shape {x.shape}")
+        return (0,) + tuple(range(2, x.ndim))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = self._cast_input(x)
+        axes = self._check_input(x)
+        shape = [1] * x.ndim
+        shape[1] = self.num_features                       # broadcast (C,) over x
+        use_batch_stats = self.training or not self.track_running_stats
+        if use_batch_stats:
+            n = x.size // self.num_features
+            if n <= 1 and self.training:
+                raise ValueError(f"{self!r}: expected more than 1 value per channel when "
+                                 f"training, got input of shape {x.shape}")
+            mean = x.mean(axis=axes)
+            centered = x - mean.reshape(shape)
+            var = np.mean(centered * centered, axis=axes)   # biased, used to normalize
+            if self.training and self.track_running_stats:
+                self._update_running_stats(mean, var, n)
+        else:
+            mean, var = self.running_mean, self.running_var
+            centered = x - mean.reshape(shape)
+        inv_std = 1.0 / np.sqrt(var + x.dtype.type(self.eps))
+        x_hat = centered * inv_std.reshape(shape)
+        out = x_hat * self.weight.data.reshape(shape) + self.bias.data.reshape(shape) \
+            if self.affine else x_hat
+        if self.keeps_cache:
+            self._cache = (x_hat, inv_std, use_batch_stats, axes, tuple(shape))
+        return out
+
+    def _update_running_stats(self, mean: np.ndarray, var: np.ndarray, n: int) -> None:
+        self.num_batches_tracked = np.asarray(self.num_batches_tracked + 1)
+        factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                  else self.momentum)
+        unbiased = var * (n / (n - 1))
+        self.running_mean *= 1 - factor
+        self.running_mean += factor * mean
+        self.running_var *= 1 - factor
+        self.running_var += factor * unbiased
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        x_hat, inv_std, used_batch_stats, axes, shape = self._take_cache()
+        grad = self._check_grad(grad, x_hat.shape, x_hat.dtype)
+        if self.affine:
+            self.weight.grad += np.sum(grad * x_hat, axis=axes)
+            self.bias.grad += grad.sum(axis=axes)
+            grad_hat = grad * self.weight.data.reshape(shape)
+        else:
+            grad_hat = grad
+        if not used_batch_stats:
+            return grad_hat * inv_std.reshape(shape)
+        n = x_hat.size // self.num_features
+        sum_g = grad_hat.sum(axis=axes).reshape(shape)
+        sum_gx = np.sum(grad_hat * x_hat, axis=axes).reshape(shape)
+        return (grad_hat - sum_g / n - x_hat * (sum_gx / n)) * inv_std.reshape(shape)
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalization of (N, C) features or (N, C, L) sequences, per channel C.
+    See ``_BatchNorm`` for the formulas. Shape: (N, C) or (N, C, L) -> same."""
+
+    _layout = "(N, C) or (N, C, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalization of (N, C, H, W) images, per channel C over N, H and W.
+    See ``_BatchNorm`` for the formulas. Shape: (N, C, H, W) -> same."""
+
+    _layout = "(N, C, H, W)"

@@ -1,0 +1,162 @@
+"""Adam and AdamW: bias-corrected first and second moment estimates of the gradient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from chainrule.optim.optimizer import Optimizer, ParamsT, check_hyper, lerp_
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2014) with PyTorch's update rule (``torch.optim.Adam``).
+
+    For each parameter ``p`` with gradient ``g = p.grad``; ``m = v = v_max = 0`` at
+    first; on step ``t = 1, 2, ...``::
+
+        if weight_decay != 0:  g = g + weight_decay * p        # L2, coupled
+        m = m + (1 - beta1) * (g - m)                          # = beta1*m + (1-beta1)*g
+        v = beta2 * v + (1 - beta2) * g * g
+        bias_correction1 = 1 - beta1 ** t
+        bias_correction2 = 1 - beta2 ** t
+        if amsgrad:  v_max = max(v_max, v);  v_hat = v_max
+        else:        v_hat = v
+        denom = sqrt(v_hat) / sqrt(bias_correction2) + eps
+        p = p - (lr / bias_correction1) * m / denom
+
+    The operations are in torch's order (eps is added *after* the bias correction of
+    ``sqrt(v)``, not to ``sqrt(v / bias_correction2)`` in a different association),
+    so float64 runs agree with torch to a few ulps per step.
+
+    Args:
+        params: Parameters or parameter-group dicts (see :class:`Optimizer`).
+        lr: learning rate, >= 0.
+        betas: ``(beta1, beta2)``, each in [0, 1): decay rates of ``m`` and ``v``.
+        eps: added to the denominator for stability, >= 0.
+        weight_decay: L2 penalty coefficient, >= 0 (added to the gradient).
+        amsgrad: normalise by the running maximum of ``v`` (Reddi et al., 2018).
+
+    State per parameter: ``"step"`` (int), ``"exp_avg"`` (m), ``"exp_avg_sq"`` (v)
+    and, with amsgrad, ``"max_exp_avg_sq"`` (v_max).
+    """
+
+    _scalar_state = ("step",)
+    # AdamW sets this: the decay multiplies p directly instead of entering g.
+    _decoupled_weight_decay = False
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+    ) -> None:
+        defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
+        )
+        super().__init__(params, defaults)
+
+    def _validate(self, hyper: Mapping[str, Any]) -> None:
+        name = self._name
+        check_hyper(name, hyper["lr"] >= 0, "learning rate", hyper["lr"])
+        check_hyper(name, hyper["eps"] >= 0, "epsilon value", hyper["eps"])
+        betas = hyper["betas"]
+        check_hyper(name, len(betas) == 2, "betas (expected a pair)", betas)
+        for i, beta in enumerate(betas):
+            check_hyper(name, 0 <= beta < 1, f"beta parameter at index {i}", beta)
+        check_hyper(name, hyper["weight_decay"] >= 0, "weight_decay value", hyper["weight_decay"])
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Apply one update to every parameter (in place, so ``p.data`` stays the same array)."""
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            # Python floats, so float32 parameters are not promoted by a numpy scalar.
+            lr = float(group["lr"])
+            beta1, beta2 = (float(b) for b in group["betas"])
+            eps = float(group["eps"])
+            weight_decay = float(group["weight_decay"])
+            amsgrad = group["amsgrad"]
+            for p in group["params"]:
+                state = self._param_state(p)
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = np.zeros_like(p.data)
+                    state["exp_avg_sq"] = np.zeros_like(p.data)
+                    if amsgrad:
+                        state["max_exp_avg_sq"] = np.zeros_like(p.data)
+                state["step"] += 1
+                step = state["step"]
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+
+                grad = p.grad
+                if weight_decay != 0:
+                    if self._decoupled_weight_decay:
+                        p.data *= 1 - lr * weight_decay
+                    else:
+                        grad = grad + weight_decay * p.data
+
+                lerp_(exp_avg, grad, 1 - beta1)
+                exp_avg_sq *= beta2
+                exp_avg_sq += (1 - beta2) * grad * grad
+
+                bias_correction1 = 1 - beta1**step
+                bias_correction2 = 1 - beta2**step
+                step_size = lr / bias_correction1
+                bias_correction2_sqrt = bias_correction2**0.5
+
+                if amsgrad:
+                    # setdefault: a group may switch amsgrad on after its state exists
+                    # (torch would raise KeyError here).
+                    max_sq = state.setdefault("max_exp_avg_sq", np.zeros_like(p.data))
+                    np.maximum(max_sq, exp_avg_sq, out=max_sq)
+                    denom = np.sqrt(max_sq) / bias_correction2_sqrt
+                else:
+                    denom = np.sqrt(exp_avg_sq) / bias_correction2_sqrt
+                denom += eps
+                p.data -= step_size * exp_avg / denom
+        return loss
+
+
+class AdamW(Adam):
+    """AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay
+    (``torch.optim.AdamW``).
+
+    Identical to :class:`Adam` except that the decay shrinks the parameter directly
+    instead of being added to the gradient, so it is not rescaled by ``1/denom``::
+
+        p = p * (1 - lr * weight_decay)                        # before the Adam step
+        m = m + (1 - beta1) * (g - m)
+        v = beta2 * v + (1 - beta2) * g * g
+        bias_correction1 = 1 - beta1 ** t
+        bias_correction2 = 1 - beta2 ** t
+        v_hat = max(v_max, v) if amsgrad else v                # v_max keeps the max
+        denom = sqrt(v_hat) / sqrt(bias_correction2) + eps
+        p = p - (lr / bias_correction1) * m / denom
+
+    Args:
+        params: Parameters or parameter-group dicts (see :class:`Optimizer`).
+        lr: learning rate, >= 0.
+        betas: ``(beta1, beta2)``, each in [0, 1).
+        eps: added to the denominator for stability, >= 0.
+        weight_decay: decoupled decay coefficient, >= 0 (default 1e-2, as torch).
+        amsgrad: normalise by the running maximum of ``v``.
+
+    State per parameter: as :class:`Adam`.
+    """
+
+    _decoupled_weight_decay = True
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)

@@ -1,0 +1,121 @@
+"""RMSprop: divide the gradient by a running root-mean-square of recent gradients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from chainrule.optim.optimizer import Optimizer, ParamsT, check_hyper, lerp_
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton, lecture 6e) with PyTorch's update rule (``torch.optim.RMSprop``).
+
+    For each parameter ``p`` with gradient ``g = p.grad``; ``v = g_avg = b = 0`` at
+    first; on every step::
+
+        if weight_decay != 0:  g = g + weight_decay * p
+        v = alpha * v + (1 - alpha) * g * g
+        if centered:
+            g_avg = g_avg + (1 - alpha) * (g - g_avg)          # = alpha*g_avg + (1-alpha)*g
+            avg = sqrt(v - g_avg * g_avg) + eps                # an estimate of the std
+        else:
+            avg = sqrt(v) + eps
+        if momentum > 0:
+            b = momentum * b + g / avg
+            p = p - lr * b
+        else:
+            p = p - lr * g / avg
+
+    Unlike Adam there is no bias correction, so the first steps are large
+    (``v`` starts at 0): with alpha = 0.99 the first step is about ``10 * lr * sign(g)``.
+
+    Args:
+        params: Parameters or parameter-group dicts (see :class:`Optimizer`).
+        lr: learning rate, >= 0.
+        alpha: smoothing constant of the running averages, >= 0.
+        eps: added to the denominator for stability, >= 0.
+        weight_decay: L2 penalty coefficient, >= 0 (added to the gradient).
+        momentum: momentum factor, >= 0.
+        centered: normalise by the estimated variance instead of the raw second moment.
+
+    State per parameter: ``"step"`` (int), ``"square_avg"`` (v), and
+    ``"momentum_buffer"`` (b) when momentum > 0, ``"grad_avg"`` when centered.
+    """
+
+    _scalar_state = ("step",)
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+    ) -> None:
+        defaults = dict(
+            lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+            momentum=momentum, centered=centered,
+        )
+        super().__init__(params, defaults)
+
+    def _validate(self, hyper: Mapping[str, Any]) -> None:
+        name = self._name
+        check_hyper(name, hyper["lr"] >= 0, "learning rate", hyper["lr"])
+        check_hyper(name, hyper["eps"] >= 0, "epsilon value", hyper["eps"])
+        check_hyper(name, hyper["momentum"] >= 0, "momentum value", hyper["momentum"])
+        check_hyper(name, hyper["weight_decay"] >= 0, "weight_decay value", hyper["weight_decay"])
+        check_hyper(name, hyper["alpha"] >= 0, "alpha value", hyper["alpha"])
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Apply one update to every parameter (in place, so ``p.data`` stays the same array)."""
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            # Python floats, so float32 parameters are not promoted by a numpy scalar.
+            lr = float(group["lr"])
+            alpha = float(group["alpha"])
+            eps = float(group["eps"])
+            weight_decay = float(group["weight_decay"])
+            momentum = float(group["momentum"])
+            for p in group["params"]:
+                state = self._param_state(p)
+                if not state:
+                    state["step"] = 0
+                    state["square_avg"] = np.zeros_like(p.data)
+                # setdefault, not only at init: torch creates these buffers on the
+                # first step only, so a group switched to momentum/centered later
+                # would raise KeyError there; starting them at zero is the natural fix.
+                if momentum > 0:
+                    state.setdefault("momentum_buffer", np.zeros_like(p.data))
+                if group["centered"]:
+                    state.setdefault("grad_avg", np.zeros_like(p.data))
+                state["step"] += 1
+                square_avg = state["square_avg"]
+
+                grad = p.grad
+                if weight_decay != 0:
+                    grad = grad + weight_decay * p.data
+
+                square_avg *= alpha
+                square_avg += (1 - alpha) * grad * grad
+
+                if group["centered"]:
+                    grad_avg = state["grad_avg"]
+                    lerp_(grad_avg, grad, 1 - alpha)
+                    avg = np.sqrt(square_avg - grad_avg * grad_avg)
+                else:
+                    avg = np.sqrt(square_avg)
+                avg += eps
+
+                if momentum > 0:
+                    buf = state["momentum_buffer"]
+                    buf *= momentum
+                    buf += grad / avg
+                    p.data -= lr * buf
+                else:
+                    p.data -= lr * grad / avg
+        return loss

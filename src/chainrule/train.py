@@ -1,0 +1,159 @@
+"""The training loop: forward, loss, backward, update, over mini-batches and epochs.
+
+The command line and user code share these functions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .layers.base import Layer
+from .layers.dropout import Dropout
+from .losses import CrossEntropyLoss, Loss
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when the loss becomes NaN or infinite; names the epoch and step."""
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of ``fit``: lists indexed by epoch (accuracy only for
+    classification losses; ``val_*`` only when validation data was given)."""
+
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[float]]:
+        return {k: v for k, v in vars(self).items() if v}
+
+
+def _check_xy(X: Any, y: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if X.ndim < 2:
+        raise ValueError(f"{where}: expected X with a leading batch axis (N, ...), got shape {X.shape}")
+    if len(X) != len(y):
+        raise ValueError(f"{where}: X has {len(X)} samples but y has {len(y)}")
+    return X, y
+
+
+def batches(n: int, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    """Index arrays of consecutive mini-batches over ``n`` samples, shuffled when ``rng``
+    is given. The last batch may be smaller."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def train_step(model: Layer, loss_fn: Loss, optimizer: Any, xb: np.ndarray, yb: np.ndarray
+               ) -> tuple[float, np.ndarray]:
+    """One step of the four-step loop; returns (loss, predictions of the batch)."""
+    optimizer.zero_grad()
+    out = model.forward(xb)                 # 1. forward
+    loss = loss_fn(out, yb)                 # 2. loss
+    model.backward(loss_fn.backward())      # 3. backward (chain rule, layer by layer)
+    optimizer.step()                        # 4. update
+    return loss, out
+
+
+def _seed_dropout(model: Layer, rng: np.random.Generator) -> None:
+    for module in model.modules():
+        if isinstance(module, Dropout):
+            module.rng = np.random.default_rng(rng.integers(2**63))
+
+
+def _is_classification(loss_fn: Loss) -> bool:
+    return isinstance(loss_fn, CrossEntropyLoss)
+
+
+def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: tuple[Any, Any], epochs: int = 1,
+        batch_size: int = 32, val: tuple[Any, Any] | None = None, shuffle: bool = True,
+        seed: int = 0, scheduler: Any = None,
+        on_batch: Callable[[int, int, float], None] | None = None,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> History:
+    """Train ``model`` for ``epochs`` passes over ``train = (X, y)``.
+
+    Each step: forward, loss, backward, optimizer step. ``seed`` fixes the shuffling and
+    the dropout masks (a per-run Generator; the global NumPy state is never touched), so
+    the same seed and initial weights give the same weights. ``scheduler.step()`` runs
+    once per epoch. ``on_batch(epoch, step, loss)`` and ``on_epoch(epoch, metrics)`` are
+    optional callbacks (progress bars, logging).
+
+    Returns a ``History`` with per-epoch mean training loss (and accuracy for
+    classification), plus ``val_loss``/``val_accuracy`` when ``val`` is given.
+
+    Raises ``NonFiniteLossError`` naming the epoch and step when the loss becomes NaN/Inf.
+    """
+    X, y = _check_xy(*train, "fit")
+    if epochs < 0:
+        raise ValueError(f"fit: epochs must be >= 0, got {epochs}")
+    rng = np.random.default_rng(seed)
+    _seed_dropout(model, rng)
+    classify = _is_classification(loss_fn)
+    history = History()
+    for epoch in range(epochs):
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        for step, idx in enumerate(batches(len(X), batch_size, rng if shuffle else None)):
+            loss, out = train_step(model, loss_fn, optimizer, X[idx], y[idx])
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(f"the loss became {loss} at epoch {epoch + 1}, step "
+                                         f"{step + 1}; lower the learning rate or check the data")
+            total_loss += loss * len(idx) if loss_fn.reduction == "mean" else loss
+            if classify:
+                correct += int(np.sum(out.argmax(axis=1) == y[idx]))
+            seen += len(idx)
+            if on_batch is not None:
+                on_batch(epoch, step, loss)
+        history.loss.append(total_loss / max(seen, 1))
+        if classify:
+            history.accuracy.append(correct / max(seen, 1))
+        if val is not None:
+            metrics = evaluate(model, *val, loss_fn=loss_fn, batch_size=max(batch_size, 256))
+            history.val_loss.append(metrics["loss"])
+            if classify:
+                history.val_accuracy.append(metrics["accuracy"])
+        if scheduler is not None:
+            scheduler.step()
+        if on_epoch is not None:
+            on_epoch(epoch, {k: v[-1] for k, v in history.as_dict().items()})
+    return history
+
+
+def predict(model: Layer, X: Any, batch_size: int = 256) -> np.ndarray:
+    """Model outputs for ``X`` in eval mode, computed in batches (the model's mode is
+    restored afterwards)."""
+    X = np.asarray(X)
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = [model.forward(X[idx]) for idx in batches(len(X), batch_size)]
+    finally:
+        model.train(was_training)
+    if not outputs:
+        raise ValueError("predict: X holds no samples")
+    return np.concatenate(outputs, axis=0)
+
+
+def evaluate(model: Layer, X: Any, y: Any, loss_fn: Loss | None = None,
+             batch_size: int = 256) -> dict[str, float]:
+    """Loss (cross-entropy unless ``loss_fn`` is given) and, for classification,
+    accuracy of ``model`` on (X, y) in eval mode."""
+    X, y = _check_xy(X, y, "evaluate")
+    loss_fn = loss_fn if loss_fn is not None else CrossEntropyLoss()
+    out = predict(model, X, batch_size)
+    loss = loss_fn(out, y)
+    loss_fn._cache = None  # no backward follows; drop the cached softmax
+    metrics = {"loss": loss}
+    if _is_classification(loss_fn):
+        metrics["accuracy"] = float(np.mean(out.argmax(axis=1) == y))
+    return metrics
