@@ -207,7 +207,9 @@ class Optimizer:
             if isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0:
                 value = value.item()  # e.g. after a round trip through np.savez
             if not isinstance(value, Number):
-                raise ValueError(f"{name}: state[{idx!r}][{key!r}] should be a number, got {value!r}")
+                raise ValueError(
+                    f"{name}: state[{idx!r}][{key!r}] should be a number, got {value!r}"
+                )
             return value
         if isinstance(value, np.ndarray):
             if value.shape != p.shape:

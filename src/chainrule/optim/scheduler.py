@@ -118,7 +118,8 @@ class StepLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
-        return [base_lr * self.gamma ** (self.last_epoch // self.step_size) for base_lr in self.base_lrs]
+        decays = self.last_epoch // self.step_size
+        return [base_lr * self.gamma**decays for base_lr in self.base_lrs]
 
 
 class CosineAnnealingLR(LRScheduler):
