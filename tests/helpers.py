@@ -1,0 +1,61 @@
+"""Shared test helpers: relative error, and parity of a chainrule layer with torch.nn."""
+
+from __future__ import annotations
+
+import numpy as np
+
+TOLERANCE = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-4}
+
+
+def rel_error(a: np.ndarray, b: np.ndarray) -> float:
+    """max|a - b| / max(max|a|, max|b|, tiny): a scale-aware relative error."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise AssertionError(f"shapes differ: {a.shape} vs {b.shape}")
+    scale = max(np.max(np.abs(a), initial=0.0), np.max(np.abs(b), initial=0.0), 1e-30)
+    return float(np.max(np.abs(a - b), initial=0.0) / scale)
+
+
+def copy_torch_weights(layer, torch_module) -> None:
+    """Load a torch module's state dict into a chainrule layer, the way users do."""
+    layer.load_state_dict({k: v.detach().cpu().numpy() for k, v in torch_module.state_dict().items()})
+
+
+def assert_torch_parity(layer, torch_module, x: np.ndarray, dtype=np.float64, seed: int = 0,
+                        copy_weights: bool = True) -> dict[str, float]:
+    """Check forward output, input gradient and every parameter gradient of ``layer``
+    against ``torch_module`` on input ``x`` with a random upstream gradient.
+
+    Both are cast to ``dtype``; weights are copied from torch into chainrule. Returns
+    the relative errors by name; fails with every error in the message.
+    """
+    import torch
+
+    dtype = np.dtype(dtype)
+    torch_dtype = torch.float64 if dtype == np.float64 else torch.float32
+    torch_module = torch_module.to(torch_dtype)
+    layer.to(dtype)
+    if copy_weights:
+        copy_torch_weights(layer, torch_module)
+    x = np.asarray(x, dtype=dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch_module(xt)
+    upstream = np.random.default_rng(seed).standard_normal(tuple(yt.shape)).astype(dtype)
+    yt.backward(torch.tensor(upstream))
+
+    layer.zero_grad()
+    y = layer.forward(x)
+    dx = layer.backward(upstream)
+    errors = {"forward": rel_error(y, yt.detach().numpy()),
+              "input_grad": rel_error(dx, xt.grad.numpy())}
+    torch_params = dict(torch_module.named_parameters())
+    ours = dict(layer.named_parameters())
+    assert set(ours) == set(torch_params), f"parameter names differ: {sorted(ours)} vs {sorted(torch_params)}"
+    for name, p in ours.items():
+        errors[f"{name}.grad"] = rel_error(p.grad, torch_params[name].grad.numpy())
+    tol = TOLERANCE[dtype]
+    bad = {k: v for k, v in errors.items() if not v <= tol}
+    assert not bad, f"{layer!r} differs from torch beyond {tol} ({dtype}): {errors}"
+    assert y.dtype == dtype and dx.dtype == dtype, f"dtype changed: {y.dtype}, {dx.dtype}"
+    return errors

@@ -1,0 +1,249 @@
+"""Conv2d: finite differences, parity with torch.nn.Conv2d and the plain-loop reference
+over a grid of kernels, strides, paddings, dilations and groups; initialization, dtype,
+'same' padding and gradient accumulation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import chainrule as cr
+from tests import reference as ref
+from tests.helpers import assert_torch_parity, rel_error
+
+torch = pytest.importorskip("torch")
+
+# id -> (Conv2d keyword arguments, input shape (N, C_in, H, W)). Shapes are tiny: the
+# gradcheck costs two forward passes per input and weight element.
+CASES = {
+    "k1": (dict(in_channels=2, out_channels=3, kernel_size=1), (2, 2, 4, 5)),
+    "k3": (dict(in_channels=2, out_channels=3, kernel_size=3), (2, 2, 5, 5)),
+    "k5-p2": (dict(in_channels=1, out_channels=2, kernel_size=5, padding=2), (2, 1, 6, 5)),
+    "k3x2": (dict(in_channels=2, out_channels=2, kernel_size=(3, 2)), (2, 2, 5, 4)),
+    "k1x5-p0x2": (dict(in_channels=2, out_channels=3, kernel_size=(1, 5), padding=(0, 2)), (1, 2, 3, 6)),
+    "k3-s2-remainder": (dict(in_channels=2, out_channels=2, kernel_size=3, stride=2), (2, 2, 8, 7)),
+    "k2-s3-remainder": (dict(in_channels=2, out_channels=3, kernel_size=2, stride=3), (1, 2, 8, 7)),
+    "k3-s2x1-p1": (dict(in_channels=2, out_channels=2, kernel_size=3, stride=(2, 1), padding=1),
+                   (2, 2, 6, 5)),
+    "k3-s3-p1-remainder": (dict(in_channels=1, out_channels=2, kernel_size=3, stride=3, padding=1),
+                           (2, 1, 7, 6)),
+    "k3-p1": (dict(in_channels=2, out_channels=3, kernel_size=3, padding=1), (2, 2, 5, 4)),
+    "k3-p2x0": (dict(in_channels=2, out_channels=2, kernel_size=3, padding=(2, 0)), (1, 2, 4, 5)),
+    "same-k3": (dict(in_channels=2, out_channels=3, kernel_size=3, padding="same"), (2, 2, 5, 4)),
+    "same-k4-even": (dict(in_channels=2, out_channels=2, kernel_size=4, padding="same"), (1, 2, 5, 6)),
+    "same-k2x3-d2": (dict(in_channels=2, out_channels=2, kernel_size=(2, 3), dilation=2, padding="same"),
+                     (2, 2, 5, 6)),
+    "same-k3-d1x3": (dict(in_channels=1, out_channels=2, kernel_size=3, dilation=(1, 3), padding="same"),
+                     (2, 1, 4, 7)),
+    "same-k2-nobias": (dict(in_channels=2, out_channels=2, kernel_size=2, padding="same", bias=False),
+                       (1, 2, 3, 4)),
+    "valid-k3": (dict(in_channels=2, out_channels=2, kernel_size=3, padding="valid"), (2, 2, 5, 6)),
+    "k3-d2": (dict(in_channels=2, out_channels=2, kernel_size=3, dilation=2), (1, 2, 7, 6)),
+    "k2x3-d1x3": (dict(in_channels=2, out_channels=2, kernel_size=(2, 3), dilation=(1, 3)), (2, 2, 5, 8)),
+    "k3-s2-p1-d2-remainder": (dict(in_channels=2, out_channels=2, kernel_size=3, stride=2, padding=1,
+                                   dilation=2), (1, 2, 8, 7)),
+    "groups2": (dict(in_channels=4, out_channels=6, kernel_size=3, groups=2), (2, 4, 5, 5)),
+    "groups2-s2-p1-d2": (dict(in_channels=4, out_channels=4, kernel_size=3, stride=2, padding=1,
+                              dilation=2, groups=2), (1, 4, 7, 6)),
+    "depthwise": (dict(in_channels=3, out_channels=3, kernel_size=3, padding=1, groups=3), (2, 3, 5, 4)),
+    "depthwise-multiplier2": (dict(in_channels=3, out_channels=6, kernel_size=3, groups=3), (1, 3, 5, 5)),
+    "depthwise-same-nobias": (dict(in_channels=2, out_channels=4, kernel_size=(3, 2), padding="same",
+                                   groups=2, bias=False), (2, 2, 4, 5)),
+    "odd-7x5-s2-p1": (dict(in_channels=2, out_channels=2, kernel_size=3, stride=2, padding=1), (1, 2, 7, 5)),
+    "batch1": (dict(in_channels=3, out_channels=2, kernel_size=3), (1, 3, 4, 4)),
+    "nobias": (dict(in_channels=2, out_channels=3, kernel_size=2, bias=False), (2, 2, 4, 3)),
+    "kernel-equals-input": (dict(in_channels=2, out_channels=3, kernel_size=(4, 5)), (2, 2, 4, 5)),
+    "kernel-equals-padded-input": (dict(in_channels=2, out_channels=2, kernel_size=5, padding=1),
+                                   (2, 2, 3, 3)),
+    "dilated-kernel-equals-padded-input": (dict(in_channels=1, out_channels=2, kernel_size=3, dilation=2,
+                                                padding=1), (2, 1, 3, 3)),
+    "1x1-spatial-k1": (dict(in_channels=3, out_channels=2, kernel_size=1), (2, 3, 1, 1)),
+    "1x1-spatial-k3-p1": (dict(in_channels=2, out_channels=2, kernel_size=3, padding=1), (1, 2, 1, 1)),
+    "everything": (dict(in_channels=4, out_channels=6, kernel_size=(3, 2), stride=(2, 1), padding=(1, 2),
+                        dilation=(2, 1), groups=2, bias=False), (2, 4, 7, 6)),
+}
+PARAMS = [pytest.param(kwargs, shape, id=name) for name, (kwargs, shape) in CASES.items()]
+
+
+def padding4(kwargs) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) zero padding of a Conv2d configuration, by torch's rule:
+    'same' pads dilation*(k-1) in total per dimension, the odd one at the bottom/right."""
+    padding = kwargs.get("padding", 0)
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        pads = []
+        for k, d in zip(pair(kwargs["kernel_size"]), pair(kwargs.get("dilation", 1))):
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+        return tuple(pads)
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    return (ph, ph, pw, pw)
+
+
+def pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def make(kwargs, dtype=np.float64, seed: int = 0) -> cr.Conv2d:
+    return cr.Conv2d(**kwargs, dtype=dtype, rng=seed)
+
+
+def make_input(shape, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+@pytest.mark.parametrize("kwargs, shape", PARAMS)
+def test_gradcheck(kwargs, shape):
+    layer = make(kwargs)
+    error = cr.gradcheck(layer, make_input(shape))
+    assert error < 1e-6, f"{layer!r}: gradcheck relative error {error:.2e}"
+
+
+# torch warns that an even 'same' kernel pads a copy of the input: true, and irrelevant here.
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("kwargs, shape", PARAMS)
+def test_torch_parity(kwargs, shape, dtype):
+    torch.manual_seed(0)
+    torch_conv = torch.nn.Conv2d(**kwargs)
+    assert_torch_parity(make(kwargs), torch_conv, make_input(shape), dtype=dtype)
+
+
+@pytest.mark.parametrize("kwargs, shape", PARAMS)
+def test_forward_matches_loop_reference(kwargs, shape):
+    layer = make(kwargs)
+    x = make_input(shape)
+    bias = None if layer.bias is None else layer.bias.data
+    expected = ref.conv2d(x, layer.weight.data, bias, pair(kwargs.get("stride", 1)), padding4(kwargs),
+                          pair(kwargs.get("dilation", 1)), kwargs.get("groups", 1))
+    out = layer.forward(x)
+    assert out.shape == expected.shape == layer.output_shape(shape)
+    assert rel_error(out, expected) <= 1e-12
+    if kwargs.get("padding") == "same":
+        assert out.shape[2:] == shape[2:]
+
+
+# ---------------------------------------------------------------- initialization and dtype
+
+@pytest.mark.parametrize("groups", [1, 4], ids=["dense", "groups4"])
+def test_default_init_is_uniform_within_one_over_sqrt_fan_in(groups):
+    layer = cr.Conv2d(8, 64, 3, groups=groups, rng=0)
+    fan_in = 8 // groups * 9
+    bound = 1 / math.sqrt(fan_in)
+    w = layer.weight.data.ravel().astype(np.float64)
+    assert np.all(np.abs(w) <= bound) and np.all(np.abs(layer.bias.data) <= bound)
+    # U(-b, b): mean 0, std b/sqrt(3), a quarter of the values in each quarter of the range.
+    assert abs(w.mean()) < 4 * bound / math.sqrt(3 * w.size)
+    assert abs(w.std() / (bound / math.sqrt(3)) - 1) < 0.05
+    quarters = np.histogram(w, bins=4, range=(-bound, bound))[0] / w.size
+    np.testing.assert_allclose(quarters, 0.25, atol=0.03)
+    assert w.max() > 0.95 * bound and w.min() < -0.95 * bound  # the whole range is used
+
+
+def test_init_matches_torch_bound():
+    torch.manual_seed(0)
+    torch_conv = torch.nn.Conv2d(6, 32, (3, 2), groups=2)
+    bound = 1 / math.sqrt(3 * 3 * 2)
+    ours = cr.Conv2d(6, 32, (3, 2), groups=2, rng=0)
+    for name, p in ours.named_parameters():
+        theirs = dict(torch_conv.named_parameters())[name].detach().numpy()
+        assert p.shape == theirs.shape
+        assert np.abs(p.data).max() <= bound and np.abs(theirs).max() <= bound
+        assert abs(p.data.std() - theirs.std()) < 0.25 * theirs.std()
+
+
+def test_same_seed_same_weights():
+    a = cr.Conv2d(3, 4, 3, rng=7)
+    b = cr.Conv2d(3, 4, 3, rng=np.random.default_rng(7))
+    c = cr.Conv2d(3, 4, 3, rng=8)
+    np.testing.assert_array_equal(a.weight.data, b.weight.data)
+    np.testing.assert_array_equal(a.bias.data, b.bias.data)
+    assert not np.array_equal(a.weight.data, c.weight.data)
+    c.reset_parameters(7)
+    np.testing.assert_array_equal(a.weight.data, c.weight.data)
+    np.testing.assert_array_equal(a.bias.data, c.bias.data)
+
+
+def test_float32_by_default_and_to_float64_casts():
+    layer = cr.Conv2d(2, 3, 3, rng=0)
+    assert layer.weight.dtype == np.float32 and layer.bias.dtype == np.float32
+    assert layer.weight.grad.dtype == np.float32
+    x = make_input((1, 2, 4, 4))
+    assert layer.forward(x).dtype == np.float32  # float64 data into a float32 model
+    before = layer.weight.data.copy()
+    assert layer.to(np.float64) is layer
+    for p in layer.parameters():
+        assert p.data.dtype == np.float64 and p.grad.dtype == np.float64
+    np.testing.assert_array_equal(layer.weight.data, before)
+    y = layer.forward(x)
+    assert y.dtype == np.float64
+    assert layer.backward(np.ones_like(y)).dtype == np.float64
+
+
+@pytest.mark.parametrize("kernel, dilation", [(1, 1), (2, 1), (3, 1), (4, 1), (5, 2), ((2, 5), (3, 1))],
+                         ids=["k1", "k2", "k3", "k4", "k5-d2", "k2x5-d3x1"])
+def test_same_padding_keeps_spatial_size(kernel, dilation):
+    layer = cr.Conv2d(2, 3, kernel, padding="same", dilation=dilation, rng=0)
+    x = make_input((2, 2, 7, 6))
+    y = layer.forward(x)
+    assert y.shape == (2, 3, 7, 6)
+    assert layer.backward(np.ones_like(y)).shape == x.shape
+
+
+def test_gradient_accumulates_across_backward_calls():
+    layer = cr.Conv2d(2, 3, 3, padding=1, dtype=np.float64, rng=0)
+    rng = np.random.default_rng(2)
+    x1, x2 = rng.standard_normal((2, 2, 2, 5, 4))
+    g1, g2 = rng.standard_normal((2, 2, 3, 5, 4))
+    single = []
+    for x, g in ((x1, g1), (x2, g2)):
+        layer.zero_grad()
+        layer.forward(x)
+        layer.backward(g)
+        single.append({name: p.grad.copy() for name, p in layer.named_parameters()})
+    layer.zero_grad()
+    for x, g in ((x1, g1), (x2, g2)):
+        layer.forward(x)
+        layer.backward(g)
+    for name, p in layer.named_parameters():
+        np.testing.assert_allclose(p.grad, single[0][name] + single[1][name], rtol=1e-12)
+        assert np.any(single[0][name] != 0)
+
+
+# ---------------------------------------------------------------- errors
+
+def test_backward_needs_a_cached_forward():
+    layer = cr.Conv2d(1, 1, 3, rng=0)
+    with pytest.raises(RuntimeError, match="without a cached forward"):
+        layer.backward(np.zeros((1, 1, 2, 2), np.float32))
+    y = layer.forward(np.zeros((1, 1, 4, 4)))
+    with pytest.raises(ValueError, match="gradient of shape"):
+        layer.backward(np.zeros((1, 1, 3, 3), np.float32))
+    layer.eval()
+    layer.forward(np.zeros((1, 1, 4, 4)))
+    with pytest.raises(RuntimeError):
+        layer.backward(np.zeros_like(y))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(in_channels=3, out_channels=4, kernel_size=3, groups=2), "groups must divide"),
+    (dict(in_channels=2, out_channels=2, kernel_size=3, stride=2, padding="same"), "stride 1"),
+    (dict(in_channels=2, out_channels=2, kernel_size=3, padding="full"), "padding must be"),
+    (dict(in_channels=2, out_channels=2, kernel_size=0), "kernel_size must be >= 1"),
+], ids=["groups-not-dividing", "same-with-stride", "unknown-padding", "kernel-0"])
+def test_bad_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cr.Conv2d(**kwargs)
+
+
+def test_input_errors_are_clear():
+    layer = cr.Conv2d(2, 2, 5, rng=0)
+    with pytest.raises(ValueError, match="input channels"):
+        layer.forward(np.zeros((1, 3, 6, 6)))
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        layer.forward(np.zeros((1, 2, 4, 6)))
+    with pytest.raises(ValueError, match="4-D"):
+        layer.forward(np.zeros((2, 6, 6)))
