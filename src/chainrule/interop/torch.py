@@ -1,0 +1,325 @@
+"""Conversion between chainrule layers and ``torch.nn`` modules, weights included.
+
+``from_torch(module)`` turns a ``torch.nn.Sequential`` (nested ones too) of the layer
+types chainrule has into the equivalent chainrule model; ``to_torch(model)`` does the
+reverse. Both copy parameters and buffers (BatchNorm's running statistics and
+``num_batches_tracked``), each module's train/eval mode and each layer's dtype, and keep
+the child names, so the two state dicts have the same keys and values.
+
+chainrule's ``Residual`` has no twin in ``torch.nn``; it becomes ``TorchResidual``
+(``block(x) + shortcut(x)``, with the same ``block.*``/``shortcut.*`` keys), a small
+``torch.nn.Module`` defined here on first use so that ``import chainrule`` never
+imports torch. It is reachable as ``chainrule.interop.torch.TorchResidual``.
+
+Modules are matched by exact type: a subclass may override ``forward``, and converting
+it as its base class would silently change the numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from .. import layers as L
+from ._common import UnsupportedModuleError, child_path, shown_path
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    import torch
+
+_INSTALL_HINT = 'this needs PyTorch: pip install "chainrule[torch]"'
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError as err:
+        raise ImportError(f"chainrule.interop.torch: {_INSTALL_HINT}") from err
+    return torch
+
+
+@functools.lru_cache(maxsize=None)
+def _residual_class() -> type:
+    """Define ``TorchResidual`` once, on first use (a class body needs torch.nn.Module)."""
+    torch = _import_torch()
+
+    class TorchResidual(torch.nn.Module):
+        """``y = block(x) + shortcut(x)``, the shortcut being the identity when None:
+        the torch twin of ``chainrule.Residual``, with the same state-dict keys."""
+
+        def __init__(self, block: "torch.nn.Module",
+                     shortcut: "torch.nn.Module | None" = None) -> None:
+            super().__init__()
+            self.block = block
+            # register_module accepts None, so "no shortcut" is an entry like torch's own.
+            self.register_module("shortcut", shortcut)
+
+        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+            skip = x if self.shortcut is None else self.shortcut(x)
+            return self.block(x) + skip
+
+    # So that torch.save / pickle find the class again as chainrule.interop.torch.TorchResidual
+    # (resolved by this module's __getattr__).
+    TorchResidual.__module__ = __name__
+    TorchResidual.__qualname__ = "TorchResidual"
+    return TorchResidual
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TorchResidual":
+        return _residual_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---------------------------------------------------------------------------- helpers
+def _torch_name(module: Any) -> str:
+    """``torch.nn.GELU`` rather than ``torch.nn.modules.activation.GELU``: the name users
+    write; other classes get their full ``module.qualname``."""
+    cls = type(module)
+    if cls.__module__.startswith("torch.nn.modules"):
+        return f"torch.nn.{cls.__name__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _unsupported(path: str, what: str, why: str) -> UnsupportedModuleError:
+    return UnsupportedModuleError(f"{shown_path(path)}: {what} {why}")
+
+
+def _require_options(module: Any, path: str, unsupported: dict[str, bool]) -> None:
+    """Raise for the first option set to something chainrule cannot do; ``unsupported``
+    maps the option as shown (``"ceil_mode=True"``) to whether it is set so."""
+    for option, bad in unsupported.items():
+        if bad:
+            raise _unsupported(path, f"{_torch_name(module)}({option})",
+                               "is not supported by chainrule")
+
+
+_NP_DTYPES = {"torch.float32": np.dtype(np.float32), "torch.float64": np.dtype(np.float64)}
+
+
+def _module_dtype(module: Any, path: str) -> np.dtype | None:
+    """The one floating dtype of a module's own parameters and buffers (None if it has
+    none); chainrule layers are float32 or float64, so anything else is refused."""
+    dtypes = {str(t.dtype) for t in list(module.parameters(recurse=False))
+              + list(module.buffers(recurse=False)) if t.is_floating_point()}
+    if not dtypes:
+        return None
+    if len(dtypes) > 1 or not dtypes <= set(_NP_DTYPES):
+        raise _unsupported(path, f"{_torch_name(module)} with dtype {', '.join(sorted(dtypes))}",
+                           "is not supported (chainrule layers are float32 or float64)")
+    return _NP_DTYPES[dtypes.pop()]
+
+
+def _numpy_state(module: Any) -> dict[str, np.ndarray]:
+    # .copy(): numpy() shares memory with the tensor; the chainrule model must not.
+    return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def _set_mode(layer: Any, training: bool) -> None:
+    """Set the train/eval flag of this module alone (``train()``/``eval()`` recurse, but a
+    model may hold children in a different mode, and the conversion keeps that)."""
+    object.__setattr__(layer, "training", bool(training))
+
+
+def _float_dtype(layer: L.Layer) -> np.dtype:
+    return layer.dtype if layer.dtype is not None else np.dtype(np.float32)
+
+
+# ---------------------------------------------------------------------------- torch -> chainrule
+def _leaf_from_torch(torch: Any) -> dict[type, Callable[[Any, str], L.Layer]]:
+    """torch.nn leaf class -> function(module, path) building the chainrule layer
+    (weights are loaded afterwards from the module's state dict)."""
+    nn = torch.nn
+
+    def conv(m: Any, path: str) -> L.Layer:
+        _require_options(m, path, {f"padding_mode={m.padding_mode!r}": m.padding_mode != "zeros"})
+        return L.Conv2d(m.in_channels, m.out_channels, tuple(m.kernel_size), stride=tuple(m.stride),
+                        padding=m.padding if isinstance(m.padding, str) else tuple(m.padding),
+                        dilation=tuple(m.dilation), groups=m.groups, bias=m.bias is not None,
+                        dtype=_module_dtype(m, path), rng=0)
+
+    def linear(m: Any, path: str) -> L.Layer:
+        return L.Linear(m.in_features, m.out_features, bias=m.bias is not None,
+                        dtype=_module_dtype(m, path), rng=0)
+
+    def max_pool(m: Any, path: str) -> L.Layer:
+        _require_options(m, path, {f"ceil_mode={m.ceil_mode!r}": bool(m.ceil_mode),
+                                   f"return_indices={m.return_indices!r}": bool(m.return_indices)})
+        return L.MaxPool2d(m.kernel_size, stride=m.stride or None, padding=m.padding,
+                           dilation=m.dilation)
+
+    def avg_pool(m: Any, path: str) -> L.Layer:
+        _require_options(m, path, {f"ceil_mode={m.ceil_mode!r}": bool(m.ceil_mode),
+                                   f"divisor_override={m.divisor_override!r}":
+                                       m.divisor_override is not None})
+        return L.AvgPool2d(m.kernel_size, stride=m.stride or None, padding=m.padding,
+                           count_include_pad=m.count_include_pad)
+
+    def adaptive_avg_pool(m: Any, path: str) -> L.Layer:
+        size = m.output_size
+        keeps_input_size = size is None or (isinstance(size, tuple) and None in size)
+        _require_options(m, path, {f"output_size={size!r}": keeps_input_size})
+        return L.AdaptiveAvgPool2d(tuple(size) if isinstance(size, (tuple, list)) else size)
+
+    def batch_norm(cls: type) -> Callable[[Any, str], L.Layer]:
+        def build(m: Any, path: str) -> L.Layer:
+            # torch >= 2.x can drop the shift alone (affine=True, bias=False); chainrule cannot.
+            _require_options(m, path, {"bias=False": m.affine and m.bias is None})
+            return cls(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
+                       track_running_stats=m.track_running_stats,
+                       dtype=_module_dtype(m, path) or np.float32)
+        return build
+
+    return {
+        nn.Conv2d: conv,
+        nn.Linear: linear,
+        nn.MaxPool2d: max_pool,
+        nn.AvgPool2d: avg_pool,
+        nn.AdaptiveAvgPool2d: adaptive_avg_pool,
+        nn.BatchNorm1d: batch_norm(L.BatchNorm1d),
+        nn.BatchNorm2d: batch_norm(L.BatchNorm2d),
+        nn.Flatten: lambda m, path: L.Flatten(m.start_dim, m.end_dim),
+        nn.ReLU: lambda m, path: L.ReLU(),
+        nn.LeakyReLU: lambda m, path: L.LeakyReLU(m.negative_slope),
+        nn.Sigmoid: lambda m, path: L.Sigmoid(),
+        nn.Tanh: lambda m, path: L.Tanh(),
+        nn.Dropout: lambda m, path: L.Dropout(m.p),
+    }
+
+
+def from_torch(module: "torch.nn.Module") -> L.Layer:
+    """Convert a torch module into the equivalent chainrule layer, weights included.
+
+    Args:
+        module: a ``torch.nn.Sequential`` (nested ones allowed), a ``TorchResidual``, or a
+            single supported layer: Conv2d (padding_mode="zeros"), MaxPool2d and AvgPool2d
+            (no ceil_mode, return_indices or divisor_override), AdaptiveAvgPool2d, Linear,
+            Flatten, ReLU, LeakyReLU, Sigmoid, Tanh, Dropout, BatchNorm1d, BatchNorm2d;
+            float32 or float64, on any device.
+
+    Returns:
+        A chainrule layer with the same child names, state-dict keys and values, per-module
+        train/eval mode and per-layer dtype. It shares no memory with ``module``.
+
+    Raises:
+        UnsupportedModuleError: naming the first (depth-first) module that cannot be
+            converted exactly and its path, e.g. ``"3: torch.nn.GELU ..."``.
+    """
+    torch = _import_torch()
+    return _convert_from(module, "", torch, _leaf_from_torch(torch), _residual_class())
+
+
+def _convert_from(module: Any, path: str, torch: Any, leaves: dict, residual_cls: type) -> L.Layer:
+    kind = type(module)
+    if kind is torch.nn.Sequential:
+        layer: L.Layer = L.Sequential()
+        for name, child in module.named_children():
+            if hasattr(layer, name):
+                raise _unsupported(child_path(path, name), "a child named",
+                                   f"{name!r} clashes with a chainrule.Sequential attribute; "
+                                   "rename it")
+            setattr(layer, name, _convert_from(child, child_path(path, name), torch, leaves,
+                                               residual_cls))
+    elif kind is residual_cls:
+        block = _convert_from(module.block, child_path(path, "block"), torch, leaves, residual_cls)
+        shortcut = None if module.shortcut is None else _convert_from(
+            module.shortcut, child_path(path, "shortcut"), torch, leaves, residual_cls)
+        layer = L.Residual(block, shortcut)
+    elif kind in leaves:
+        layer = leaves[kind](module, path)
+        layer.load_state_dict(_numpy_state(module))
+    else:
+        raise _unsupported(path, _torch_name(module),
+                           "is not supported: chainrule converts torch.nn.Sequential, "
+                           "TorchResidual and " + ", ".join(
+                               sorted(_torch_name_of_class(c) for c in leaves)))
+    _set_mode(layer, module.training)
+    return layer
+
+
+def _torch_name_of_class(cls: type) -> str:
+    return f"torch.nn.{cls.__name__}"
+
+
+# ---------------------------------------------------------------------------- chainrule -> torch
+def _leaf_to_torch(torch: Any) -> dict[type, Callable[[Any, Any], Any]]:
+    """chainrule leaf class -> function(layer, torch dtype) building the torch module
+    (weights are loaded afterwards from the layer's state dict)."""
+    nn = torch.nn
+
+    def conv(c: L.Conv2d, dtype: Any) -> Any:
+        return nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, stride=c.stride,
+                         padding=c.padding, dilation=c.dilation, groups=c.groups,
+                         bias=c.bias is not None, dtype=dtype)
+
+    def batch_norm(cls: type) -> Callable[[Any, Any], Any]:
+        def build(c: Any, dtype: Any) -> Any:
+            return cls(c.num_features, eps=c.eps, momentum=c.momentum, affine=c.affine,
+                       track_running_stats=c.track_running_stats, dtype=dtype)
+        return build
+
+    return {
+        L.Conv2d: conv,
+        L.Linear: lambda c, dtype: nn.Linear(c.in_features, c.out_features,
+                                             bias=c.bias is not None, dtype=dtype),
+        L.MaxPool2d: lambda c, dtype: nn.MaxPool2d(c.kernel_size, stride=c.stride,
+                                                   padding=c.padding, dilation=c.dilation),
+        L.AvgPool2d: lambda c, dtype: nn.AvgPool2d(c.kernel_size, stride=c.stride,
+                                                   padding=c.padding,
+                                                   count_include_pad=c.count_include_pad),
+        L.AdaptiveAvgPool2d: lambda c, dtype: nn.AdaptiveAvgPool2d(c.output_size),
+        L.BatchNorm1d: batch_norm(nn.BatchNorm1d),
+        L.BatchNorm2d: batch_norm(nn.BatchNorm2d),
+        L.Flatten: lambda c, dtype: nn.Flatten(c.start_dim, c.end_dim),
+        L.ReLU: lambda c, dtype: nn.ReLU(),
+        L.LeakyReLU: lambda c, dtype: nn.LeakyReLU(c.negative_slope),
+        L.Sigmoid: lambda c, dtype: nn.Sigmoid(),
+        L.Tanh: lambda c, dtype: nn.Tanh(),
+        L.Dropout: lambda c, dtype: nn.Dropout(c.p),
+    }
+
+
+def to_torch(model: L.Layer) -> "torch.nn.Module":
+    """Convert a chainrule layer into the equivalent torch module, weights included.
+
+    ``Sequential`` becomes ``torch.nn.Sequential`` (same child names), ``Residual``
+    becomes ``TorchResidual``, and each layer its ``torch.nn`` namesake with the same
+    options, dtype, train/eval mode, parameters and buffers, on the CPU. The module
+    shares no memory with ``model``.
+
+    Raises:
+        UnsupportedModuleError: for a layer class chainrule does not ship (e.g. a user's
+            own subclass), naming its path.
+    """
+    torch = _import_torch()
+    return _convert_to(model, "", torch, _leaf_to_torch(torch), _residual_class())
+
+
+_TORCH_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
+
+
+def _convert_to(layer: L.Layer, path: str, torch: Any, leaves: dict, residual_cls: type) -> Any:
+    kind = type(layer)
+    if kind is L.Sequential:
+        module = torch.nn.Sequential()
+        for name, child in layer.named_children():
+            module.add_module(name, _convert_to(child, child_path(path, name), torch, leaves,
+                                                residual_cls))
+    elif kind is L.Residual:
+        block = _convert_to(layer.block, child_path(path, "block"), torch, leaves, residual_cls)
+        shortcut = None if layer.shortcut is None else _convert_to(
+            layer.shortcut, child_path(path, "shortcut"), torch, leaves, residual_cls)
+        module = residual_cls(block, shortcut)
+    elif kind in leaves:
+        dtype = getattr(torch, _TORCH_DTYPES[_float_dtype(layer)])
+        module = leaves[kind](layer, dtype)
+        state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in layer.state_dict().items()}
+        module.load_state_dict(state)
+    else:
+        raise _unsupported(path, f"{kind.__module__}.{kind.__qualname__}",
+                           "has no torch counterpart: to_torch converts chainrule's own layer "
+                           "classes (Sequential, Residual, " + ", ".join(
+                               sorted(c.__name__ for c in leaves)) + ")")
+    module.training = layer.training
+    return module
