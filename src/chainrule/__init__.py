@@ -1,7 +1,12 @@
 """chainrule: convolutional neural networks with every backward pass written by hand."""
 
 from . import functional, optim
+from . import models
+from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
 from .gradcheck import gradcheck
+# interop imports torch/onnx only inside its functions, so this stays cheap.
+from . import interop
+from .interop.onnx import export_onnx
 from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout,
                      Flatten, Layer, LeakyReLU, Linear, MaxPool2d, ReLU, Residual, Sequential,
                      Sigmoid, Tanh)
@@ -16,4 +21,6 @@ __all__ = [
     "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Dropout", "BatchNorm1d", "BatchNorm2d",
     "Sequential", "Residual", "Loss", "CrossEntropyLoss", "MSELoss", "gradcheck", "fit",
     "evaluate", "predict", "History", "NonFiniteLossError", "functional", "optim",
+    "models", "save", "load", "load_checkpoint", "Checkpoint", "CheckpointError",
+    "interop", "export_onnx",
 ]

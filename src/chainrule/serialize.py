@@ -1,0 +1,244 @@
+"""Architecture <-> JSON: describe a model as plain data, and build it back.
+
+``describe(model)`` turns a model made of chainrule's built-in layers into a dict of
+JSON types only (str, int, float, bool, None, list, dict)::
+
+    {"type": "Conv2d", "args": {"in_channels": 3, "out_channels": 8, "kernel_size": [3, 3],
+                                "stride": [1, 1], "padding": "same", "dilation": [1, 1],
+                                "groups": 1, "bias": false, "dtype": "float32"}}
+    {"type": "Sequential", "args": {}, "layers": [<entry>, <entry>, ...]}
+    {"type": "Residual", "args": {}, "block": <entry>, "shortcut": <entry> or null}
+
+``args`` are the layer's constructor keyword arguments, so ``build(describe(model))``
+makes a model with the same structure, the same state-dict keys, shapes and dtypes, and
+freshly initialized weights (a checkpoint then loads the weights into it).
+
+What is *not* described: weights (they go in the checkpoint's tensors), train/eval
+mode (a built model is in training mode, like any new one) and the random generator of
+``Dropout`` (a built Dropout draws fresh entropy; ``fit(seed=...)`` re-seeds it).
+
+``build`` only ever constructs the classes in its allow-list below, by their name in
+the description; it never imports or evaluates anything named by the data, so a
+description read from an untrusted file can at worst be refused with a ValueError.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout,
+                     Flatten, Layer, LeakyReLU, Linear, MaxPool2d, ReLU, Residual, Sequential,
+                     Sigmoid, Tanh)
+
+__all__ = ["describe", "build", "LAYER_TYPES"]
+
+# Deeper descriptions are refused rather than risking a RecursionError half-way.
+MAX_DEPTH = 64
+
+
+# ---------------------------------------------------------------------- argument checks
+# build() checks the JSON *types* of arguments before calling a constructor: the
+# constructors check ranges, but some coerce silently (bool("false") is True).
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_pair(v: Any) -> bool:
+    return _is_int(v) or (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_is_int, v)))
+
+
+def _is_float(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "int": (_is_int, "an int"),
+    "pair": (_is_pair, "an int or a list of two ints"),
+    "padding": (lambda v: v in ("same", "valid") if isinstance(v, str) else _is_pair(v),
+                'an int, a list of two ints, "same" or "valid"'),
+    "float": (_is_float, "a finite number"),
+    "float_or_none": (lambda v: v is None or _is_float(v), "a finite number or null"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "dtype": (lambda v: v in ("float32", "float64"), '"float32" or "float64"'),
+}
+
+
+# ---------------------------------------------------------------------- describing leaves
+
+def _pair(value: tuple[int, int]) -> list[int]:
+    return [int(value[0]), int(value[1])]
+
+
+def _conv_args(m: Conv2d) -> dict[str, Any]:
+    return {"in_channels": m.in_channels, "out_channels": m.out_channels,
+            "kernel_size": _pair(m.kernel_size), "stride": _pair(m.stride),
+            "padding": m.padding if isinstance(m.padding, str) else _pair(m.padding),
+            "dilation": _pair(m.dilation), "groups": m.groups, "bias": m.bias is not None,
+            "dtype": m.weight.dtype.name}
+
+
+def _linear_args(m: Linear) -> dict[str, Any]:
+    return {"in_features": m.in_features, "out_features": m.out_features,
+            "bias": m.bias is not None, "dtype": m.weight.dtype.name}
+
+
+def _batchnorm_args(m: BatchNorm1d | BatchNorm2d) -> dict[str, Any]:
+    args = {"num_features": m.num_features, "eps": m.eps,
+            "momentum": None if m.momentum is None else float(m.momentum),
+            "affine": m.affine, "track_running_stats": m.track_running_stats}
+    if m.dtype is not None:  # None: no weights and no running stats, nothing to store
+        args["dtype"] = m.dtype.name
+    return args
+
+
+def _maxpool_args(m: MaxPool2d) -> dict[str, Any]:
+    return {"kernel_size": _pair(m.kernel_size), "stride": _pair(m.stride),
+            "padding": _pair(m.padding), "dilation": _pair(m.dilation)}
+
+
+def _avgpool_args(m: AvgPool2d) -> dict[str, Any]:
+    return {"kernel_size": _pair(m.kernel_size), "stride": _pair(m.stride),
+            "padding": _pair(m.padding), "count_include_pad": m.count_include_pad}
+
+
+def _no_args(m: Layer) -> dict[str, Any]:
+    return {}
+
+
+_BATCHNORM_SCHEMA = {"num_features": "int", "eps": "float", "momentum": "float_or_none",
+                     "affine": "bool", "track_running_stats": "bool", "dtype": "dtype"}
+
+# The allow-list: type name -> (class, {constructor argument: check}, describe-args).
+# Exact classes only: a subclass may compute something else, so it is not described.
+_LEAVES: dict[str, tuple[type[Layer], dict[str, str], Callable[[Any], dict[str, Any]]]] = {
+    "Conv2d": (Conv2d, {"in_channels": "int", "out_channels": "int", "kernel_size": "pair",
+                        "stride": "pair", "padding": "padding", "dilation": "pair",
+                        "groups": "int", "bias": "bool", "dtype": "dtype"}, _conv_args),
+    "MaxPool2d": (MaxPool2d, {"kernel_size": "pair", "stride": "pair", "padding": "pair",
+                              "dilation": "pair"}, _maxpool_args),
+    "AvgPool2d": (AvgPool2d, {"kernel_size": "pair", "stride": "pair", "padding": "pair",
+                              "count_include_pad": "bool"}, _avgpool_args),
+    "AdaptiveAvgPool2d": (AdaptiveAvgPool2d, {"output_size": "pair"},
+                          lambda m: {"output_size": _pair(m.output_size)}),
+    "Linear": (Linear, {"in_features": "int", "out_features": "int", "bias": "bool",
+                        "dtype": "dtype"}, _linear_args),
+    "Flatten": (Flatten, {"start_dim": "int", "end_dim": "int"},
+                lambda m: {"start_dim": int(m.start_dim), "end_dim": int(m.end_dim)}),
+    "ReLU": (ReLU, {}, _no_args),
+    "LeakyReLU": (LeakyReLU, {"negative_slope": "float"},
+                  lambda m: {"negative_slope": m.negative_slope}),
+    "Sigmoid": (Sigmoid, {}, _no_args),
+    "Tanh": (Tanh, {}, _no_args),
+    "Dropout": (Dropout, {"p": "float"}, lambda m: {"p": m.p}),
+    "BatchNorm1d": (BatchNorm1d, _BATCHNORM_SCHEMA, _batchnorm_args),
+    "BatchNorm2d": (BatchNorm2d, _BATCHNORM_SCHEMA, _batchnorm_args),
+}
+_CONTAINERS: dict[str, type[Layer]] = {"Sequential": Sequential, "Residual": Residual}
+# Keys an entry may hold besides "type" and "args".
+_CHILD_KEYS = {"Sequential": {"layers"}, "Residual": {"block", "shortcut"}}
+
+LAYER_TYPES: tuple[str, ...] = tuple(_LEAVES) + tuple(_CONTAINERS)
+_NAME_OF_CLASS = {cls: name for name, (cls, _, _) in _LEAVES.items()}
+_NAME_OF_CLASS.update({cls: name for name, cls in _CONTAINERS.items()})
+
+
+# ---------------------------------------------------------------------- describe
+
+def describe(layer: Layer) -> dict[str, Any]:
+    """The architecture of ``layer`` as a JSON-serializable dict (see the module doc).
+
+    Raises:
+        TypeError: ``layer`` or a layer inside it is not one of chainrule's built-in
+            layer types (``LAYER_TYPES``; subclasses included), named with its path.
+    """
+    return _describe(layer, "model")
+
+
+def _describe(layer: Any, where: str) -> dict[str, Any]:
+    name = _NAME_OF_CLASS.get(type(layer))
+    if name is None:
+        cls = type(layer)
+        raise TypeError(
+            f"describe: {where} is a {cls.__module__}.{cls.__qualname__}, which is not one of "
+            f"chainrule's built-in layer types ({', '.join(LAYER_TYPES)}); only those can be "
+            "described and rebuilt from a file. Save its state_dict() instead.")
+    if isinstance(layer, Sequential):
+        return {"type": name, "args": {},
+                "layers": [_describe(child, f"{where}.{key}")
+                           for key, child in layer.named_children()]}
+    if isinstance(layer, Residual):
+        shortcut = (None if layer.shortcut is None
+                    else _describe(layer.shortcut, f"{where}.shortcut"))
+        return {"type": name, "args": {}, "block": _describe(layer.block, f"{where}.block"),
+                "shortcut": shortcut}
+    return {"type": name, "args": _LEAVES[name][2](layer)}
+
+
+# ---------------------------------------------------------------------- build
+
+def build(desc: Mapping[str, Any]) -> Layer:
+    """Construct the model that ``desc`` (from :func:`describe`, maybe via JSON) describes.
+
+    Only the classes of ``LAYER_TYPES`` are ever constructed. ``"args"`` may be left out
+    for a layer without arguments (``{"type": "ReLU"}``); pairs may be lists or tuples.
+    The model is in training mode with freshly initialized weights.
+
+    Raises:
+        ValueError: an unknown type, an unknown, missing or ill-typed argument, a value
+            the layer refuses, or a malformed entry; the message names the entry by its
+            state-dict path (``model.3.block.0``).
+    """
+    return _build(desc, "model", 0)
+
+
+def _build(desc: Any, where: str, depth: int) -> Layer:
+    if depth > MAX_DEPTH:
+        raise ValueError(f"build: {where}: nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(desc, Mapping):
+        raise ValueError(f"build: {where}: expected a dict with a 'type', got "
+                         f"{type(desc).__name__}")
+    kind = desc.get("type")
+    if not isinstance(kind, str) or kind not in LAYER_TYPES:
+        raise ValueError(f"build: {where}: unknown layer type {kind!r}; known types: "
+                         f"{', '.join(LAYER_TYPES)}")
+    extra = set(desc) - {"type", "args"} - _CHILD_KEYS.get(kind, set())
+    if extra:
+        raise ValueError(f"build: {where} ({kind}): unexpected key(s) {sorted(map(str, extra))}")
+    args = desc.get("args", {})
+    if not isinstance(args, Mapping):
+        raise ValueError(f"build: {where} ({kind}): 'args' must be a dict, got "
+                         f"{type(args).__name__}")
+
+    if kind in _CONTAINERS:
+        if args:
+            raise ValueError(f"build: {where} ({kind}): takes no args, got {sorted(args)}")
+        if kind == "Sequential":
+            layers = desc.get("layers")
+            if not isinstance(layers, list):
+                raise ValueError(f"build: {where} (Sequential): 'layers' must be a list, got "
+                                 f"{type(layers).__name__}")
+            return Sequential(*(_build(d, f"{where}.{i}", depth + 1) for i, d in enumerate(layers)))
+        if "block" not in desc:
+            raise ValueError(f"build: {where} (Residual): missing 'block'")
+        block = _build(desc["block"], f"{where}.block", depth + 1)
+        shortcut = desc.get("shortcut")
+        if shortcut is not None:
+            shortcut = _build(shortcut, f"{where}.shortcut", depth + 1)
+        return Residual(block, shortcut)
+
+    cls, schema, _ = _LEAVES[kind]
+    for arg, value in args.items():
+        if arg not in schema:
+            raise ValueError(f"build: {where} ({kind}): unknown argument {arg!r}; {kind} takes "
+                             f"{', '.join(schema) or 'no arguments'}")
+        check, expected = _CHECKS[schema[arg]]
+        if not check(value):
+            raise ValueError(f"build: {where} ({kind}): argument {arg!r} must be {expected}, "
+                             f"got {value!r}")
+    try:
+        return cls(**args)
+    except (TypeError, ValueError) as err:  # e.g. a missing argument, groups not dividing
+        raise ValueError(f"build: {where} ({kind}): {err}") from err
