@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from .diagnose import find_non_finite
 from .layers.base import Layer
 from .layers.dropout import Dropout
 from .losses import CrossEntropyLoss, Loss
@@ -56,10 +57,15 @@ def batches(n: int, batch_size: int, rng: np.random.Generator | None = None) -> 
 
 def train_step(model: Layer, loss_fn: Loss, optimizer: Any, xb: np.ndarray, yb: np.ndarray
                ) -> tuple[float, np.ndarray]:
-    """One step of the four-step loop; returns (loss, predictions of the batch)."""
+    """One step of the four-step loop; returns (loss, predictions of the batch).
+
+    A non-finite loss returns at once, before backward and update: the weights stay
+    those that produced it and the layers keep their caches, for ``find_non_finite``."""
     optimizer.zero_grad()
     out = model.forward(xb)                 # 1. forward
     loss = loss_fn(out, yb)                 # 2. loss
+    if not math.isfinite(loss):
+        return loss, out
     model.backward(loss_fn.backward())      # 3. backward (chain rule, layer by layer)
     optimizer.step()                        # 4. update
     return loss, out
@@ -91,7 +97,9 @@ def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: tuple[Any, Any], epo
     Returns a ``History`` with per-epoch mean training loss (and accuracy for
     classification), plus ``val_loss``/``val_accuracy`` when ``val`` is given.
 
-    Raises ``NonFiniteLossError`` naming the epoch and step when the loss becomes NaN/Inf.
+    Raises ``NonFiniteLossError`` naming the epoch and step when the loss becomes NaN/Inf,
+    and the first layer whose output or gradient did (see ``chainrule.diagnose``); that
+    step is not applied, so the model keeps the last finite weights.
     """
     X, y = _check_xy(*train, "fit")
     if epochs < 0:
@@ -106,8 +114,10 @@ def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: tuple[Any, Any], epo
         for step, idx in enumerate(batches(len(X), batch_size, rng if shuffle else None)):
             loss, out = train_step(model, loss_fn, optimizer, X[idx], y[idx])
             if not math.isfinite(loss):
-                raise NonFiniteLossError(f"the loss became {loss} at epoch {epoch + 1}, step "
-                                         f"{step + 1}; lower the learning rate or check the data")
+                raise NonFiniteLossError(
+                    f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; lower the "
+                    f"learning rate or check the data. Diagnosis: "
+                    f"{find_non_finite(model, loss_fn, X[idx], y[idx])}")
             total_loss += loss * len(idx) if loss_fn.reduction == "mean" else loss
             if classify:
                 correct += int(np.sum(out.argmax(axis=1) == y[idx]))

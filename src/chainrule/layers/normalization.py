@@ -63,12 +63,14 @@ class _BatchNorm(Layer):
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}")
 
     @property
-    def dtype(self) -> np.dtype:
+    def dtype(self) -> np.dtype | None:
         if self.affine:
             return self.weight.dtype
         if self.track_running_stats:
             return self.running_mean.dtype
-        return DEFAULT_DTYPE
+        # No parameters and no buffers: like an activation, keep a float input's dtype
+        # (float32 here would silently round float64 inputs).
+        return None
 
     def _check_input(self, x: np.ndarray) -> tuple[int, ...]:
         """Validate x and return the axes to reduce over (all but the channel axis)."""
