@@ -2,11 +2,15 @@
 
 from . import functional, optim
 from . import models
+from . import data
 from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
 from .gradcheck import gradcheck
 # interop imports torch/onnx only inside its functions, so this stays cheap.
 from . import interop
 from .interop.onnx import export_onnx
+# chainrule.inspect: the package's name shadows the standard library's only as an
+# attribute of chainrule (absolute `import inspect` still gets the stdlib).
+from . import inspect
 from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout,
                      Flatten, Layer, LeakyReLU, Linear, MaxPool2d, ReLU, Residual, Sequential,
                      Sigmoid, Tanh)
@@ -21,6 +25,6 @@ __all__ = [
     "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Dropout", "BatchNorm1d", "BatchNorm2d",
     "Sequential", "Residual", "Loss", "CrossEntropyLoss", "MSELoss", "gradcheck", "fit",
     "evaluate", "predict", "History", "NonFiniteLossError", "functional", "optim",
-    "models", "save", "load", "load_checkpoint", "Checkpoint", "CheckpointError",
-    "interop", "export_onnx",
+    "models", "data", "save", "load", "load_checkpoint", "Checkpoint", "CheckpointError",
+    "interop", "export_onnx", "inspect",
 ]

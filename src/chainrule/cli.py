@@ -1,0 +1,326 @@
+"""The ``chainrule`` command (also ``python -m chainrule``).
+
+    chainrule train [--data mnist-5k] [--model lenet5] [--epochs 10] ... [--out DIR]
+    chainrule train --resume DIR [--epochs N]
+    chainrule evaluate CKPT [--data NAME] [--split test]
+    chainrule predict CKPT image.png [more.png ...]
+    chainrule models
+    chainrule datasets
+
+Each subcommand is a ``_add_<name>`` function that declares its options and a
+``_cmd_<name>`` function that runs it and returns the exit code: 0 on success, 1 on an
+error (message on stderr, no traceback), 2 on bad usage (argparse), 130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .data import DATASETS, DatasetError, get_dataset_info, load_dataset
+from .data.datasets import availability, default_data_dir, normalize
+from .data.errors import missing_dependency
+from .inspect.cli_inspect import add_explain_parser, add_inspect_parser, finish_recorder, start_recorder
+from .inspect.cli_inspect import add_train_arguments as add_inspect_train_arguments
+from .interop.cli_export import add_export_parser
+from .losses import CrossEntropyLoss
+from .metrics import confusion_matrix, precision_recall
+from .models import MODELS, describe_models
+from .plots import plot_confusion
+from .runner import (DEFAULT_LR, DTYPES, OPTIMIZERS, SCHEDULERS, Interrupted, RunError,
+                     TrainConfig, TrainingRun)
+from .train import NonFiniteLossError, predict
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+
+
+class CommandError(Exception):
+    """A user-facing error of a command: printed without a traceback, exit code 1."""
+
+
+# ---------------------------------------------------------------------- train
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    d = TrainConfig()
+    # Every option defaults to None, so the ones a user actually gave can be told apart
+    # from the defaults (which live in TrainConfig): --resume accepts only a few.
+    p = sub.add_parser(
+        "train", help="train a model on a data set",
+        description="Train a model; writes last.safetensors, best.safetensors, metrics.csv "
+                    "and curves.png into --out. Ctrl-C saves a resumable checkpoint.")
+    p.add_argument("--data", help=f"data set (default {d.data}; see `chainrule datasets`)")
+    p.add_argument("--data-dir", help=f"where file-based data sets live (default "
+                                      f"$CHAINRULE_DATA_DIR or {default_data_dir()})")
+    p.add_argument("--download", action="store_true", default=None,
+                   help="download missing official files (SHA-256 verified)")
+    p.add_argument("--model", choices=list(MODELS), help=f"model (default {d.model})")
+    p.add_argument("--epochs", type=int, help=f"epochs to train in all (default {d.epochs})")
+    p.add_argument("--batch-size", type=int, help=f"mini-batch size (default {d.batch_size})")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS),
+                   help=f"optimizer (default {d.optimizer})")
+    p.add_argument("--lr", type=float, help="learning rate (default: " + ", ".join(
+        f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
+    p.add_argument("--momentum", type=float, help="momentum of sgd and rmsprop (default 0)")
+    p.add_argument("--nesterov", action="store_true", default=None,
+                   help="Nesterov momentum (sgd)")
+    p.add_argument("--weight-decay", type=float,
+                   help="L2 penalty (decoupled for adamw; default: the optimizer's, 0 or "
+                        "adamw's 0.01)")
+    p.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"),
+                   help="Adam's betas (default 0.9 0.999)")
+    p.add_argument("--scheduler", choices=list(SCHEDULERS),
+                   help=f"learning-rate schedule per epoch (default {d.scheduler})")
+    p.add_argument("--step-size", type=int,
+                   help=f"epochs between decays of the step schedule (default {d.step_size})")
+    p.add_argument("--gamma", type=float,
+                   help=f"decay factor of the step schedule (default {d.gamma})")
+    p.add_argument("--seed", type=int, help=f"seeds weights, splits, shuffling, dropout and "
+                                            f"augmentation (default {d.seed})")
+    p.add_argument("--val-fraction", type=float,
+                   help=f"share of the training files held out (default {d.val_fraction})")
+    p.add_argument("--dtype", choices=list(DTYPES), help=f"precision (default {d.dtype})")
+    p.add_argument("--augment", action="store_true", default=None,
+                   help="random shifts (and left-right flips for cifar10)")
+    p.add_argument("--out", help="run folder (default runs/<model>-<data>)")
+    p.add_argument("--limit", type=int, help=argparse.SUPPRESS)  # first N training samples
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar (the per-epoch lines remain)")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the run in DIR from its last.safetensors, with the same "
+                        "result as if it had never stopped; only --epochs, --data-dir, "
+                        "--download and --no-progress may be given with it (a cosine "
+                        "schedule keeps the length of the original --epochs)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out folder that already holds a run")
+    add_inspect_train_arguments(p)  # --inspect, --inspect-every
+    p.set_defaults(func=_cmd_train)
+
+
+_TRAIN_FIELDS = [f.name for f in fields(TrainConfig)]
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    given = {k: getattr(args, k) for k in _TRAIN_FIELDS
+             if getattr(args, k, None) is not None}
+    if "betas" in given:
+        given["betas"] = tuple(given["betas"])
+    if args.resume:
+        run = TrainingRun.resume(args.resume, given)
+    else:
+        run = TrainingRun.start(TrainConfig(**given), overwrite=args.overwrite)
+    recorder = start_recorder(args, run.model, run.optimizer, run.out)  # None without --inspect
+    if recorder is not None:
+        run.on_batch = recorder.on_batch  # labels each recorded step with its epoch and loss
+    try:
+        run.train()
+    except Interrupted as exc:
+        print(f"{exc}\ncontinue with: chainrule train --resume {run.out}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except NonFiniteLossError as exc:
+        print(f"chainrule: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        finish_recorder(recorder, run.out)  # an interrupted run keeps what it recorded
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- evaluate
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="loss, accuracy, per-class table, confusion.png",
+                       description="Evaluate a checkpoint: prints loss, accuracy and per-class "
+                                   "precision/recall, and writes confusion.png.")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--data", help="data set (default: the one it was trained on)")
+    p.add_argument("--data-dir")
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--out", type=Path, help="folder for confusion.png (default: the "
+                                            "checkpoint's folder)")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    ckpt = load_checkpoint(args.checkpoint)
+    meta, model = ckpt.metadata, ckpt.model
+    name = args.data or meta.get("data")
+    if name is None:
+        raise CommandError(f"{args.checkpoint} does not say which data set it was trained on; "
+                           "pass --data")
+    info = get_dataset_info(name)
+    if (meta.get("in_channels", info.in_channels), meta.get("input_size", info.input_size)) != \
+            (info.in_channels, info.input_size):
+        raise CommandError(
+            f"the model takes {meta['in_channels']}x{meta['input_size']}x{meta['input_size']} "
+            f"images, {name} has {info.in_channels}x{info.input_size}x{info.input_size}")
+    run_args = meta.get("args", {})
+    # Normalize with the checkpoint's statistics, so the model sees what it was trained on.
+    stats = (meta["mean"], meta["std"]) if "mean" in meta and "std" in meta else None
+    ds = load_dataset(name, args.data_dir or run_args.get("data_dir"), args.download,
+                      val_fraction=run_args.get("val_fraction", 0.1),
+                      seed=run_args.get("seed", 0), stats=stats)
+    X, y = getattr(ds, args.split)
+    if not len(X):
+        raise CommandError(f"the {args.split} split of {name} is empty")
+    logits = predict(model, X, batch_size=args.batch_size)
+    if logits.shape[1] != ds.num_classes:
+        raise CommandError(f"the model has {logits.shape[1]} outputs, {name} has "
+                           f"{ds.num_classes} classes")
+    loss = CrossEntropyLoss()(logits, y)
+    pred = logits.argmax(axis=1)
+    matrix = confusion_matrix(y, pred, ds.num_classes)
+    precision, recall, support = precision_recall(matrix)
+
+    accuracy = float(np.mean(pred == y))
+    print(f"{args.checkpoint} on {name} ({args.split}, {len(y)} images)")
+    print(f"loss {loss:.4f}  accuracy {accuracy:.2%}")
+    width = max(len("class"), *(len(c) for c in ds.classes))
+    print(f"{'class':<{width}}  precision   recall  support")
+    for k, cls in enumerate(ds.classes):
+        print(f"{cls:<{width}}  {precision[k]:>9.2%}  {recall[k]:>7.2%}  {support[k]:>7}")
+    out_dir = args.out if args.out is not None else args.checkpoint.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = plot_confusion(matrix, ds.classes, out_dir / "confusion.png",
+                          title=f"{meta.get('model_name', 'model')} on {name} ({args.split}, "
+                                f"accuracy {accuracy:.2%})")
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- predict
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify image files",
+                       description="Classify PNG/JPEG images (grayscale or RGB, any size: they "
+                                   "are resized to the model's input) and print the top classes.")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("images", type=Path, nargs="+")
+    p.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
+    p.add_argument("--invert", action="store_true",
+                   help="invert the images first: MNIST-like sets are light strokes on black, "
+                        "so dark ink on white paper needs this")
+    p.set_defaults(func=_cmd_predict)
+
+
+def read_image(path: Path, channels: int, size: int, invert: bool = False) -> np.ndarray:
+    """An image file as uint8 (channels, size, size): converted to grayscale (1 channel)
+    or RGB (3), resized with Lanczos filtering, optionally inverted."""
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:
+        raise missing_dependency("predict", "pillow") from None
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img).convert("L" if channels == 1 else "RGB")
+            img = img.resize((size, size), Image.Resampling.LANCZOS)
+    except OSError as exc:  # includes PIL.UnidentifiedImageError
+        raise CommandError(f"cannot read {path} as an image: {exc}") from exc
+    pixels = np.asarray(img, dtype=np.uint8).reshape(size, size, channels)  # (H, W, C)
+    if invert:
+        pixels = 255 - pixels
+    return pixels.transpose(2, 0, 1)  # (C, H, W)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)  # no overflow in exp
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    ckpt = load_checkpoint(args.checkpoint)
+    meta = ckpt.metadata
+    needed = ("in_channels", "input_size", "mean", "std", "classes")
+    missing = [k for k in needed if k not in meta]
+    if missing:
+        raise CommandError(f"{args.checkpoint} lacks the metadata {', '.join(missing)} that "
+                           "says how to read images; checkpoints of `chainrule train` have it")
+    channels, size = meta["in_channels"], meta["input_size"]
+    raw = np.stack([read_image(p, channels, size, args.invert) for p in args.images])
+    x = normalize(raw, 255.0, meta["mean"], meta["std"])  # (N, C, H, W)
+    probs = _softmax(predict(ckpt.model, x).astype(np.float64))
+    classes = meta["classes"]
+    for path, p in zip(args.images, probs):
+        top = np.argsort(-p, kind="stable")[:max(args.top, 1)]
+        print(f"{path}: " + "  ".join(f"{classes[k]} {p[k]:.2%}" for k in top))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- models, datasets
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the models")
+    p.set_defaults(func=_cmd_models)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    for name, description in describe_models():
+        builder = MODELS[name]
+        defaults = {k: v.default for k, v in inspect.signature(builder).parameters.items()}
+        c, s, k = defaults["in_channels"], defaults["input_size"], defaults["num_classes"]
+        params = builder(seed=0).num_parameters()
+        print(f"{name:<12} {params:>9,} parameters ({c}x{s}x{s} input, {k} classes)  "
+              f"{description}")
+    return EXIT_OK
+
+
+def _add_datasets(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("datasets", help="list the data sets and whether they are available")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=_cmd_datasets)
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    for name, info in DATASETS.items():
+        ok, where = availability(name, args.data_dir)
+        shape = f"{info.in_channels}x{info.input_size}x{info.input_size}"
+        print(f"{name:<14} {shape:<8} {len(info.classes):>2} classes  {info.description}\n"
+              f"{'':<14} {'ready' if ok else 'missing'}: {where}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- entry point
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chainrule", description="Train, evaluate and use CNNs whose every backward pass "
+                                      "is written by hand in NumPy.")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for add in (_add_train, _add_evaluate, _add_predict, _add_models, _add_datasets,
+                add_export_parser, add_inspect_parser, add_explain_parser):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `chainrule evaluate ... | head`: the reader left
+        # Point stdout at devnull so that the interpreter's final flush does not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    except (CommandError, RunError, DatasetError, CheckpointError, FileNotFoundError) as exc:
+        print(f"chainrule: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
