@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._parallel import parallel_slices
+
 Pair = tuple[int, int]
 Padding4 = tuple[int, int, int, int]  # (top, bottom, left, right)
 
@@ -29,15 +31,26 @@ def conv_output_size(size: int, kernel: int, stride: int, pad_before: int, pad_a
 def pad_channel_major(x: np.ndarray, padding: Padding4, value: float = 0.0) -> np.ndarray:
     """Copy ``x`` (N, C, H, W) into a fresh padded array of layout (C, N, Hp, Wp).
 
-    The transpose and the padding cost one copy together, and every later slice over a
+    The transpose and the padding cost one copy together (only the border is filled,
+    and large inputs are copied by the worker threads), and every later slice over a
     channel is contiguous in (N, Hp, Wp).
     """
     n, c, h, w = x.shape
     top, bottom, left, right = padding
-    out = np.empty((c, n, h + top + bottom, w + left + right), dtype=x.dtype)
-    if top or bottom or left or right:
-        out.fill(value)
-    out[:, :, top:top + h, left:left + w] = x.transpose(1, 0, 2, 3)
+    hp, wp = h + top + bottom, w + left + right
+    out = np.empty((c, n, hp, wp), dtype=x.dtype)
+    source = x.transpose(1, 0, 2, 3)                                # (C, N, H, W) view
+
+    def piece(ix):
+        block = out[ix]
+        if top or bottom or left or right:
+            block[:, :, :top] = value
+            block[:, :, top + h:] = value
+            block[:, :, top:top + h, :left] = value
+            block[:, :, top:top + h, left + w:] = value
+        block[:, :, top:top + h, left:left + w] = source[ix]
+
+    parallel_slices(piece, out.shape, 0)
     return out
 
 
@@ -50,18 +63,20 @@ def _offset_slices(i: int, j: int, out_hw: Pair, stride: Pair, dilation: Pair):
             slice(j * dw, j * dw + sw * (ow - 1) + 1, sw))
 
 
-def im2col(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair) -> np.ndarray:
+def im2col(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair,
+           out: np.ndarray | None = None) -> np.ndarray:
     """Unfold a padded channel-major input into columns.
 
     Args:
         xp: (C, N, Hp, Wp) padded input, as made by ``pad_channel_major``.
+        out: optional (C, kh, kw, N, H_out, W_out) array to write into.
     Returns:
         cols: (C, kh, kw, N, H_out, W_out); reshaped to (C*kh*kw, N*H_out*W_out) it is
         the right-hand matrix of the convolution GEMM.
     """
     c, n = xp.shape[:2]
     kh, kw = kernel
-    cols = np.empty((c, kh, kw, n, *out_hw), dtype=xp.dtype)
+    cols = np.empty((c, kh, kw, n, *out_hw), dtype=xp.dtype) if out is None else out
     for i in range(kh):
         for j in range(kw):
             rows, columns = _offset_slices(i, j, out_hw, stride, dilation)
@@ -69,22 +84,34 @@ def im2col(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_hw: P
     return cols
 
 
-def col2im(cols: np.ndarray, padded_hw: Pair, stride: Pair, dilation: Pair) -> np.ndarray:
+def col2im(cols: np.ndarray, padded_hw: Pair, stride: Pair, dilation: Pair,
+           out: np.ndarray | None = None) -> np.ndarray:
     """The adjoint of ``im2col``: add every column entry back onto the input position it
     came from (overlapping windows *add*, they do not overwrite).
 
     Args:
         cols: (C, kh, kw, N, H_out, W_out).
         padded_hw: (Hp, Wp), the padded input size.
+        out: optional (C, N, Hp, Wp) array to write the result into (overwritten).
     Returns:
         (C, N, Hp, Wp) gradient with respect to the padded, channel-major input.
     """
     c, kh, kw, n, oh, ow = cols.shape
-    dxp = np.zeros((c, n, *padded_hw), dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            rows, columns = _offset_slices(i, j, (oh, ow), stride, dilation)
-            dxp[:, :, rows, columns] += cols[:, i, j]
+    dxp = np.empty((c, n, *padded_hw), dtype=cols.dtype) if out is None else out
+    if tuple(stride) == (1, 1):
+        # Offset (0, 0) covers the block [:oh, :ow]: write it instead of adding it to
+        # zeros, and zero only the rest.
+        dxp[:, :, :oh, :ow] = cols[:, 0, 0]
+        dxp[:, :, oh:] = 0
+        dxp[:, :, :oh, ow:] = 0
+        first = 1
+    else:
+        dxp.fill(0)
+        first = 0
+    for index in range(first, kh * kw):
+        i, j = divmod(index, kw)
+        rows, columns = _offset_slices(i, j, (oh, ow), stride, dilation)
+        dxp[:, :, rows, columns] += cols[:, i, j]
     return dxp
 
 

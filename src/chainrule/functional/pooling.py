@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._parallel import empty_with_layout, outer_axis, parallel_slices
 from .im2col import Pair, _offset_slices
 
 
@@ -35,23 +36,33 @@ def max_pool_forward(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair,
         winner: (..., H_out, W_out) uint8/uint16 index ``i * kw + j`` of the element that
             won the max: the *first* in row-major window order on ties, as in PyTorch.
             A NaN anywhere in a window propagates to the output.
+
+    Both outputs keep the memory order of ``xp``'s leading axes (a channel-major batch
+    stays channel-major); large inputs are split over the worker threads.
     """
     kh, kw = kernel
     index_dtype = np.uint8 if kh * kw <= 256 else np.uint16
-    rows, columns = _offset_slices(0, 0, out_hw, stride, dilation)
-    out = xp[..., rows, columns].copy()
-    winner = np.zeros(out.shape, dtype=index_dtype)
-    for i in range(kh):
-        for j in range(kw):
-            if i == 0 and j == 0:
-                continue
-            rows, columns = _offset_slices(i, j, out_hw, stride, dilation)
-            candidate = xp[..., rows, columns]
+    offsets = [_offset_slices(i, j, out_hw, stride, dilation) for i in range(kh) for j in range(kw)]
+    first = xp[(..., *offsets[0])]
+    out = empty_with_layout(first)
+    winner = empty_with_layout(first, dtype=index_dtype)
+
+    def piece(ix):
+        x, best, win = xp[ix], out[ix], winner[ix]
+        np.copyto(best, x[(..., *offsets[0])])
+        win.fill(0)
+        better = np.empty(best.shape, dtype=np.bool_)
+        for index, (rows, columns) in enumerate(offsets[1:], start=1):
+            candidate = x[..., rows, columns]
             # Strictly greater: an equal later element never takes over, so ties go to
-            # the first element; np.maximum (not the mask) makes NaN propagate.
-            better = candidate > out
-            winner[better] = i * kw + j
-            np.maximum(out, candidate, out=out)
+            # the first element; np.maximum (not the mask) makes NaN propagate. Offsets
+            # come in increasing index order, so the winner is the largest index that
+            # ever beat the running max: win = max(win, index * better).
+            np.greater(candidate, best, out=better)
+            np.maximum(win, np.multiply(better, index, dtype=index_dtype), out=win)
+            np.maximum(best, candidate, out=best)
+
+    parallel_slices(piece, xp.shape[:-2], outer_axis(first, xp.ndim - 2))
     return out, winner
 
 
@@ -64,14 +75,32 @@ def max_pool_backward(grad: np.ndarray, winner: np.ndarray, kernel: Pair, stride
         winner: (..., H_out, W_out) as returned by ``max_pool_forward``.
     Returns:
         (..., Hp, Wp) gradient with respect to the padded input; overlapping windows add.
+        It has the memory order of ``winner``'s leading axes.
     """
     kh, kw = kernel
-    dxp = np.zeros((*grad.shape[:-2], *padded_hw), dtype=grad.dtype)
-    zero = grad.dtype.type(0)
-    for i in range(kh):
-        for j in range(kw):
-            rows, columns = _offset_slices(i, j, grad.shape[-2:], stride, dilation)
-            dxp[..., rows, columns] += np.where(winner == i * kw + j, grad, zero)
+    oh, ow = grad.shape[-2:]
+    dxp = empty_with_layout(winner, (*grad.shape[:-2], *padded_hw), grad.dtype)
+    offsets = [_offset_slices(i, j, (oh, ow), stride, dilation) for i in range(kh) for j in range(kw)]
+    # Windows that do not overlap (stride == kernel, no dilation) cover each input
+    # element at most once: every offset *writes* its part, no zero-fill, no adds.
+    disjoint = tuple(stride) == tuple(kernel) and tuple(dilation) == (1, 1)
+
+    def piece(ix):
+        g, win, dx = grad[ix], winner[ix], dxp[ix]
+        won = np.empty(win.shape, dtype=np.bool_)
+        if disjoint:
+            dx[..., oh * kh:, :] = 0                       # rows and columns no window
+            dx[..., :oh * kh, ow * kw:] = 0                # reaches (remainders)
+        else:
+            dx.fill(0)
+        for index, (rows, columns) in enumerate(offsets):
+            np.equal(win, index, out=won)
+            if disjoint:
+                np.multiply(g, won, out=dx[..., rows, columns])
+            else:
+                dx[..., rows, columns] += g * won
+
+    parallel_slices(piece, grad.shape[:-2], outer_axis(winner, winner.ndim - 2))
     return dxp
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import functional as F
 from .base import Layer
 
 
@@ -35,8 +36,39 @@ class _Elementwise(Layer):
 
 class ReLU(_Elementwise):
     """``y = max(x, 0)``; ``dL/dx = dL/dy * [x > 0]`` (the derivative at exactly 0 is 0,
-    as in PyTorch). Shape: any -> same."""
+    as in PyTorch). Shape: any -> same.
 
+    The output keeps the input's memory layout (a channel-major batch stays channel-
+    major), and large arrays are cut into pieces that the worker threads share."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = self._cast_input(x)
+        y = F.empty_with_layout(x)
+        keep = self.keeps_cache
+        positive = F.empty_with_layout(x, dtype=np.bool_) if keep else None
+
+        def piece(ix):
+            np.maximum(x[ix], 0, out=y[ix])
+            if keep:
+                np.greater(x[ix], 0, out=positive[ix])
+
+        F.parallel_slices(piece, x.shape, F.outer_axis(y))
+        if keep:
+            self._cache = (positive, y.shape, y.dtype)
+        return y
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        positive, shape, dtype = self._take_cache()
+        grad = self._check_grad(grad, shape, dtype)
+        dx = F.empty_with_layout(positive, dtype=dtype)
+
+        def piece(ix):
+            np.multiply(grad[ix], positive[ix], out=dx[ix])
+
+        F.parallel_slices(piece, shape, F.outer_axis(dx))
+        return dx
+
+    # the same rule, for anything that calls the _Elementwise hooks directly
     def _f(self, x):
         return np.maximum(x, 0)
 

@@ -33,11 +33,20 @@ class Conv2d(Layer):
         ``H_out = (H + pad_top + pad_bottom - dilation*(kh - 1) - 1) // stride + 1``.
         weight: (C_out, C_in // groups, kh, kw); bias: (C_out,).
 
-    Backward: with the im2col matrix ``X_col`` (C_in*kh*kw, N*H_out*W_out) kept from the
-    forward pass and the upstream gradient G (C_out, N*H_out*W_out),
+    Backward: with the im2col matrix ``X_col`` (C_in*kh*kw, N*H_out*W_out) of the
+    input and the upstream gradient G (C_out, N*H_out*W_out),
     ``dW = G @ X_col.T`` (the gradient correlated with the input), ``db = sum(G)``, and
     ``dX = col2im(W.T @ G)`` (the gradient correlated with the flipped kernel).
+
+    Memory: ``X_col`` is never built whole. The batch is processed in chunks (see
+    ``chainrule.functional.conv2d_forward``) whose scratch buffers stay under
+    ``max_workspace_bytes`` (class attribute, 512 MiB by default; set it on the class or
+    on one layer; None: no limit beyond the cache-sized chunks); only the padded input is
+    kept for backward. Results do not depend on the chunking beyond float rounding of the
+    weight-gradient sums.
     """
+
+    max_workspace_bytes: int = 512 << 20
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
@@ -124,33 +133,29 @@ class Conv2d(Layer):
         """(N, C_in, H, W) -> (N, C_out, H_out, W_out)."""
         x = self._cast_input(x)
         n, c_out, oh, ow = self.output_shape(x.shape)
-        g = self.groups
         xp = F.pad_channel_major(x, self._pad4)                       # (C_in, N, Hp, Wp)
-        cols = F.im2col(xp, self.kernel_size, self.stride, self.dilation, (oh, ow))
-        cols = cols.reshape(g, -1, n * oh * ow)                        # (G, Cg*kh*kw, N*L)
-        weight = self.weight.data.reshape(g, c_out // g, -1)           # (G, Og, Cg*kh*kw)
-        out = np.matmul(weight, cols)                                  # (G, Og, N*L)
-        out = out.reshape(c_out, n, oh, ow)
-        if self.bias is not None:
-            out += self.bias.data[:, None, None, None]
+        bias = None if self.bias is None else self.bias.data
+        out = F.conv2d_forward(xp, self.weight.data, bias, self.stride, self.dilation, (oh, ow),
+                               self.max_workspace_bytes)             # (C_out, N, H_out, W_out)
         if self.keeps_cache:
-            self._cache = (cols, x.shape, xp.shape[2:], out.shape)
-        return out.transpose(1, 0, 2, 3)                               # (N, C_out, H_out, W_out)
+            # The padded input, not its columns: backward unfolds it again chunk by
+            # chunk, which keeps a 9x (kh*kw x) larger matrix out of memory.
+            self._cache = (xp, x.shape, out.shape)
+        # Channel-major memory seen as (N, C_out, H_out, W_out): the next layers work
+        # on it as it is, and the next convolution's transpose-and-pad copy is then a
+        # straight copy per channel.
+        return out.transpose(1, 0, 2, 3)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         """dL/dy (N, C_out, H_out, W_out) -> dL/dx (N, C_in, H, W); adds into weight.grad
         and bias.grad."""
-        cols, x_shape, padded_hw, cn_shape = self._take_cache()
+        xp, x_shape, cn_shape = self._take_cache()
         c_out, n, oh, ow = cn_shape
         grad = self._check_grad(grad, (n, c_out, oh, ow), self.weight.dtype)
-        g = self.groups
-        grad_cm = grad.transpose(1, 0, 2, 3).reshape(g, c_out // g, n * oh * ow)  # (G, Og, N*L)
-        weight = self.weight.data.reshape(g, c_out // g, -1)                     # (G, Og, K)
-        self.weight.grad += np.matmul(grad_cm, cols.transpose(0, 2, 1)).reshape(self.weight.shape)
+        dx, dweight, dbias = F.conv2d_backward(
+            xp, self.weight.data, grad.transpose(1, 0, 2, 3), self.stride, self.dilation,
+            self._pad4, self.bias is not None, self.max_workspace_bytes)   # (C_in, N, H, W)
+        self.weight.grad += dweight
         if self.bias is not None:
-            self.bias.grad += grad_cm.sum(axis=2).reshape(c_out)
-        dcols = np.matmul(weight.transpose(0, 2, 1), grad_cm)                   # (G, K, N*L)
-        kh, kw = self.kernel_size
-        dcols = dcols.reshape(x_shape[1], kh, kw, n, oh, ow)
-        dxp = F.col2im(dcols, padded_hw, self.stride, self.dilation)             # (C, N, Hp, Wp)
-        return F.unpad_to_nchw(dxp, self._pad4, x_shape[2:])
+            self.bias.grad += dbias
+        return dx.transpose(1, 0, 2, 3)

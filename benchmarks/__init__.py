@@ -1,0 +1,1 @@
+"""Side-by-side timing of chainrule against PyTorch (``python -m benchmarks.compare``)."""

@@ -1,0 +1,163 @@
+"""Splitting a batch across the CPU cores, and reusable scratch buffers.
+
+NumPy's element-wise operations and copies run on one core; BLAS uses all of them but
+only inside a matrix product. The convolution kernels therefore cut the batch into
+chunks and hand them to ``num_workers()`` threads: each thread runs its chunks' copies,
+additions *and* matrix products, with BLAS held at one thread meanwhile so the threads
+do not oversubscribe the cores. NumPy releases the GIL inside ufuncs, copies and BLAS
+calls, so the threads really run in parallel. BLAS threads are set through
+``threadpoolctl`` when it is installed; without it everything runs in the calling
+thread, with BLAS at its own setting.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_state: dict = {"pool": None, "blas": None, "workers": None}
+_scratch = threading.local()
+
+
+def _blas_controllers() -> list:
+    """threadpoolctl controllers of the BLAS libraries NumPy loaded ([] without threadpoolctl)."""
+    if _state["blas"] is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _state["blas"] = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+        except Exception:  # not installed, or a BLAS it cannot drive: run serially
+            _state["blas"] = []
+    return _state["blas"]
+
+
+def num_workers() -> int:
+    """Threads the kernels split a batch across: ``CHAINRULE_NUM_THREADS`` if set, else
+    the number of cores (1 when BLAS threads cannot be controlled)."""
+    if _state["workers"] is None:
+        wanted = int(os.environ.get("CHAINRULE_NUM_THREADS", "0") or 0) or (os.cpu_count() or 1)
+        _state["workers"] = max(1, wanted) if _blas_controllers() else 1
+    return _state["workers"]
+
+
+def set_num_workers(n: int | None) -> None:
+    """Override the number of threads (None: back to the default). For tests and tuning."""
+    with _lock:
+        _state["workers"] = None if n is None else max(1, int(n))
+        if _state["pool"] is not None:     # sized for the old count
+            _state["pool"].shutdown(wait=False)
+            _state["pool"] = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The helper threads (the calling thread is always the first worker)."""
+    with _lock:
+        if _state["pool"] is None:
+            _state["pool"] = ThreadPoolExecutor(max_workers=max(1, num_workers() - 1),
+                                                thread_name_prefix="chainrule")
+        return _state["pool"]
+
+
+@contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    controllers = _blas_controllers()
+    before = [c.num_threads for c in controllers]
+    for c in controllers:
+        c.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for c, n in zip(controllers, before):
+            c.set_num_threads(n)
+
+
+def run_split(task: Callable[[int, Sequence[tuple[int, int]]], T],
+              chunks: Sequence[tuple[int, int]]) -> list[T]:
+    """Run ``task(worker, my_chunks)`` on each worker with an interleaved share of
+    ``chunks`` ((start, stop) batch ranges); returns the workers' results in order.
+
+    With one worker or one chunk, ``task(0, chunks)`` runs in the calling thread with
+    BLAS untouched (so a single big product still uses every core)."""
+    workers = min(num_workers(), len(chunks))
+    if workers <= 1:
+        return [task(0, chunks)]
+    pool = _pool()
+    shares = [chunks[w::workers] for w in range(workers)]
+    with _single_threaded_blas():
+        futures = [pool.submit(task, w, shares[w]) for w in range(1, workers)]
+        first = task(0, shares[0])
+        return [first] + [f.result() for f in futures]
+
+
+def batch_chunks(n: int, per_chunk: int) -> list[tuple[int, int]]:
+    """Cut range(n) into (start, stop) pieces of at most ``per_chunk`` items, made equal."""
+    count = -(-n // max(1, per_chunk))
+    bounds = [round(i * n / count) for i in range(count + 1)]
+    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A per-thread scratch array of ``shape``, reused between calls (it grows, never
+    shrinks): no fresh pages to fault in for every chunk. Valid until the same thread
+    asks for the same slot again."""
+    buffers = _scratch.__dict__.setdefault("buffers", {})
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = buffers.get(slot)
+    if buf is None or buf.size < size:
+        buf = buffers[slot] = np.empty(size, dtype=np.uint8)
+    return buf[:size].view(dtype).reshape(shape)
+
+
+# Below this many elements an element-wise operation is not worth a thread hand-off.
+MIN_PARALLEL_ELEMENTS = 1 << 18
+
+
+def outer_axis(a: np.ndarray, among: int | None = None) -> int:
+    """The axis (of the first ``among`` axes) with the largest stride: cutting along it
+    gives each thread the biggest contiguous pieces of memory."""
+    axes = range(a.ndim if among is None else among)
+    if not axes:
+        return 0
+    return max(axes, key=lambda ax: (abs(a.strides[ax]) if a.shape[ax] > 1 else -1, -ax))
+
+
+def parallel_slices(fn: Callable[[tuple], None], shape: tuple[int, ...], axis: int) -> None:
+    """Call ``fn(index)`` for pieces of an array of ``shape`` cut along ``axis``, the
+    pieces spread over the worker threads (in the calling thread alone when the array is
+    small). ``index`` is a tuple of slices; the pieces never overlap."""
+    if not shape:                        # 0-d: one piece, indexed so it stays a view
+        fn((Ellipsis,))
+        return
+    size = int(np.prod(shape))
+    length = shape[axis]
+    pieces = min(num_workers(), length) if size >= MIN_PARALLEL_ELEMENTS else 1
+    head = (slice(None),) * axis
+    if pieces <= 1:
+        fn(head + (slice(None),))
+        return
+    pool = _pool()
+    bounds = batch_chunks(length, -(-length // pieces))
+    futures = [pool.submit(fn, head + (slice(a, b),)) for a, b in bounds[1:]]
+    fn(head + (slice(*bounds[0]),))
+    for f in futures:
+        f.result()
+
+
+def empty_with_layout(template: np.ndarray, shape: tuple[int, ...] | None = None,
+                      dtype=None) -> np.ndarray:
+    """An uninitialized array of ``shape`` (default: the template's) whose axes are laid
+    out in memory in the same order as ``template``'s (e.g. channel-major memory behind
+    an (N, C, H, W) view), so element-wise work between the two runs over contiguous
+    memory. Only the order of the axes is copied, not the template's gaps."""
+    shape = template.shape if shape is None else tuple(shape)
+    dtype = template.dtype if dtype is None else dtype
+    order = sorted(range(template.ndim), key=lambda ax: (-abs(template.strides[ax]), ax))
+    inverse = np.argsort(order)
+    return np.empty([shape[ax] for ax in order], dtype=dtype).transpose(inverse)

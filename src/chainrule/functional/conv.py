@@ -1,0 +1,197 @@
+"""Convolution as im2col + matrix product, computed over batch chunks.
+
+All arrays are channel-major, as made by ``pad_channel_major``: the padded input ``xp``
+is (C_in, N, Hp, Wp) and the output (C_out, N, H_out, W_out). The batch is cut into
+chunks whose column matrix fits in the CPU caches (and never exceeds a workspace limit);
+each chunk is unfolded (``im2col``), multiplied and, for the input gradient, folded back
+(``col2im``) while its columns are still in cache, and the chunks are shared among
+threads (see ``_parallel``). Nothing of size (C_in*kh*kw, N*H_out*W_out) is ever
+allocated: the backward pass unfolds each chunk again from the kept padded input.
+
+With K = C_in/G * kh * kw columns per group, L = H_out * W_out pixels, per group g:
+
+    forward:          out[g] = W[g] (Og, K) @ cols[g] (K, N*L) + bias
+    weight gradient:  dW[g] = G[g] (Og, N*L) @ cols[g].T
+    input gradient:   stride 1: the forward kernel applied to the padded G with the
+                      flipped, transposed kernel; else dxp = col2im(W[g].T (K, Og) @ G[g])
+
+Output size per spatial dimension::
+
+    H_out = (H + pad_top + pad_bottom - dilation * (kh - 1) - 1) // stride + 1
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._parallel import batch_chunks, num_workers, run_split, scratch
+from .im2col import Padding4, Pair, col2im, im2col, pad_channel_major
+
+# Columns of one chunk: about this many bytes, so a chunk's columns stay in the caches
+# between the copy that makes them and the product that reads them.
+CHUNK_BYTES = 4 << 20
+
+
+# Fewest input channels per group for which the stride-1 input gradient is computed as
+# a convolution with the flipped kernel rather than by col2im.
+MIN_FLIPPED_ROWS = 16
+
+# Below this many bytes of columns in all, a layer is not split over the threads.
+MIN_SPLIT_BYTES = 256 << 10
+
+
+def _chunks(n: int, per_image: int, workspace_bytes: int | None) -> list[tuple[int, int]]:
+    """(start, stop) image ranges: cache-sized; at least one per thread when the layer is
+    big enough to share; and within ``workspace_bytes`` for the one scratch buffer of
+    every thread together (but at least one image: a single image is never split)."""
+    workers = num_workers()
+    images = max(1, CHUNK_BYTES // max(1, per_image))
+    if n * per_image >= MIN_SPLIT_BYTES:
+        images = min(images, -(-n // workers))
+    if workspace_bytes is not None:
+        images = min(images, max(1, workspace_bytes // max(1, per_image * workers)))
+    return batch_chunks(n, images)
+
+
+def conv2d_forward(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: Pair,
+                   dilation: Pair, out_hw: Pair, workspace_bytes: int | None = None) -> np.ndarray:
+    """Convolve a padded channel-major input.
+
+    Args:
+        xp: (C_in, N, Hp, Wp) padded input.
+        weight: (C_out, C_in // G, kh, kw); the number of groups G is
+            ``C_in // weight.shape[1]``.
+        bias: (C_out,) or None.
+        workspace_bytes: upper bound on the scratch memory of the column matrices.
+    Returns:
+        (C_out, N, H_out, W_out) output.
+    """
+    c_in, n = xp.shape[:2]
+    c_out, c_group, kh, kw = weight.shape
+    groups = c_in // c_group
+    oh, ow = out_hw
+    pixels = oh * ow
+    w3 = weight.reshape(groups, c_out // groups, c_group * kh * kw)    # (G, Og, K)
+    out = np.empty((c_out, n, oh, ow), dtype=xp.dtype)
+    out3 = out.reshape(groups, c_out // groups, n * pixels)             # (G, Og, N*L)
+    per_image = c_in * kh * kw * pixels * xp.dtype.itemsize
+    chunks = _chunks(n, per_image, workspace_bytes)
+
+    def task(_: int, my_chunks) -> None:
+        for start, stop in my_chunks:
+            cols = scratch("cols", (c_in, kh, kw, stop - start, oh, ow), xp.dtype)
+            im2col(xp[:, start:stop], (kh, kw), stride, dilation, out_hw, out=cols)
+            block = out3[:, :, start * pixels:stop * pixels]             # (G, Og, n*L)
+            np.matmul(w3, cols.reshape(groups, -1, (stop - start) * pixels), out=block)
+            if bias is not None:
+                block += bias.reshape(groups, -1, 1)
+
+    run_split(task, chunks)
+    return out
+
+
+def conv2d_backward(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, stride: Pair,
+                    dilation: Pair, padding: Padding4, with_bias: bool,
+                    workspace_bytes: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gradients of ``conv2d_forward``.
+
+    Args:
+        xp: (C_in, N, Hp, Wp) the padded input of the forward pass.
+        weight: (C_out, C_in // G, kh, kw).
+        grad: (C_out, N, H_out, W_out) upstream gradient, channel-major.
+        padding: (top, bottom, left, right) that made ``xp`` from the input.
+        with_bias: whether to return the bias gradient.
+    Returns:
+        dx: (C_in, N, H, W) gradient with respect to the unpadded input (may be a view);
+        dweight: (C_out, C_in // G, kh, kw); dbias: (C_out,) or None.
+
+    For stride 1 the input gradient is itself a convolution: the upstream gradient,
+    padded by ``dilation*(k - 1) - padding``, correlated with the kernel flipped in space
+    and with in/out channels swapped. That reuses the forward kernel, and its matrix
+    product (C_in x C_out*kh*kw) @ (C_out*kh*kw x pixels) runs faster than
+    ``W.T @ G``, whose inner dimension is only C_out, followed by col2im's additions;
+    but only when it has enough rows (``MIN_FLIPPED_ROWS`` input channels per group):
+    for a first layer with 1 or 3 input channels col2im wins.
+    """
+    c_in, n, hp, wp = xp.shape
+    c_out, c_group, kh, kw = weight.shape
+    groups = c_in // c_group
+    _, _, oh, ow = grad.shape
+    top, bottom, left, right = padding
+    h, w = hp - top - bottom, wp - left - right
+    grad = np.ascontiguousarray(grad)
+    dweight, dbias = _weight_gradient(xp, grad, (kh, kw), groups, stride, dilation, with_bias,
+                                      workspace_bytes)
+    dweight = dweight.reshape(weight.shape)
+    reach = (dilation[0] * (kh - 1), dilation[1] * (kw - 1))
+    grad_padding = (reach[0] - top, reach[0] - bottom, reach[1] - left, reach[1] - right)
+    if tuple(stride) == (1, 1) and min(grad_padding) >= 0 and c_group >= MIN_FLIPPED_ROWS:
+        og = c_out // groups
+        flipped = weight.reshape(groups, og, c_group, kh, kw).transpose(0, 2, 1, 3, 4)
+        flipped = np.ascontiguousarray(flipped[..., ::-1, ::-1]).reshape(c_in, og, kh, kw)
+        gp = pad_channel_major(grad.transpose(1, 0, 2, 3), grad_padding)   # (C_out, N, ., .)
+        dx = conv2d_forward(gp, flipped, None, (1, 1), dilation, (h, w), workspace_bytes)
+        return dx, dweight, dbias
+    return (_input_gradient_col2im(weight, grad, groups, (hp, wp), stride, dilation,
+                                   workspace_bytes)[:, :, top:top + h, left:left + w],
+            dweight, dbias)
+
+
+def _weight_gradient(xp: np.ndarray, grad: np.ndarray, kernel: Pair, groups: int, stride: Pair,
+                     dilation: Pair, with_bias: bool, workspace_bytes: int | None):
+    """dW (G, Og, K) = sum over chunks of G (Og, n*L) @ cols.T (n*L, K); db = sum(G)."""
+    c_in, n = xp.shape[:2]
+    c_out, _, oh, ow = grad.shape
+    kh, kw = kernel
+    pixels = oh * ow
+    grad3 = grad.reshape(groups, c_out // groups, n * pixels)          # (G, Og, N*L)
+    per_image = c_in * kh * kw * pixels * xp.dtype.itemsize
+    chunks = _chunks(n, per_image, workspace_bytes)
+
+    def task(_: int, my_chunks):
+        dw = np.zeros((groups, c_out // groups, c_in // groups * kh * kw), dtype=xp.dtype)
+        db = np.zeros(c_out, dtype=xp.dtype) if with_bias else None
+        for start, stop in my_chunks:
+            m = (stop - start) * pixels
+            cols = scratch("cols", (c_in, kh, kw, stop - start, oh, ow), xp.dtype)
+            im2col(xp[:, start:stop], kernel, stride, dilation, (oh, ow), out=cols)
+            g = grad3[:, :, start * pixels:stop * pixels]                 # (G, Og, n*L)
+            dw += np.matmul(g, cols.reshape(groups, -1, m).transpose(0, 2, 1))
+            if db is not None:
+                db += g.sum(axis=2).reshape(c_out)
+        return dw, db
+
+    parts = run_split(task, chunks)        # each thread's (dW, db) partial sums
+    dweight, dbias = parts[0]
+    for dw, db in parts[1:]:
+        dweight += dw
+        if dbias is not None:
+            dbias += db
+    return dweight, dbias
+
+
+def _input_gradient_col2im(weight: np.ndarray, grad: np.ndarray, groups: int, padded_hw: Pair,
+                           stride: Pair, dilation: Pair, workspace_bytes: int | None) -> np.ndarray:
+    """dxp (C_in, N, Hp, Wp) = col2im(W.T @ G), chunk by chunk: any stride."""
+    c_out, c_group, kh, kw = weight.shape
+    c_in = c_group * groups
+    _, n, oh, ow = grad.shape
+    pixels = oh * ow
+    wt = weight.reshape(groups, c_out // groups, -1).transpose(0, 2, 1)  # (G, K, Og)
+    grad3 = grad.reshape(groups, c_out // groups, n * pixels)            # (G, Og, N*L)
+    dxp = np.empty((c_in, n, *padded_hw), dtype=grad.dtype)
+    per_image = c_in * kh * kw * pixels * grad.dtype.itemsize
+    chunks = _chunks(n, per_image, workspace_bytes)
+
+    def task(_: int, my_chunks) -> None:
+        for start, stop in my_chunks:
+            m = (stop - start) * pixels
+            # the same per-thread slot as the columns: one scratch buffer per thread
+            dcols = scratch("cols", (groups, c_group * kh * kw, m), grad.dtype)
+            np.matmul(wt, grad3[:, :, start * pixels:stop * pixels], out=dcols)  # (G, K, n*L)
+            col2im(dcols.reshape(c_in, kh, kw, stop - start, oh, ow), padded_hw, stride,
+                   dilation, out=dxp[:, start:stop])
+
+    run_split(task, chunks)
+    return dxp

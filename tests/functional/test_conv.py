@@ -1,0 +1,158 @@
+"""The chunked, threaded convolution kernels (``chainrule.functional.conv``) and the
+element-wise kernels that split work over threads.
+
+Every fast path is checked against the plain-loop reference (``tests/reference.py``) and
+against itself run one image per chunk and on one thread: the chunking and the threads
+must not change the result beyond float rounding of the weight-gradient sums.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import chainrule as cr
+from chainrule import functional as F
+from chainrule.functional import _parallel
+from chainrule.functional import conv as fconv
+from tests import reference as ref
+
+
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def workers(request):
+    _parallel.set_num_workers(request.param)
+    yield request.param
+    _parallel.set_num_workers(None)
+
+
+def _conv_grads(x, weight, grad, stride, padding, dilation, workspace):
+    """Forward output and (dx, dW, db) of the functional kernels, in (N, C, H, W)."""
+    xp = F.pad_channel_major(x, padding)
+    out_hw = grad.shape[2:]
+    bias = np.linspace(-1, 1, weight.shape[0])
+    y = F.conv2d_forward(xp, weight, bias, stride, dilation, out_hw, workspace)
+    dx, dw, db = F.conv2d_backward(xp, weight, grad.transpose(1, 0, 2, 3), stride, dilation,
+                                   padding, True, workspace)
+    return y.transpose(1, 0, 2, 3), dx.transpose(1, 0, 2, 3), dw, db
+
+
+# (N, C_in, C_out, H, W, kernel, stride, dilation, padding (top, bottom, left, right), groups)
+CASES = {
+    "k3-p1": (5, 3, 4, 6, 5, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), 1),
+    "k3x2-s2-d2-p1x0-groups2": (4, 4, 6, 9, 8, (3, 2), (2, 2), (2, 1), (1, 1, 0, 0), 2),
+    "k1-s2": (3, 2, 3, 5, 5, (1, 1), (2, 2), (1, 1), (0, 0, 0, 0), 1),
+    "k3-d2-p1x3-groups2": (3, 4, 2, 7, 8, (3, 3), (1, 1), (2, 2), (1, 2, 3, 0), 2),
+    "k2-p3-wider-than-reach": (2, 2, 3, 4, 4, (2, 2), (1, 1), (1, 1), (3, 0, 1, 1), 1),
+}
+
+
+@pytest.fixture(params=["col2im", "flipped-kernel"])
+def input_gradient_path(request, monkeypatch):
+    """Both ways to the stride-1 input gradient, whatever the channel count."""
+    monkeypatch.setattr(fconv, "MIN_FLIPPED_ROWS", 1 << 30 if request.param == "col2im" else 1)
+    return request.param
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=list(CASES))
+@pytest.mark.parametrize("workspace", [None, 1], ids=["one-chunk", "one-image-per-chunk"])
+def test_conv_kernels_match_reference(case, workspace, workers, input_gradient_path):
+    n, c_in, c_out, h, w, kernel, stride, dilation, padding, groups = case
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c_in, h, w))
+    weight = rng.standard_normal((c_out, c_in // groups, *kernel))
+    top, bottom, left, right = padding
+    oh = ref.out_size(h, kernel[0], stride[0], top, bottom, dilation[0])
+    ow = ref.out_size(w, kernel[1], stride[1], left, right, dilation[1])
+    grad = rng.standard_normal((n, c_out, oh, ow))
+
+    y, dx, dw, db = _conv_grads(x, weight, grad, stride, padding, dilation, workspace)
+    bias = np.linspace(-1, 1, c_out)
+    np.testing.assert_allclose(y, ref.conv2d(x, weight, bias, stride, padding, dilation, groups),
+                               rtol=1e-12, atol=1e-12)
+    # The gradients are the adjoint of the (linear) convolution: <G, conv(dx-direction)>.
+    # Check them against the reference through finite linear combinations instead:
+    # dx = d<G, conv(x)>/dx, which for a linear map is conv's transpose applied to G.
+    basis_dx = np.zeros_like(x)
+    for index in [(0, 0, 0, 0), (n - 1, c_in - 1, h - 1, w - 1), (n // 2, c_in // 2, h // 2, w // 2)]:
+        basis_dx[...] = 0
+        basis_dx[index] = 1.0
+        expected = np.sum(grad * ref.conv2d(basis_dx, weight, None, stride, padding, dilation, groups))
+        assert dx[index] == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    basis_w = np.zeros_like(weight)
+    for index in [(0, 0, 0, 0), (c_out - 1, c_in // groups - 1, kernel[0] - 1, kernel[1] - 1)]:
+        basis_w[...] = 0
+        basis_w[index] = 1.0
+        expected = np.sum(grad * ref.conv2d(x, basis_w, None, stride, padding, dilation, groups))
+        assert dw[index] == pytest.approx(expected, rel=1e-10, abs=1e-10)
+    np.testing.assert_allclose(db, grad.sum(axis=(0, 2, 3)), rtol=1e-12)
+
+
+def test_workspace_limit_chunks_the_batch_and_keeps_results(monkeypatch):
+    """A Conv2d whose workspace limit fits one image computes in many chunks, with the
+    same results as one chunk."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 3, 7, 6))
+    grad = rng.standard_normal((6, 4, 7, 6))
+    seen = []
+    real = fconv.batch_chunks
+    monkeypatch.setattr(fconv, "batch_chunks", lambda n, k: seen.append(real(n, k)) or seen[-1])
+
+    results = []
+    chunk_counts = []
+    for limit in (512 << 20, 1):
+        seen.clear()
+        layer = cr.Conv2d(3, 4, 3, padding=1, rng=0).double()
+        layer.max_workspace_bytes = limit
+        y = layer.forward(x)
+        dx = layer.backward(grad)
+        results.append((y, dx, layer.weight.grad.copy(), layer.bias.grad.copy()))
+        chunk_counts.append({len(chunks) for chunks in seen})
+    assert chunk_counts == [{1}, {x.shape[0]}]           # one chunk; then one per image
+    for big, small in zip(*results):
+        np.testing.assert_allclose(small, big, rtol=1e-12, atol=1e-12)
+    assert cr.Conv2d.max_workspace_bytes == 512 << 20          # the class default is untouched
+
+
+def test_chunks_respect_the_limit_and_use_every_thread(workers):
+    per_image = 1 << 20
+    whole = fconv.CHUNK_BYTES // per_image                         # images in a cache-sized chunk
+    sizes = lambda chunks: {stop - start for start, stop in chunks}
+    assert sizes(fconv._chunks(4 * whole, per_image, None)) == {whole}
+    assert len(fconv._chunks(2, per_image, None)) == min(2, workers)   # big enough to share
+    assert len(fconv._chunks(2, 16, None)) == 1                        # too small to share
+    limit = 3 * per_image * workers
+    assert max(sizes(fconv._chunks(100, per_image, limit))) <= 3
+    assert sizes(fconv._chunks(5, per_image, 1)) == {1}             # never less than one image
+
+
+def test_batch_chunks_cover_the_batch_evenly():
+    assert _parallel.batch_chunks(10, 4) == [(0, 3), (3, 7), (7, 10)]
+    assert _parallel.batch_chunks(3, 8) == [(0, 3)]
+    assert _parallel.batch_chunks(1, 1) == [(0, 1)]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channel-major"])
+def test_threaded_relu_and_max_pool_match_one_thread(layout, monkeypatch):
+    """Split over threads (the size threshold lowered): same values, same memory order."""
+    monkeypatch.setattr(_parallel, "MIN_PARALLEL_ELEMENTS", 1024)
+    rng = np.random.default_rng(2)
+    shape = (8, 16, 34, 32)
+    x = rng.integers(-4, 4, size=shape).astype(np.float32)           # many ties
+    if layout == "channel-major":
+        x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    grad_pool = rng.standard_normal((8, 16, 17, 16)).astype(np.float32)
+    outputs = {}
+    for threads in (1, 2):
+        _parallel.set_num_workers(threads)
+        try:
+            relu, pool = cr.ReLU(), cr.MaxPool2d(2)
+            y = pool.forward(relu.forward(x))
+            dx = relu.backward(pool.backward(grad_pool))
+        finally:
+            _parallel.set_num_workers(None)
+        outputs[threads] = (y, dx)
+    for one, two in zip(outputs[1], outputs[2]):
+        np.testing.assert_array_equal(one, two)
+        assert np.argsort(one.strides).tolist() == np.argsort(x.strides).tolist()
+    expected, argmax = ref.max_pool2d(np.maximum(x[:1, :2], 0).astype(np.float64), (2, 2), (2, 2))
+    np.testing.assert_array_equal(outputs[2][0][:1, :2], expected)
