@@ -1,5 +1,8 @@
 """chainrule: convolutional neural networks with every backward pass written by hand."""
 
+# Imported first for its one side effect: glibc malloc thresholds that make short-lived
+# arrays cheap (see _allocator; CHAINRULE_MALLOC_TUNING=0 turns it off).
+from . import _allocator  # noqa: F401
 from . import functional, optim
 from . import models
 from . import data

@@ -123,6 +123,32 @@ def test_chunks_respect_the_limit_and_use_every_thread(workers):
     limit = 3 * per_image * workers
     assert max(sizes(fconv._chunks(100, per_image, limit))) <= 3
     assert sizes(fconv._chunks(5, per_image, 1)) == {1}             # never less than one image
+    odd = fconv._chunks(5 * whole, per_image, None)                  # 5 cache-sized chunks...
+    assert len(odd) % workers == 0 and max(sizes(odd)) <= whole      # ...evened out per thread
+    assert [a for a, _ in odd[1:]] == [b for _, b in odd[:-1]] and odd[-1][1] == 5 * whole
+
+
+@pytest.mark.parametrize("kernel, dilation, padding", [((3, 3), (1, 1), (1, 1, 1, 1)),
+                                                      ((3, 2), (2, 1), (2, 1, 1, 0)),
+                                                      ((5, 5), (1, 1), (0, 0, 0, 0))])
+def test_flipped_backward_gives_every_weight_gradient_entry(kernel, dilation, padding, workers,
+                                                            monkeypatch):
+    """The stride-1 backward that takes dW from the columns of the padded gradient (rows
+    in flipped order) agrees, entry by entry, with dW from the columns of the input."""
+    rng = np.random.default_rng(3)
+    n, c_in, c_out, h, w = 3, 4, 5, 7, 6
+    x = rng.standard_normal((n, c_in, h, w))
+    weight = rng.standard_normal((c_out, c_in, *kernel))
+    top, bottom, left, right = padding
+    oh = ref.out_size(h, kernel[0], 1, top, bottom, dilation[0])
+    ow = ref.out_size(w, kernel[1], 1, left, right, dilation[1])
+    grad = rng.standard_normal((n, c_out, oh, ow))
+    results = []
+    for rows in (1, 1 << 30):                          # flipped columns, then col2im
+        monkeypatch.setattr(fconv, "MIN_FLIPPED_ROWS", rows)
+        results.append(_conv_grads(x, weight, grad, (1, 1), padding, dilation, 1)[1:])
+    for fused, separate in zip(*results):
+        np.testing.assert_allclose(fused, separate, rtol=1e-12, atol=1e-12)
 
 
 def test_batch_chunks_cover_the_batch_evenly():

@@ -22,6 +22,7 @@ import numpy as np
 
 T = TypeVar("T")
 
+
 _lock = threading.Lock()
 _state: dict = {"pool": None, "blas": None, "workers": None}
 _scratch = threading.local()
@@ -98,9 +99,20 @@ def run_split(task: Callable[[int, Sequence[tuple[int, int]]], T],
 
 def batch_chunks(n: int, per_chunk: int) -> list[tuple[int, int]]:
     """Cut range(n) into (start, stop) pieces of at most ``per_chunk`` items, made equal."""
-    count = -(-n // max(1, per_chunk))
+    return even_chunks(n, -(-n // max(1, per_chunk)))
+
+
+def even_chunks(n: int, count: int) -> list[tuple[int, int]]:
+    """Cut range(n) into ``count`` (start, stop) pieces whose sizes differ by at most one
+    (fewer when n < count: no empty pieces)."""
+    if n <= 0 or count <= 0:
+        return []
     bounds = [round(i * n / count) for i in range(count + 1)]
     return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+# Scratch buffers larger than this are allocated per call instead of kept per thread.
+MAX_KEPT_SCRATCH_BYTES = 64 << 20
 
 
 def scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -109,6 +121,9 @@ def scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     asks for the same slot again."""
     buffers = _scratch.__dict__.setdefault("buffers", {})
     size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if size > MAX_KEPT_SCRATCH_BYTES:
+        # A rare huge chunk (one very large image): not worth holding for the process's life.
+        return np.empty(shape, dtype=dtype)
     buf = buffers.get(slot)
     if buf is None or buf.size < size:
         buf = buffers[slot] = np.empty(size, dtype=np.uint8)
@@ -116,7 +131,7 @@ def scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 
 # Below this many elements an element-wise operation is not worth a thread hand-off.
-MIN_PARALLEL_ELEMENTS = 1 << 18
+MIN_PARALLEL_ELEMENTS = 1 << 20
 
 
 def outer_axis(a: np.ndarray, among: int | None = None) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._parallel import empty_with_layout, outer_axis, parallel_slices
+from ._parallel import parallel_slices
 from .im2col import Pair, _offset_slices
 
 
@@ -23,6 +23,15 @@ def pad_spatial(x: np.ndarray, padding: Pair, value: float) -> np.ndarray:
     out = np.full((*x.shape[:-2], x.shape[-2] + 2 * ph, x.shape[-1] + 2 * pw), value, dtype=x.dtype)
     out[..., ph:ph + x.shape[-2], pw:pw + x.shape[-1]] = x
     return out
+
+
+def _memory_order(a: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """A permutation of ``a``'s axes that puts the leading (non-spatial) axes in memory
+    order, largest stride first, the two spatial axes last; and its inverse."""
+    lead = a.ndim - 2
+    order = sorted(range(lead), key=lambda ax: (-abs(a.strides[ax]) if a.shape[ax] > 1 else 0, ax))
+    perm = order + [lead, lead + 1]
+    return perm, np.argsort(perm)
 
 
 def max_pool_forward(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair,
@@ -43,12 +52,17 @@ def max_pool_forward(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair,
     kh, kw = kernel
     index_dtype = np.uint8 if kh * kw <= 256 else np.uint16
     offsets = [_offset_slices(i, j, out_hw, stride, dilation) for i in range(kh) for j in range(kw)]
-    first = xp[(..., *offsets[0])]
-    out = empty_with_layout(first)
-    winner = empty_with_layout(first, dtype=index_dtype)
+    # Work on a view whose leading axes are in memory order, with outputs and
+    # temporaries allocated C-ordered in that same order: every operand of every ufunc
+    # then walks memory the same way (a channel-major view seen as (N, C, ...) would
+    # otherwise be iterated against the grain of its temporaries).
+    perm, inverse = _memory_order(xp)
+    xq = xp.transpose(perm)
+    out = np.empty((*xq.shape[:-2], *out_hw), dtype=xp.dtype)
+    winner = np.empty(out.shape, dtype=index_dtype)
 
     def piece(ix):
-        x, best, win = xp[ix], out[ix], winner[ix]
+        x, best, win = xq[ix], out[ix], winner[ix]
         np.copyto(best, x[(..., *offsets[0])])
         win.fill(0)
         better = np.empty(best.shape, dtype=np.bool_)
@@ -62,8 +76,8 @@ def max_pool_forward(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair,
             np.maximum(win, np.multiply(better, index, dtype=index_dtype), out=win)
             np.maximum(best, candidate, out=best)
 
-    parallel_slices(piece, xp.shape[:-2], outer_axis(first, xp.ndim - 2))
-    return out, winner
+    parallel_slices(piece, xq.shape[:-2], 0)
+    return out.transpose(inverse), winner.transpose(inverse)
 
 
 def max_pool_backward(grad: np.ndarray, winner: np.ndarray, kernel: Pair, stride: Pair,
@@ -79,14 +93,16 @@ def max_pool_backward(grad: np.ndarray, winner: np.ndarray, kernel: Pair, stride
     """
     kh, kw = kernel
     oh, ow = grad.shape[-2:]
-    dxp = empty_with_layout(winner, (*grad.shape[:-2], *padded_hw), grad.dtype)
+    perm, inverse = _memory_order(winner)
+    winq, gradq = winner.transpose(perm), grad.transpose(perm)   # same memory order
+    dxp = np.empty((*winq.shape[:-2], *padded_hw), dtype=grad.dtype)
     offsets = [_offset_slices(i, j, (oh, ow), stride, dilation) for i in range(kh) for j in range(kw)]
     # Windows that do not overlap (stride == kernel, no dilation) cover each input
     # element at most once: every offset *writes* its part, no zero-fill, no adds.
     disjoint = tuple(stride) == tuple(kernel) and tuple(dilation) == (1, 1)
 
     def piece(ix):
-        g, win, dx = grad[ix], winner[ix], dxp[ix]
+        g, win, dx = gradq[ix], winq[ix], dxp[ix]
         won = np.empty(win.shape, dtype=np.bool_)
         if disjoint:
             dx[..., oh * kh:, :] = 0                       # rows and columns no window
@@ -100,8 +116,8 @@ def max_pool_backward(grad: np.ndarray, winner: np.ndarray, kernel: Pair, stride
             else:
                 dx[..., rows, columns] += g * won
 
-    parallel_slices(piece, grad.shape[:-2], outer_axis(winner, winner.ndim - 2))
-    return dxp
+    parallel_slices(piece, winq.shape[:-2], 0)
+    return dxp.transpose(inverse)
 
 
 def avg_pool_forward(xp: np.ndarray, kernel: Pair, stride: Pair, out_hw: Pair,

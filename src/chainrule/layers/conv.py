@@ -36,7 +36,9 @@ class Conv2d(Layer):
     Backward: with the im2col matrix ``X_col`` (C_in*kh*kw, N*H_out*W_out) of the
     input and the upstream gradient G (C_out, N*H_out*W_out),
     ``dW = G @ X_col.T`` (the gradient correlated with the input), ``db = sum(G)``, and
-    ``dX = col2im(W.T @ G)`` (the gradient correlated with the flipped kernel).
+    ``dX = col2im(W.T @ G)`` (the gradient correlated with the flipped kernel). With
+    stride 1 and enough input channels both come from the columns of the padded G
+    instead (see ``chainrule.functional.conv2d_backward``).
 
     Memory: ``X_col`` is never built whole. The batch is processed in chunks (see
     ``chainrule.functional.conv2d_forward``) whose scratch buffers stay under

@@ -81,32 +81,47 @@ class _BatchNorm(Layer):
                              f"of shape {x.shape}")
         return (0,) + tuple(range(2, x.ndim))
 
+    @staticmethod
+    def _channels_first(a: np.ndarray) -> np.ndarray:
+        """A (C, ...) view of ``a`` with the channel axis first: (C, N*H*W) when its
+        memory is channel-major (as a convolution's output is), so that every per-channel
+        reduction and broadcast runs over one contiguous row."""
+        v = np.moveaxis(a, 1, 0)                            # (C, N, ...) view
+        return v.reshape(v.shape[0], -1) if v.flags.c_contiguous else v
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self._cast_input(x)
-        axes = self._check_input(x)
-        shape = [1] * x.ndim
-        shape[1] = self.num_features                       # broadcast (C,) over x
+        self._check_input(x)
+        v = self._channels_first(x)                         # (C, ...) view of x
+        axes = tuple(range(1, v.ndim))
+        shape = (self.num_features,) + (1,) * (v.ndim - 1)  # broadcast (C,) over v
         use_batch_stats = self.training or not self.track_running_stats
         if use_batch_stats:
             n = x.size // self.num_features
             if n <= 1 and self.training:
                 raise ValueError(f"{self!r}: expected more than 1 value per channel when "
                                  f"training, got input of shape {x.shape}")
-            mean = x.mean(axis=axes)
-            centered = x - mean.reshape(shape)
-            var = np.mean(centered * centered, axis=axes)   # biased, used to normalize
+            mean = v.mean(axis=axes)
+            centered = v - mean.reshape(shape)              # same memory order as v
+            out = np.multiply(centered, centered)           # squares, then the output
+            var = out.mean(axis=axes)                       # biased, used to normalize
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, n)
         else:
-            mean, var = self.running_mean, self.running_var
-            centered = x - mean.reshape(shape)
+            centered = v - self.running_mean.reshape(shape)
+            var = self.running_var
+            out = centered if not self.keeps_cache else np.empty_like(centered)
         inv_std = 1.0 / np.sqrt(var + x.dtype.type(self.eps))
-        x_hat = centered * inv_std.reshape(shape)
-        out = x_hat * self.weight.data.reshape(shape) + self.bias.data.reshape(shape) \
-            if self.affine else x_hat
+        # y = centered * (inv_std * weight) + bias: two passes over the data
+        scale = inv_std * self.weight.data if self.affine else inv_std
+        np.multiply(centered, scale.reshape(shape), out=out)
+        if self.affine:
+            out += self.bias.data.reshape(shape)
         if self.keeps_cache:
-            self._cache = (x_hat, inv_std, use_batch_stats, axes, tuple(shape))
-        return out
+            # x - mean rather than x̂ = (x - mean) * inv_std: the forward never needs x̂
+            # itself, and backward folds inv_std into its per-channel factors.
+            self._cache = (centered, inv_std, use_batch_stats, x.shape)
+        return np.moveaxis(out.reshape(np.moveaxis(x, 1, 0).shape), 0, 1)
 
     def _update_running_stats(self, mean: np.ndarray, var: np.ndarray, n: int) -> None:
         self.num_batches_tracked = np.asarray(self.num_batches_tracked + 1)
@@ -119,20 +134,31 @@ class _BatchNorm(Layer):
         self.running_var += factor * unbiased
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        x_hat, inv_std, used_batch_stats, axes, shape = self._take_cache()
-        grad = self._check_grad(grad, x_hat.shape, x_hat.dtype)
+        centered, inv_std, used_batch_stats, x_shape = self._take_cache()
+        grad = self._check_grad(grad, x_shape, centered.dtype)
+        g = self._channels_first(grad)
+        if g.shape != centered.shape:                      # another memory order than x
+            g = g.reshape(centered.shape)
+        axes = tuple(range(1, g.ndim))
+        shape = (self.num_features,) + (1,) * (g.ndim - 1)
+        weight = self.weight.data if self.affine else 1
+        a = weight * inv_std                                # dx = a * g when not batch stats
+        need_sums = self.affine or used_batch_stats
+        if need_sums:
+            sum_g = g.sum(axis=axes)
+            gc = np.multiply(g, centered)
+            sum_gc = gc.sum(axis=axes)                      # sum(g * x̂) = inv_std * sum_gc
         if self.affine:
-            self.weight.grad += np.sum(grad * x_hat, axis=axes)
-            self.bias.grad += grad.sum(axis=axes)
-            grad_hat = grad * self.weight.data.reshape(shape)
-        else:
-            grad_hat = grad
-        if not used_batch_stats:
-            return grad_hat * inv_std.reshape(shape)
-        n = x_hat.size // self.num_features
-        sum_g = grad_hat.sum(axis=axes).reshape(shape)
-        sum_gx = np.sum(grad_hat * x_hat, axis=axes).reshape(shape)
-        return (grad_hat - sum_g / n - x_hat * (sum_gx / n)) * inv_std.reshape(shape)
+            self.weight.grad += sum_gc * inv_std
+            self.bias.grad += sum_g
+        dx = np.multiply(g, a.reshape(shape))
+        if used_batch_stats:
+            # dx = a * (g - sum(g)/n - x̂ * sum(g x̂)/n), with x̂ = centered * inv_std
+            n = centered.size // self.num_features
+            np.multiply(centered, (-a * inv_std * inv_std * sum_gc / n).reshape(shape), out=gc)
+            dx += gc
+            dx += (-a * sum_g / n).reshape(shape)
+        return np.moveaxis(dx.reshape(np.moveaxis(grad, 1, 0).shape), 0, 1)
 
 
 class BatchNorm1d(_BatchNorm):

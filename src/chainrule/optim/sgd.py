@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
+from chainrule.functional._parallel import scratch
 from chainrule.optim.optimizer import Optimizer, ParamsT, check_hyper
 
 
@@ -73,6 +76,10 @@ class SGD(Optimizer):
             weight_decay = float(group["weight_decay"])
             for p in group["params"]:
                 grad = p.grad
+                # One reusable temporary per step for the products (the same float
+                # operations as ``p.data -= lr * grad``, without a fresh array and its
+                # page faults for every parameter).
+                tmp = scratch("sgd", p.data.shape, p.data.dtype)
                 if weight_decay != 0:
                     grad = grad + weight_decay * p.data
                 if momentum != 0:
@@ -82,7 +89,10 @@ class SGD(Optimizer):
                         buf = state["momentum_buffer"] = grad.copy()
                     else:
                         buf *= momentum
-                        buf += (1 - dampening) * grad
+                        if dampening == 0:        # (1 - 0) * grad is grad exactly
+                            buf += grad
+                        else:
+                            buf += np.multiply(grad, 1 - dampening, out=tmp)
                     grad = grad + momentum * buf if group["nesterov"] else buf
-                p.data -= lr * grad
+                p.data -= np.multiply(grad, lr, out=tmp)
         return loss
