@@ -249,3 +249,18 @@ def test_window_bigger_than_input_raises():
         cr.MaxPool2d(3).forward(np.zeros((1, 1, 2, 5)))
     with pytest.raises(ValueError, match=r"\(N, C, H, W\) or \(C, H, W\)"):
         cr.AvgPool2d(2).forward(np.zeros((4, 4)))
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=(1, 4)), dict(kernel_size=2, stride=1),
+                                    dict(kernel_size=3, stride=2, padding=1)])
+def test_max_pool_routes_the_gradient_to_a_nan_as_torch_does(kwargs):
+    x = np.arange(2 * 3 * 6 * 8, dtype=np.float64).reshape(2, 3, 6, 8) % 7
+    x[0, 1, 2, 3] = x[1, 2, 4, 4] = x[1, 2, 4, 6] = np.nan  # two NaNs share some windows
+    layer, twin = cr.MaxPool2d(**kwargs).to(np.float64), torch.nn.MaxPool2d(**kwargs)
+    out = layer.forward(x)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = twin(xt)
+    upstream = np.ones(out.shape)
+    yt.backward(torch.tensor(upstream))
+    assert np.array_equal(np.isnan(out), np.isnan(yt.detach().numpy()))
+    assert np.array_equal(layer.backward(upstream), xt.grad.numpy())

@@ -44,7 +44,8 @@ def max_pool_forward(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair,
         out: (..., H_out, W_out) window maxima.
         winner: (..., H_out, W_out) uint8/uint16 index ``i * kw + j`` of the element that
             won the max: the *first* in row-major window order on ties, as in PyTorch.
-            A NaN anywhere in a window propagates to the output.
+            A NaN anywhere in a window propagates to the output, and the window's last
+            NaN is its winner (as in PyTorch).
 
     Both outputs keep the memory order of ``xp``'s leading axes (a channel-major batch
     stays channel-major); large inputs are split over the worker threads.
@@ -75,6 +76,11 @@ def max_pool_forward(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair,
             np.greater(candidate, best, out=better)
             np.maximum(win, np.multiply(better, index, dtype=index_dtype), out=win)
             np.maximum(best, candidate, out=best)
+        if np.isnan(best).any():
+            # Rare (training stops at a NaN loss anyway): route like torch, whose max
+            # takes any NaN it meets, so a window's last NaN wins.
+            for index, (rows, columns) in enumerate(offsets):
+                win[np.isnan(x[..., rows, columns])] = index
 
     parallel_slices(piece, xq.shape[:-2], 0)
     return out.transpose(inverse), winner.transpose(inverse)
