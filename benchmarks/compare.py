@@ -95,6 +95,11 @@ def count_flops(layers: list[tuple], input_chw: tuple[int, int, int], batch: int
 
 
 # ---------------------------------------------------------------------------- engines
+def build_layers(layers: list[tuple], make: dict[str, Any]) -> list[Any]:
+    """One engine's layers, in order: ``make[kind](*args)`` for each spec ``(kind, *args)``."""
+    return [make[kind](*args) for kind, *args in layers]
+
+
 class ChainruleEngine:
     name = "chainrule"
 
@@ -103,23 +108,11 @@ class ChainruleEngine:
 
         self.cr = cr
         rng = __import__("numpy").random.default_rng(seed)
-        modules = []
-        for spec in layers:
-            kind = spec[0]
-            if kind == "conv":
-                _, c_in, c_out, k, pad, bias = spec
-                modules.append(cr.Conv2d(c_in, c_out, k, padding=pad, bias=bias, rng=rng))
-            elif kind == "bn2d":
-                modules.append(cr.BatchNorm2d(spec[1]))
-            elif kind == "relu":
-                modules.append(cr.ReLU())
-            elif kind == "maxpool":
-                modules.append(cr.MaxPool2d(spec[1]))
-            elif kind == "flatten":
-                modules.append(cr.Flatten())
-            elif kind == "linear":
-                modules.append(cr.Linear(spec[1], spec[2], rng=rng))
-        self.model = cr.Sequential(*modules)
+        self.model = cr.Sequential(*build_layers(layers, {
+            "conv": lambda c_in, c_out, k, pad, bias: cr.Conv2d(c_in, c_out, k, padding=pad,
+                                                                bias=bias, rng=rng),
+            "bn2d": cr.BatchNorm2d, "relu": cr.ReLU, "maxpool": cr.MaxPool2d,
+            "flatten": cr.Flatten, "linear": lambda c_in, c_out: cr.Linear(c_in, c_out, rng=rng)}))
         self.loss = cr.CrossEntropyLoss()
         self.optimizer = cr.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
 
@@ -173,23 +166,11 @@ class TorchEngine:
         torch.set_num_threads(os.cpu_count() or 1)
         torch.manual_seed(seed)
         self.torch = torch
-        modules = []
-        for spec in layers:
-            kind = spec[0]
-            if kind == "conv":
-                _, c_in, c_out, k, pad, bias = spec
-                modules.append(nn.Conv2d(c_in, c_out, k, padding=pad, bias=bias))
-            elif kind == "bn2d":
-                modules.append(nn.BatchNorm2d(spec[1]))
-            elif kind == "relu":
-                modules.append(nn.ReLU())
-            elif kind == "maxpool":
-                modules.append(nn.MaxPool2d(spec[1]))
-            elif kind == "flatten":
-                modules.append(nn.Flatten())
-            elif kind == "linear":
-                modules.append(nn.Linear(spec[1], spec[2]))
-        self.model = nn.Sequential(*modules)
+        self.model = nn.Sequential(*build_layers(layers, {
+            "conv": lambda c_in, c_out, k, pad, bias: nn.Conv2d(c_in, c_out, k, padding=pad,
+                                                                bias=bias),
+            "bn2d": nn.BatchNorm2d, "relu": nn.ReLU, "maxpool": nn.MaxPool2d,
+            "flatten": nn.Flatten, "linear": nn.Linear}))
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
 
     def set_data(self, x, y) -> None:

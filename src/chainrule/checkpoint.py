@@ -47,7 +47,7 @@ FORMAT = "chainrule-checkpoint"
 VERSION = 1
 # safetensors' own limit; checked before the header is parsed, so a corrupt length
 # cannot make us allocate or parse gigabytes.
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+MAX_HEADER_BYTES = 100_000_000
 MODEL_PREFIX = "model."
 OPTIMIZER_PREFIX = "optimizer.state."
 

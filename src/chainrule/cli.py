@@ -157,11 +157,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.checkpoint} does not say which data set it was trained on; "
                            "pass --data")
     info = get_dataset_info(name)
-    if (meta.get("in_channels", info.in_channels), meta.get("input_size", info.input_size)) != \
-            (info.in_channels, info.input_size):
-        raise CommandError(
-            f"the model takes {meta['in_channels']}x{meta['input_size']}x{meta['input_size']} "
-            f"images, {name} has {info.in_channels}x{info.input_size}x{info.input_size}")
+    # A checkpoint without these keys (not from `chainrule train`) is taken to fit.
+    channels = meta.get("in_channels", info.in_channels)
+    size = meta.get("input_size", info.input_size)
+    if (channels, size) != (info.in_channels, info.input_size):
+        raise CommandError(f"the model takes {channels}x{size}x{size} images, {name} has "
+                           f"{info.in_channels}x{info.input_size}x{info.input_size}")
     run_args = meta.get("args", {})
     # Normalize with the checkpoint's statistics, so the model sees what it was trained on.
     stats = (meta["mean"], meta["std"]) if "mean" in meta and "std" in meta else None

@@ -108,7 +108,9 @@ def test_extract_members_reads_only_the_named_files(tmp_path):
             tar.addfile(info, io.BytesIO(data))
     download.extract_members(archive, {"d/x.bin": tmp_path / "out" / "x.bin"})
     assert (tmp_path / "out" / "x.bin").read_bytes() == b"x" * 10
-    assert not (tmp_path.parent / "evil").exists()
+    # Nothing else was written: not "../evil", not "d/", not a temporary file.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar.gz", "out"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["x.bin"]
     with pytest.raises(MissingFilesError, match="no member d/y.bin"):
         download.extract_members(archive, {"d/y.bin": tmp_path / "y"})
 

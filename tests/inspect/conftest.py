@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 import chainrule as cr
 
@@ -19,8 +18,3 @@ def small_convnet(seed: int = 0, dtype=np.float32) -> cr.Sequential:
 def batch(n: int = 8, seed: int = 1, shape=(1, 8, 8), classes: int = 3, dtype=np.float32):
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((n, *shape)).astype(dtype), rng.integers(0, classes, n))
-
-
-@pytest.fixture
-def convnet() -> cr.Sequential:
-    return small_convnet()

@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 
 from chainrule.optim import SGD, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
 from chainrule.parameter import Parameter  # noqa: E402
+from tests.helpers import rel_error  # noqa: E402
 
 OPTIMIZERS = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW, "RMSprop": RMSprop}
 SHAPES = [(3, 4), (5,), (2, 3, 2)]
@@ -39,10 +40,6 @@ CASES = [
     ("RMSprop", dict(lr=0.01, weight_decay=0.1, alpha=0.9)),
 ]
 CASE_IDS = [f"{name}-{kw}" for name, kw in CASES]
-
-
-def rel_error(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
 def make_params(dtype, seed: int = 0):
@@ -129,6 +126,24 @@ def test_amsgrad_case_exercises_the_maximum():
     run(opt, params, noise, 20)
     st = opt.state[params[0]]
     assert np.any(st["max_exp_avg_sq"] > st["exp_avg_sq"])
+
+
+@pytest.mark.parametrize("cls, option, key", [
+    (Adam, dict(amsgrad=True), "max_exp_avg_sq"),
+    (RMSprop, dict(momentum=0.9), "momentum_buffer"),
+    (RMSprop, dict(centered=True), "grad_avg"),
+], ids=["Adam-amsgrad", "RMSprop-momentum", "RMSprop-centered"])
+def test_an_option_switched_on_later_starts_its_buffer_once(cls, option, key):
+    params, _, noise = make_params(np.float64)
+    opt = cls(params, lr=0.01)
+    run(opt, params, noise, 2)
+    assert key not in opt.state[params[0]]
+    opt.param_groups[0].update(option)
+    run(opt, params, noise, 1)
+    buffer = opt.state[params[0]][key]
+    assert np.any(buffer != 0)
+    run(opt, params, noise, 1)
+    assert opt.state[params[0]][key] is buffer, "the buffer must persist, not restart"
 
 
 @pytest.mark.parametrize(

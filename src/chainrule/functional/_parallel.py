@@ -134,13 +134,12 @@ def scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 MIN_PARALLEL_ELEMENTS = 1 << 20
 
 
-def outer_axis(a: np.ndarray, among: int | None = None) -> int:
-    """The axis (of the first ``among`` axes) with the largest stride: cutting along it
-    gives each thread the biggest contiguous pieces of memory."""
-    axes = range(a.ndim if among is None else among)
-    if not axes:
+def outer_axis(a: np.ndarray) -> int:
+    """The axis with the largest stride: cutting along it gives each thread the biggest
+    contiguous pieces of memory."""
+    if not a.ndim:
         return 0
-    return max(axes, key=lambda ax: (abs(a.strides[ax]) if a.shape[ax] > 1 else -1, -ax))
+    return max(range(a.ndim), key=lambda ax: (abs(a.strides[ax]) if a.shape[ax] > 1 else -1, -ax))
 
 
 def parallel_slices(fn: Callable[[tuple], None], shape: tuple[int, ...], axis: int) -> None:
@@ -165,13 +164,12 @@ def parallel_slices(fn: Callable[[tuple], None], shape: tuple[int, ...], axis: i
         f.result()
 
 
-def empty_with_layout(template: np.ndarray, shape: tuple[int, ...] | None = None,
-                      dtype=None) -> np.ndarray:
-    """An uninitialized array of ``shape`` (default: the template's) whose axes are laid
-    out in memory in the same order as ``template``'s (e.g. channel-major memory behind
-    an (N, C, H, W) view), so element-wise work between the two runs over contiguous
+def empty_with_layout(template: np.ndarray, dtype=None) -> np.ndarray:
+    """An uninitialized array of the template's shape whose axes are laid out in memory
+    in the same order as ``template``'s (e.g. channel-major memory behind an
+    (N, C, H, W) view), so element-wise work between the two runs over contiguous
     memory. Only the order of the axes is copied, not the template's gaps."""
-    shape = template.shape if shape is None else tuple(shape)
+    shape = template.shape
     dtype = template.dtype if dtype is None else dtype
     order = sorted(range(template.ndim), key=lambda ax: (-abs(template.strides[ax]), ax))
     inverse = np.argsort(order)

@@ -229,7 +229,7 @@ def _weight_gradient(xp: np.ndarray, grad: np.ndarray, kernel: Pair, groups: int
     def task(_: int, my_chunks):
         # dW.T = cols @ G.T, (K, Og): OpenBLAS runs this orientation (the long pixel
         # axis as the inner dimension of two row-major operands, the wide K as rows)
-        # 25-45% faster than G @ cols.T for these narrow Og.
+        # 8-30% faster than G @ cols.T for these narrow Og (BENCHMARKS.md, round 2).
         dwt = np.zeros((groups, c_in // groups * kh * kw, c_out // groups), dtype=xp.dtype)
         part = np.empty_like(dwt)
         db = np.zeros(c_out, dtype=xp.dtype) if with_bias else None

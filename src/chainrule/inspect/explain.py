@@ -162,7 +162,7 @@ def _explained_layers(model: Layer) -> list[tuple[str, Layer]]:
 
 
 def _shape(a: np.ndarray) -> str:
-    return "(" + ", ".join(str(d) for d in a.shape) + ("," if a.ndim == 1 else "") + ")"
+    return str(a.shape)
 
 
 def _num(v: float) -> str:

@@ -31,9 +31,9 @@ def _as_batch(x: Any) -> tuple[np.ndarray, bool]:
     raise ValueError(f"expected an image (C, H, W) or a batch (N, C, H, W), got shape {x.shape}")
 
 
-def _score_gradient(logits: np.ndarray, target_class: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The upstream gradient dScore/dlogits (one-hot at each sample's class) and the
-    classes: ``target_class`` (an int, or one per sample) or, when None, the argmax."""
+def _score_gradient(logits: np.ndarray, target_class: Any) -> np.ndarray:
+    """The upstream gradient dScore/dlogits (N, classes): one-hot at each sample's class,
+    ``target_class`` (an int, or one per sample) or, when None, the argmax."""
     if logits.ndim != 2:
         raise ValueError(f"the model should output class scores (N, classes), got shape "
                          f"{logits.shape}")
@@ -44,7 +44,7 @@ def _score_gradient(logits: np.ndarray, target_class: Any) -> tuple[np.ndarray, 
         raise ValueError(f"target_class must be in [0, {c}), got {target_class!r}")
     upstream = np.zeros_like(logits)
     upstream[np.arange(n), target] = 1
-    return upstream, target
+    return upstream
 
 
 def saliency(model: Layer, x: Any, target_class: int | Any = None) -> np.ndarray:
@@ -65,7 +65,7 @@ def saliency(model: Layer, x: Any, target_class: int | Any = None) -> np.ndarray
     batch, single = _as_batch(x)
     with eval_mode(model, gradients=True):
         logits = model.forward(batch)
-        upstream, _ = _score_gradient(logits, target_class)
+        upstream = _score_gradient(logits, target_class)
         dx = model.backward(upstream)
     return dx[0] if single else dx
 
@@ -112,7 +112,7 @@ def maxpool_routing(model: Layer, x: Any, target_class: int | None = None
             back_hooks.append(install(layer, "backward", keep))
         try:
             logits = model.forward(batch)
-            upstream, _ = _score_gradient(logits, target_class)
+            upstream = _score_gradient(logits, target_class)
             model.backward(upstream)
         finally:
             for hook in reversed(back_hooks):

@@ -68,16 +68,6 @@ class ReLU(_Elementwise):
         F.parallel_slices(piece, shape, F.outer_axis(dx))
         return dx
 
-    # the same rule, for anything that calls the _Elementwise hooks directly
-    def _f(self, x):
-        return np.maximum(x, 0)
-
-    def _keep(self, x, y):
-        return x > 0  # a bool mask: a quarter of the memory of a float32 copy
-
-    def _grad(self, grad, positive):
-        return grad * positive
-
 
 class LeakyReLU(_Elementwise):
     """``y = x if x > 0 else negative_slope * x``;

@@ -180,7 +180,7 @@ class Layer:
     @property
     def dtype(self) -> np.dtype | None:
         """The dtype of this layer's parameters, or None for a layer without any."""
-        for p in self.parameters():
+        for _, p in self.named_parameters():   # the first one: no list of them all
             return p.dtype
         for _, b in self.named_buffers():
             if np.issubdtype(b.dtype, np.floating):

@@ -142,7 +142,7 @@ class Conv2d(Layer):
         if self.keeps_cache:
             # The padded input, not its columns: backward unfolds it again chunk by
             # chunk, which keeps a 9x (kh*kw x) larger matrix out of memory.
-            self._cache = (xp, x.shape, out.shape)
+            self._cache = (xp, out.shape)
         # Channel-major memory seen as (N, C_out, H_out, W_out): the next layers work
         # on it as it is, and the next convolution's transpose-and-pad copy is then a
         # straight copy per channel.
@@ -151,7 +151,7 @@ class Conv2d(Layer):
     def backward(self, grad: np.ndarray) -> np.ndarray:
         """dL/dy (N, C_out, H_out, W_out) -> dL/dx (N, C_in, H, W); adds into weight.grad
         and bias.grad."""
-        xp, x_shape, cn_shape = self._take_cache()
+        xp, cn_shape = self._take_cache()
         c_out, n, oh, ow = cn_shape
         grad = self._check_grad(grad, (n, c_out, oh, ow), self.weight.dtype)
         dx, dweight, dbias = F.conv2d_backward(

@@ -72,14 +72,13 @@ class _BatchNorm(Layer):
         # (float32 here would silently round float64 inputs).
         return None
 
-    def _check_input(self, x: np.ndarray) -> tuple[int, ...]:
-        """Validate x and return the axes to reduce over (all but the channel axis)."""
+    def _check_input(self, x: np.ndarray) -> None:
+        """Validate x's number of axes and of channels."""
         ndims = (2, 3) if isinstance(self, BatchNorm1d) else (4,)
         self._check_ndim(x, ndims, self._layout)
         if x.shape[1] != self.num_features:
             raise ValueError(f"{self!r}: expected {self.num_features} channels (axis 1), got input "
                              f"of shape {x.shape}")
-        return (0,) + tuple(range(2, x.ndim))
 
     @staticmethod
     def _channels_first(a: np.ndarray) -> np.ndarray:

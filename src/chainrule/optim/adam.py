@@ -109,9 +109,11 @@ class Adam(Optimizer):
                 bias_correction2_sqrt = bias_correction2**0.5
 
                 if amsgrad:
-                    # setdefault: a group may switch amsgrad on after its state exists
-                    # (torch would raise KeyError here).
-                    max_sq = state.setdefault("max_exp_avg_sq", np.zeros_like(p.data))
+                    # a group may switch amsgrad on after its state exists (torch would
+                    # raise KeyError here): start the maximum at zero then.
+                    if "max_exp_avg_sq" not in state:
+                        state["max_exp_avg_sq"] = np.zeros_like(p.data)
+                    max_sq = state["max_exp_avg_sq"]
                     np.maximum(max_sq, exp_avg_sq, out=max_sq)
                     denom = np.sqrt(max_sq) / bias_correction2_sqrt
                 else:

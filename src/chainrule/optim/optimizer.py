@@ -117,7 +117,7 @@ class Optimizer:
         """Fill every parameter's gradient with zeros (in place: the arrays stay the same)."""
         for group in self.param_groups:
             for p in group["params"]:
-                p.grad.fill(0)
+                p.zero_grad()
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Update every parameter from its ``grad``; returns ``closure()`` if given."""

@@ -86,13 +86,13 @@ class RMSprop(Optimizer):
                 if not state:
                     state["step"] = 0
                     state["square_avg"] = np.zeros_like(p.data)
-                # setdefault, not only at init: torch creates these buffers on the
-                # first step only, so a group switched to momentum/centered later
+                # Checked on every step, not only at init: torch creates these buffers
+                # on the first step only, so a group switched to momentum/centered later
                 # would raise KeyError there; starting them at zero is the natural fix.
-                if momentum > 0:
-                    state.setdefault("momentum_buffer", np.zeros_like(p.data))
-                if group["centered"]:
-                    state.setdefault("grad_avg", np.zeros_like(p.data))
+                if momentum > 0 and "momentum_buffer" not in state:
+                    state["momentum_buffer"] = np.zeros_like(p.data)
+                if group["centered"] and "grad_avg" not in state:
+                    state["grad_avg"] = np.zeros_like(p.data)
                 state["step"] += 1
                 square_avg = state["square_avg"]
 
