@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..functional._parallel import matmul
 from ..parameter import Parameter
 from ._args import positive_int
 from .base import DEFAULT_DTYPE, Layer, as_float_dtype
@@ -53,7 +54,7 @@ class Linear(Layer):
             raise ValueError(f"{self!r}: expected input of shape (N, *, {self.in_features}), got "
                              f"shape {x.shape}")
         x2 = x.reshape(-1, self.in_features)                             # (M, in)
-        out = x2 @ self.weight.data.T                                    # (M, out)
+        out = matmul(x2, self.weight.data.T)                             # (M, out)
         if self.bias is not None:
             out += self.bias.data
         out = out.reshape(*x.shape[:-1], self.out_features)
@@ -65,10 +66,10 @@ class Linear(Layer):
         x2, x_shape, out_shape = self._take_cache()
         grad = self._check_grad(grad, out_shape, self.weight.dtype)
         g2 = grad.reshape(-1, self.out_features)                         # (M, out)
-        self.weight.grad += g2.T @ x2
+        self.weight.grad += matmul(g2.T, x2)
         if self.bias is not None:
             self.bias.grad += g2.sum(axis=0)
-        return (g2 @ self.weight.data).reshape(x_shape)
+        return matmul(g2, self.weight.data).reshape(x_shape)
 
 
 class Flatten(Layer):
