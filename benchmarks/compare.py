@@ -124,7 +124,8 @@ class ChainruleEngine:
         self.model.zero_grad()
         logits = self.model.forward(self.x)
         self.loss(logits, self.y)
-        self.model.backward(self.loss.backward())
+        # as torch, whose input does not require grad: no gradient for the data itself
+        self.model.backward(self.loss.backward(), needs_input_grad=False)
         self.optimizer.step()
 
     def infer(self) -> None:
@@ -149,7 +150,10 @@ class ChainruleEngine:
             grad = self.loss.backward()
             for i in reversed(range(len(layers))):
                 start = time.perf_counter()
-                grad = layers[i].backward(grad)
+                if i:
+                    grad = layers[i].backward(grad)
+                else:                                   # as in train_step
+                    layers[i].backward(grad, needs_input_grad=False)
                 bwd[i].append(time.perf_counter() - start)
             self.optimizer.step()
         return [{"layer": repr(layer), "forward": statistics.median(f), "backward": statistics.median(b)}

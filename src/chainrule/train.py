@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .diagnose import find_non_finite
-from .layers.base import Layer
+from .layers.base import Layer, backward_parameters_only
 from .layers.dropout import Dropout
 from .losses import CrossEntropyLoss, Loss
 
@@ -66,7 +66,8 @@ def train_step(model: Layer, loss_fn: Loss, optimizer: Any, xb: np.ndarray, yb: 
     loss = loss_fn(out, yb)                 # 2. loss
     if not math.isfinite(loss):
         return loss, out
-    model.backward(loss_fn.backward())      # 3. backward (chain rule, layer by layer)
+    # 3. backward (chain rule, layer by layer), without the data's own gradient
+    backward_parameters_only(model, loss_fn.backward())
     optimizer.step()                        # 4. update
     return loss, out
 

@@ -103,8 +103,8 @@ def conv2d_forward(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
 
 def conv2d_backward(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, stride: Pair,
                     dilation: Pair, padding: Padding4, with_bias: bool,
-                    workspace_bytes: int | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+                    workspace_bytes: int | None = None, input_grad: bool = True
+                    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Gradients of ``conv2d_forward``.
 
     Args:
@@ -113,6 +113,8 @@ def conv2d_backward(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, stride
         grad: (C_out, N, H_out, W_out) upstream gradient, channel-major.
         padding: (top, bottom, left, right) that made ``xp`` from the input.
         with_bias: whether to return the bias gradient.
+        input_grad: False skips dx (returned as None): the weight gradient alone costs
+            one unfolding of the input and one product.
     Returns:
         dx: (C_in, N, H, W) gradient with respect to the unpadded input (may be a view);
         dweight: (C_out, C_in // G, kh, kw); dbias: (C_out,) or None.
@@ -136,6 +138,10 @@ def conv2d_backward(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, stride
     grad_padding = (reach[0] - top, reach[0] - bottom, reach[1] - left, reach[1] - right)
     flipped_path = (tuple(stride) == (1, 1) and min(grad_padding) >= 0
                     and c_group >= MIN_FLIPPED_ROWS)
+    if not input_grad:
+        dweight, dbias = _weight_gradient(xp, grad, (kh, kw), groups, stride, dilation,
+                                          with_bias, workspace_bytes)
+        return None, dweight.reshape(weight.shape), dbias
     if flipped_path and groups == 1:
         return _backward_flipped(xp, weight, grad, dilation, padding, grad_padding, with_bias,
                                  workspace_bytes)

@@ -11,6 +11,13 @@ attribute assignment as in ``torch.nn.Module``. Each concrete layer writes two m
 
 There is no autograd tape: the chain rule is applied by the containers (``Sequential``,
 ``Residual``) calling ``backward`` of their children in reverse order.
+
+Skipping an unneeded input gradient. A training step never uses dLoss/dx of the
+network's input (torch does not compute it either: the input does not require grad).
+Layers whose class sets ``can_skip_input_grad = True`` accept
+``backward(grad, needs_input_grad=False)``: they still add their parameter gradients
+but return None instead of computing dLoss/dx. ``backward_parameters_only`` uses that
+when a layer offers it and is not watched by an instance-level hook.
 """
 
 from __future__ import annotations
@@ -38,8 +45,21 @@ def as_float_dtype(dtype: Any, where: str) -> np.dtype:
     return dt
 
 
+def backward_parameters_only(layer: "Layer", grad: np.ndarray) -> None:
+    """``layer.backward(grad)`` for the parameter gradients alone: the layer may skip
+    dLoss/dx when it can (``can_skip_input_grad``). A layer whose ``backward`` is
+    shadowed on the instance (an inspect hook reads dx) gets the plain call."""
+    if type(layer).can_skip_input_grad and "backward" not in layer.__dict__:
+        layer.backward(grad, needs_input_grad=False)
+    else:
+        layer.backward(grad)
+
+
 class Layer:
     """Base class of all layers. Subclasses implement ``forward`` and ``backward``."""
+
+    # Whether backward accepts needs_input_grad=False (see the module docstring).
+    can_skip_input_grad: bool = False
 
     def __init__(self) -> None:
         # object.__setattr__ because our __setattr__ needs these dicts to exist.

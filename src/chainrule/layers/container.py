@@ -6,7 +6,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .base import Layer
+from .base import Layer, backward_parameters_only
 
 
 class Sequential(Layer):
@@ -14,7 +14,11 @@ class Sequential(Layer):
 
     Backward runs the children's ``backward`` in reverse order, each feeding the next
     the gradient with respect to its input: the chain rule, one link per layer.
+    ``backward(grad, needs_input_grad=False)`` lets the first child skip dLoss/dx (a
+    training step does not need the gradient of the data) and returns None.
     """
+
+    can_skip_input_grad = True
 
     def __init__(self, *layers: Layer) -> None:
         super().__init__()
@@ -47,10 +51,16 @@ class Sequential(Layer):
             x = layer.forward(x)
         return x
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        for layer in reversed(self._children.values()):
+    def backward(self, grad: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
+        layers = list(self._children.values())
+        if needs_input_grad or not layers:
+            for layer in reversed(layers):
+                grad = layer.backward(grad)
+            return grad
+        for layer in reversed(layers[1:]):
             grad = layer.backward(grad)
-        return grad
+        backward_parameters_only(layers[0], grad)
+        return None
 
 
 class Residual(Layer):

@@ -46,7 +46,12 @@ class Conv2d(Layer):
     on one layer; None: no limit beyond the cache-sized chunks); only the padded input is
     kept for backward. Results do not depend on the chunking beyond float rounding of the
     weight-gradient sums.
+
+    ``backward(grad, needs_input_grad=False)`` computes dW and db only and returns None
+    (a first layer's input gradient is not needed for training).
     """
+
+    can_skip_input_grad = True
 
     max_workspace_bytes: int = 512 << 20
 
@@ -148,16 +153,17 @@ class Conv2d(Layer):
         # straight copy per channel.
         return out.transpose(1, 0, 2, 3)
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        """dL/dy (N, C_out, H_out, W_out) -> dL/dx (N, C_in, H, W); adds into weight.grad
-        and bias.grad."""
+    def backward(self, grad: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
+        """dL/dy (N, C_out, H_out, W_out) -> dL/dx (N, C_in, H, W) (None when
+        ``needs_input_grad`` is False); adds into weight.grad and bias.grad."""
         xp, cn_shape = self._take_cache()
         c_out, n, oh, ow = cn_shape
         grad = self._check_grad(grad, (n, c_out, oh, ow), self.weight.dtype)
         dx, dweight, dbias = F.conv2d_backward(
             xp, self.weight.data, grad.transpose(1, 0, 2, 3), self.stride, self.dilation,
-            self._pad4, self.bias is not None, self.max_workspace_bytes)   # (C_in, N, H, W)
+            self._pad4, self.bias is not None, self.max_workspace_bytes,
+            input_grad=needs_input_grad)                                  # (C_in, N, H, W)
         self.weight.grad += dweight
         if self.bias is not None:
             self.bias.grad += dbias
-        return dx.transpose(1, 0, 2, 3)
+        return None if dx is None else dx.transpose(1, 0, 2, 3)

@@ -24,8 +24,11 @@ class Linear(Layer):
 
     Shape: (N, *, in_features) -> (N, *, out_features); weight (out_features, in_features).
 
-    Backward: ``dW = g.T @ x``, ``db = sum(g)``, ``dx = g @ W`` (over all leading axes).
+    Backward: ``dW = g.T @ x``, ``db = sum(g)``, ``dx = g @ W`` (over all leading axes);
+    ``needs_input_grad=False`` skips dx and returns None.
     """
+
+    can_skip_input_grad = True
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  dtype: Any = DEFAULT_DTYPE, rng: np.random.Generator | int | None = None) -> None:
@@ -62,13 +65,15 @@ class Linear(Layer):
             self._cache = (x2, x.shape, out.shape)
         return out
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
+    def backward(self, grad: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
         x2, x_shape, out_shape = self._take_cache()
         grad = self._check_grad(grad, out_shape, self.weight.dtype)
         g2 = grad.reshape(-1, self.out_features)                         # (M, out)
         self.weight.grad += matmul(g2.T, x2)
         if self.bias is not None:
             self.bias.grad += g2.sum(axis=0)
+        if not needs_input_grad:
+            return None
         return matmul(g2, self.weight.data).reshape(x_shape)
 
 
