@@ -42,6 +42,7 @@ MAX_CASES = {
     "k3-s2-overlap-nondivisible": (dict(kernel_size=3, stride=2), (2, 2, 7, 8)),
     "k2-s1x2": (dict(kernel_size=2, stride=(1, 2)), (2, 2, 5, 6)),
     "k2-p1": (dict(kernel_size=2, padding=1), (2, 2, 5, 4)),
+    "k2-nondivisible-5x7": (dict(kernel_size=2), (2, 3, 5, 7)),
     "k3-s2-p1": (dict(kernel_size=3, stride=2, padding=1), (2, 2, 7, 6)),
     "k3-s1-p1": (dict(kernel_size=3, stride=1, padding=1), (1, 2, 5, 4)),
     "k3-d2": (dict(kernel_size=3, stride=1, dilation=2), (1, 2, 7, 6)),
@@ -91,7 +92,7 @@ def _torch_max_pool_input_grad(kwargs, x: np.ndarray, grad: np.ndarray) -> np.nd
 
 TIE_CASES = {name: MAX_CASES[name] for name in (
     "k2", "k3-s1-overlap", "k3-s2-overlap-nondivisible", "k3-s2-p1", "k3-s2-p1-d2",
-    "k2x3-s1x2-p1-nondivisible", "k2-p1")}
+    "k2x3-s1x2-p1-nondivisible", "k2-p1", "k2-nondivisible-5x7")}
 
 
 @pytest.mark.parametrize("values", ["constant", "integers-0-3"])
@@ -252,7 +253,8 @@ def test_window_bigger_than_input_raises():
 
 
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=(1, 4)), dict(kernel_size=2, stride=1),
-                                    dict(kernel_size=3, stride=2, padding=1)])
+                                    dict(kernel_size=3, stride=2, padding=1),
+                                    dict(kernel_size=2), dict(kernel_size=2, padding=1)])
 def test_max_pool_routes_the_gradient_to_a_nan_as_torch_does(kwargs):
     x = np.arange(2 * 3 * 6 * 8, dtype=np.float64).reshape(2, 3, 6, 8) % 7
     x[0, 1, 2, 3] = x[1, 2, 4, 4] = x[1, 2, 4, 6] = np.nan  # two NaNs share some windows
@@ -264,3 +266,28 @@ def test_max_pool_routes_the_gradient_to_a_nan_as_torch_does(kwargs):
     yt.backward(torch.tensor(upstream))
     assert np.array_equal(np.isnan(out), np.isnan(yt.detach().numpy()))
     assert np.array_equal(layer.backward(upstream), xt.grad.numpy())
+
+
+@pytest.mark.parametrize("hw", [(4, 6), (5, 7), (32, 32)])
+def test_max_pool_2x2_path_matches_the_general_path(hw):
+    """The pairwise 2x2/stride-2 kernel against the running max over offsets, on ties,
+    -inf and a NaN, in a channel-major layout."""
+    from chainrule.functional import pooling as P
+    from chainrule.functional.im2col import _offset_slices
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 3, (3, 4, *hw)).astype(np.float32)
+    x[0, 0, 0, :2] = -np.inf
+    x[1, 2, 1, 1] = np.nan
+    x = x.transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)
+    out_hw = (hw[0] // 2, hw[1] // 2)
+    out, winner = P.max_pool_forward(x, (2, 2), (2, 2), (1, 1), out_hw)
+    offsets = [_offset_slices(i, j, out_hw, (2, 2), (1, 1)) for i in range(2) for j in range(2)]
+    best = np.empty(out.shape, np.float32)
+    win = np.empty(out.shape, np.uint8)
+    P._max_pool_by_offsets(x, offsets, best, win)
+    for index, (rows, columns) in enumerate(offsets):      # the NaN fix-up of both paths
+        win[np.isnan(x[..., rows, columns])] = index
+    np.testing.assert_array_equal(out, best)
+    np.testing.assert_array_equal(winner, win)
+    assert out.strides[0] < out.strides[1]                  # channel-major kept
