@@ -182,3 +182,32 @@ def test_threaded_relu_and_max_pool_match_one_thread(layout, monkeypatch):
         assert np.argsort(one.strides).tolist() == np.argsort(x.strides).tolist()
     expected, argmax = ref.max_pool2d(np.maximum(x[:1, :2], 0).astype(np.float64), (2, 2), (2, 2))
     np.testing.assert_array_equal(outputs[2][0][:1, :2], expected)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channel-major"])
+@pytest.mark.parametrize("training", [True, False])
+def test_threaded_batch_norm_matches_one_thread(layout, training, monkeypatch):
+    """BatchNorm2d shares its channels among the threads: the same values, bit for bit,
+    and the same running statistics."""
+    monkeypatch.setattr(_parallel, "MIN_PARALLEL_ELEMENTS", 1024)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 5, 9, 7)).astype(np.float32) * 3 + 1
+    if layout == "channel-major":
+        x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    upstream = rng.standard_normal(x.shape).astype(np.float32)
+    results = {}
+    for threads in (1, 2, 3):
+        _parallel.set_num_workers(threads)
+        try:
+            bn = cr.BatchNorm2d(5)
+            bn.weight.data[:] = rng.uniform(0.5, 2, 5) if threads == 1 else results[1][-1]
+            bn.train(training).gradients_in_eval()
+            y = bn.forward(x)
+            dx = bn.backward(upstream)
+        finally:
+            _parallel.set_num_workers(None)
+        results[threads] = (y, dx, bn.weight.grad.copy(), bn.bias.grad.copy(),
+                            bn.running_mean.copy(), bn.running_var.copy(), bn.weight.data.copy())
+    for threads in (2, 3):
+        for one, many in zip(results[1], results[threads]):
+            np.testing.assert_array_equal(one, many)

@@ -6,9 +6,22 @@ from typing import Any
 
 import numpy as np
 
+from .. import functional as F
 from ..parameter import Parameter
 from ._args import positive_int
 from .base import DEFAULT_DTYPE, Layer, as_float_dtype
+
+
+def _each_channel_block(fn, v: np.ndarray) -> None:
+    """Call ``fn((channels,))`` over blocks of channels of a (C, ...) view, shared among
+    the worker threads when ``v`` is a contiguous (C, N*H*W) matrix (a channel-major
+    batch): channels are independent, NumPy's reductions and ufuncs run on one core,
+    and each row's sums are then the same whatever the split. Other layouts run in one
+    block, since NumPy may order a multi-axis sum differently for a different block."""
+    if v.ndim == 2 and v.flags.c_contiguous:
+        F.parallel_slices(fn, v.shape, 0)
+    else:
+        fn((slice(None),))
 
 
 class _BatchNorm(Layer):
@@ -93,29 +106,41 @@ class _BatchNorm(Layer):
         self._check_input(x)
         v = self._channels_first(x)                         # (C, ...) view of x
         axes = tuple(range(1, v.ndim))
-        shape = (self.num_features,) + (1,) * (v.ndim - 1)  # broadcast (C,) over v
+        shape = (-1,) + (1,) * (v.ndim - 1)                 # broadcast per channel over v
         use_batch_stats = self.training or not self.track_running_stats
-        if use_batch_stats:
-            n = x.size // self.num_features
-            if n <= 1 and self.training:
-                raise ValueError(f"{self!r}: expected more than 1 value per channel when "
-                                 f"training, got input of shape {x.shape}")
-            mean = v.mean(axis=axes)
-            centered = v - mean.reshape(shape)              # same memory order as v
-            out = np.multiply(centered, centered)           # squares, then the output
-            var = out.mean(axis=axes)                       # biased, used to normalize
-            if self.training and self.track_running_stats:
-                self._update_running_stats(mean, var, n)
-        else:
-            centered = v - self.running_mean.reshape(shape)
-            var = self.running_var
-            out = centered if not self.keeps_cache else np.empty_like(centered)
-        inv_std = 1.0 / np.sqrt(var + x.dtype.type(self.eps))
-        # y = centered * (inv_std * weight) + bias: two passes over the data
-        scale = inv_std * self.weight.data if self.affine else inv_std
-        np.multiply(centered, scale.reshape(shape), out=out)
-        if self.affine:
-            out += self.bias.data.reshape(shape)
+        n = x.size // self.num_features
+        if use_batch_stats and n <= 1 and self.training:
+            raise ValueError(f"{self!r}: expected more than 1 value per channel when "
+                             f"training, got input of shape {x.shape}")
+        eps = x.dtype.type(self.eps)
+        centered = np.empty_like(v)                         # same memory order as v
+        out = (centered if not use_batch_stats and not self.keeps_cache
+               else np.empty_like(centered))
+        mean = np.empty(self.num_features, x.dtype)
+        var = np.empty(self.num_features, x.dtype)
+        inv_std = np.empty(self.num_features, x.dtype)
+
+        def channels(ix):
+            (c,) = ix[:1]
+            vb, cb, ob = v[c], centered[c], out[c]
+            if use_batch_stats:
+                mean[c] = vb.mean(axis=axes)
+                np.subtract(vb, mean[c].reshape(shape), out=cb)
+                np.multiply(cb, cb, out=ob)                 # squares, then the output
+                var[c] = ob.mean(axis=axes)                 # biased, used to normalize
+            else:
+                np.subtract(vb, self.running_mean[c].reshape(shape), out=cb)
+                var[c] = self.running_var[c]
+            inv_std[c] = 1.0 / np.sqrt(var[c] + eps)
+            # y = centered * (inv_std * weight) + bias: two passes over the data
+            scale = inv_std[c] * self.weight.data[c] if self.affine else inv_std[c]
+            np.multiply(cb, scale.reshape(shape), out=ob)
+            if self.affine:
+                ob += self.bias.data[c].reshape(shape)
+
+        _each_channel_block(channels, v)
+        if use_batch_stats and self.training and self.track_running_stats:
+            self._update_running_stats(mean, var, n)
         if self.keeps_cache:
             # x - mean rather than x̂ = (x - mean) * inv_std: the forward never needs x̂
             # itself, and backward folds inv_std into its per-channel factors.
@@ -139,24 +164,33 @@ class _BatchNorm(Layer):
         if g.shape != centered.shape:                      # another memory order than x
             g = g.reshape(centered.shape)
         axes = tuple(range(1, g.ndim))
-        shape = (self.num_features,) + (1,) * (g.ndim - 1)
-        weight = self.weight.data if self.affine else 1
-        a = weight * inv_std                                # dx = a * g when not batch stats
+        shape = (-1,) + (1,) * (g.ndim - 1)
+        a = self.weight.data * inv_std if self.affine else inv_std   # dx = a * g in eval
         need_sums = self.affine or used_batch_stats
-        if need_sums:
-            sum_g = g.sum(axis=axes)
-            gc = np.multiply(g, centered)
-            sum_gc = gc.sum(axis=axes)                      # sum(g * x̂) = inv_std * sum_gc
+        sum_g = np.zeros(self.num_features, centered.dtype)
+        sum_gc = np.zeros(self.num_features, centered.dtype)   # sum(g * x̂) = inv_std * sum_gc
+        n = centered.size // self.num_features
+        dx = np.empty_like(g)
+
+        def channels(ix):
+            (c,) = ix[:1]
+            gb, cb, dxb = g[c], centered[c], dx[c]
+            if need_sums:
+                sum_g[c] = gb.sum(axis=axes)
+                gc = np.multiply(gb, cb)
+                sum_gc[c] = gc.sum(axis=axes)
+            np.multiply(gb, a[c].reshape(shape), out=dxb)
+            if used_batch_stats:
+                # dx = a * (g - sum(g)/n - x̂ * sum(g x̂)/n), with x̂ = centered * inv_std
+                factor = -a[c] * inv_std[c] * inv_std[c] * sum_gc[c] / n
+                np.multiply(cb, factor.reshape(shape), out=gc)
+                dxb += gc
+                dxb += (-a[c] * sum_g[c] / n).reshape(shape)
+
+        _each_channel_block(channels, g)
         if self.affine:
             self.weight.grad += sum_gc * inv_std
             self.bias.grad += sum_g
-        dx = np.multiply(g, a.reshape(shape))
-        if used_batch_stats:
-            # dx = a * (g - sum(g)/n - x̂ * sum(g x̂)/n), with x̂ = centered * inv_std
-            n = centered.size // self.num_features
-            np.multiply(centered, (-a * inv_std * inv_std * sum_gc / n).reshape(shape), out=gc)
-            dx += gc
-            dx += (-a * sum_g / n).reshape(shape)
         return np.moveaxis(dx.reshape(np.moveaxis(grad, 1, 0).shape), 0, 1)
 
 
