@@ -43,6 +43,8 @@ CASES = {
     "k1-s2": (3, 2, 3, 5, 5, (1, 1), (2, 2), (1, 1), (0, 0, 0, 0), 1),
     "k3-d2-p1x3-groups2": (3, 4, 2, 7, 8, (3, 3), (1, 1), (2, 2), (1, 2, 3, 0), 2),
     "k2-p3-wider-than-reach": (2, 2, 3, 4, 4, (2, 2), (1, 1), (1, 1), (3, 0, 1, 1), 1),
+    "k2x4-d3x2-p2x1-groups3": (3, 6, 9, 8, 9, (2, 4), (1, 1), (3, 2), (2, 1, 1, 2), 3),
+    "k5-p2": (2, 2, 3, 7, 6, (5, 5), (1, 1), (1, 1), (2, 2, 2, 2), 1),
 }
 
 
@@ -53,9 +55,16 @@ def input_gradient_path(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["im2col", "row-unfold"])
+def forward_path(request, monkeypatch):
+    """Both forward kernels (row unfolding applies to stride 1 with kw > 1 only)."""
+    monkeypatch.setattr(fconv, "_rows_pay_off", lambda *args: request.param == "row-unfold")
+    return request.param
+
+
 @pytest.mark.parametrize("case", CASES.values(), ids=list(CASES))
 @pytest.mark.parametrize("workspace", [None, 1], ids=["one-chunk", "one-image-per-chunk"])
-def test_conv_kernels_match_reference(case, workspace, workers, input_gradient_path):
+def test_conv_kernels_match_reference(case, workspace, workers, input_gradient_path, forward_path):
     n, c_in, c_out, h, w, kernel, stride, dilation, padding, groups = case
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c_in, h, w))
@@ -211,3 +220,12 @@ def test_threaded_batch_norm_matches_one_thread(layout, training, monkeypatch):
     for threads in (2, 3):
         for one, many in zip(results[1], results[threads]):
             np.testing.assert_array_equal(one, many)
+
+
+def test_row_unfolding_is_chosen_for_the_wide_few_output_layers():
+    """The forward picks row unfolding where it was measured faster, im2col elsewhere."""
+    assert fconv._rows_pay_off(32, 32, 3, 32, 2)            # 32 -> 32 at 32x32
+    assert fconv._rows_pay_off(64, 64, 3, 16, 2)            # 64 -> 64 at 16x16
+    assert not fconv._rows_pay_off(32, 64, 3, 16, 2)        # more outputs than inputs
+    assert not fconv._rows_pay_off(128, 128, 3, 8, 2)       # narrow, many outputs
+    assert not fconv._rows_pay_off(3, 32, 3, 32, 2)         # first layer: few rows

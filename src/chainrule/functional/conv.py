@@ -40,6 +40,17 @@ CHUNK_BYTES = 4 << 20
 # a convolution with the flipped kernel rather than by col2im.
 MIN_FLIPPED_ROWS = 16
 
+# Stride-1 forward by row unfolding (``_forward_rows``) when each group has at least
+# MIN_ROW_UNFOLD_ROWS rows (C_in/G * kh) in its unfolded input, at most
+# MAX_ROW_UNFOLD_OUT and no more output than input channels (where im2col's product
+# has few rows and runs slowly: measured 20-25% faster for 32 -> 32 channels at 32x32,
+# 5-10% for 64 -> 64 at 16x16, no gain for 32 -> 64 or 64 -> 128), and an output at least
+# MIN_ROW_UNFOLD_WIDTH_RATIO times wider than the kernel's reach (the columns it
+# computes and then drops).
+MIN_ROW_UNFOLD_ROWS = 64
+MAX_ROW_UNFOLD_OUT = 64
+MIN_ROW_UNFOLD_WIDTH_RATIO = 6
+
 # Below this many bytes of columns in all, a layer is not split over the threads.
 MIN_SPLIT_BYTES = 256 << 10
 
@@ -81,6 +92,9 @@ def conv2d_forward(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
     c_out, c_group, kh, kw = weight.shape
     groups = c_in // c_group
     oh, ow = out_hw
+    reach = xp.shape[3] - ow          # dilation * (kw - 1) when the stride is 1
+    if tuple(stride) == (1, 1) and kw > 1 and _rows_pay_off(c_group, c_out // groups, kh, ow, reach):
+        return _forward_rows(xp, weight, bias, dilation, out_hw, workspace_bytes)
     pixels = oh * ow
     w3 = weight.reshape(groups, c_out // groups, c_group * kh * kw)    # (G, Og, K)
     out = np.empty((c_out, n, oh, ow), dtype=xp.dtype)
@@ -96,6 +110,63 @@ def conv2d_forward(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
             np.matmul(w3, cols.reshape(groups, -1, (stop - start) * pixels), out=block)
             if bias is not None:
                 block += bias.reshape(groups, -1, 1)
+
+    run_split(task, chunks)
+    return out
+
+
+def _rows_pay_off(c_group: int, out_group: int, kh: int, ow: int, reach: int) -> bool:
+    """Whether the row-unfolding forward is the faster one (see ``*_ROW_UNFOLD_*``)."""
+    return (c_group * kh >= MIN_ROW_UNFOLD_ROWS and out_group <= min(c_group, MAX_ROW_UNFOLD_OUT)
+            and ow >= MIN_ROW_UNFOLD_WIDTH_RATIO * reach)
+
+
+def _forward_rows(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, dilation: Pair,
+                  out_hw: Pair, workspace_bytes: int | None) -> np.ndarray:
+    """Stride-1 forward that unfolds only the kernel's rows; its columns become shifts.
+
+    ``rows`` (C_in*kh, n*H_out*Wp) holds, for each input channel and kernel row i, the
+    padded rows ``i*dh .. i*dh + H_out`` at their full padded width Wp (kh block copies
+    instead of im2col's kh*kw strided ones). One product with the kernel reordered to
+    rows (o, j) and columns (c, i) gives Z (C_out*kw, n*H_out*Wp); the output is the sum
+    over kernel columns j of Z[(o, j)] shifted left by j*dw:
+
+        out[o, n, y, x] = sum_j Z[(o, j), n, y, x + j*dw]
+
+    The product does (Wp / W_out - 1) more work than im2col's (the columns past each
+    row's end, dropped by the shifts) but its shape, 3x more rows and 3x less depth for
+    a 3x3 kernel, runs faster in BLAS when C_out is small, and the unfolding copies 3x
+    less. Chosen by ``conv2d_forward`` for wide inputs with many input channels and few
+    output channels (``*_ROW_UNFOLD_*``).
+    """
+    c_in, n, hp, wp = xp.shape
+    c_out, c_group, kh, kw = weight.shape
+    groups = c_in // c_group
+    og = c_out // groups
+    dh, dw = dilation
+    oh, ow = out_hw
+    # (G, Og*kw, Cg*kh): rows (o, j), columns (c, i)
+    wr = np.ascontiguousarray(weight.reshape(groups, og, c_group, kh, kw).transpose(0, 1, 4, 2, 3)
+                              ).reshape(groups, og * kw, c_group * kh)
+    out = np.empty((c_out, n, oh, ow), dtype=xp.dtype)
+    per_image = (c_in * kh + c_out * kw) * oh * wp * xp.dtype.itemsize
+    chunks = _chunks(n, per_image, workspace_bytes)
+
+    def task(_: int, my_chunks) -> None:
+        for start, stop in my_chunks:
+            m = stop - start
+            rows = scratch("cols", (c_in, kh, m, oh, wp), xp.dtype)
+            for i in range(kh):
+                rows[:, i] = xp[:, start:stop, i * dh:i * dh + oh]
+            z = scratch("z", (groups, og * kw, m * oh * wp), xp.dtype)
+            np.matmul(wr, rows.reshape(groups, c_group * kh, m * oh * wp), out=z)
+            z5 = z.reshape(c_out, kw, m, oh, wp)
+            block = out[:, start:stop]                                    # (C_out, m, oh, ow)
+            np.add(z5[:, 0, :, :, :ow], z5[:, 1, :, :, dw:dw + ow], out=block)
+            for j in range(2, kw):
+                block += z5[:, j, :, :, j * dw:j * dw + ow]
+            if bias is not None:
+                block += bias.reshape(-1, 1, 1, 1)
 
     run_split(task, chunks)
     return out
