@@ -291,3 +291,32 @@ def test_max_pool_2x2_path_matches_the_general_path(hw):
     np.testing.assert_array_equal(out, best)
     np.testing.assert_array_equal(winner, win)
     assert out.strides[0] < out.strides[1]                  # channel-major kept
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("hw", [(4, 6), (5, 7), (32, 32)])
+def test_max_pool_backward_with_non_finite_gradients_matches_torch(hw, threads, dtype,
+                                                                   monkeypatch):
+    """Each gradient reaches its window's winner unchanged and nothing else, also for
+    -0.0, inf and NaN gradients (inf * 0 must not leak NaN into the losers): the
+    float32 2x2 path (bits placed in 64-bit words) and the general path, with ties,
+    remainder rows and columns, a channel-major layout and threads."""
+    from chainrule.functional import _parallel
+
+    monkeypatch.setattr(_parallel, "MIN_PARALLEL_ELEMENTS", 16)
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 3, (3, 4, *hw)).astype(dtype)           # ties
+    x = x.transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)
+    _parallel.set_num_workers(threads)
+    try:
+        layer = cr.MaxPool2d(2).to(dtype)
+        out = layer.forward(x)
+        grad = rng.standard_normal(out.shape).astype(dtype)
+        grad[0, 0, 0, :2] = [-0.0, np.inf]
+        grad[1, 1, 0, 0] = np.nan
+        dx = layer.backward(grad)
+    finally:
+        _parallel.set_num_workers(None)
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx, _torch_max_pool_input_grad(dict(kernel_size=2), x, grad))

@@ -95,7 +95,21 @@ def _max_pool_by_offsets(x: np.ndarray, offsets: list, best: np.ndarray, win: np
         np.maximum(best, candidate, out=best)
 
 
+# The 2x2 kernel works through its input in blocks of about this many bytes, so that its
+# temporaries stay in the CPU caches between passes (5.1 against 7.2 ms, one thread,
+# (4096, 32, 32) float32 in blocks of 4 x 128 images).
+POOL_BLOCK_BYTES = 2 << 20
+
+
 def _max_pool_2x2(x: np.ndarray, best: np.ndarray, win: np.ndarray) -> None:
+    """``_max_pool_2x2_block`` over blocks of the leading axis (x: (L, ..., Hp, Wp))."""
+    step = max(1, POOL_BLOCK_BYTES // max(1, x[0].nbytes))
+    for start in range(0, x.shape[0], step):
+        block = slice(start, start + step)
+        _max_pool_2x2_block(x[block], best[block], win[block])
+
+
+def _max_pool_2x2_block(x: np.ndarray, best: np.ndarray, win: np.ndarray) -> None:
     """2x2 windows with stride 2 (the common case): max of each row's pair of columns,
     then of the two rows, writing no array in place.
 
@@ -107,7 +121,13 @@ def _max_pool_2x2(x: np.ndarray, best: np.ndarray, win: np.ndarray) -> None:
     row-major window order, as the general path and torch choose."""
     oh, ow = best.shape[-2:]
     x = x[..., :2 * oh, :2 * ow]
-    left, right = x[..., 0::2], x[..., 1::2]                 # (..., 2*oh, ow)
+    # Copied apart first: NumPy's maximum runs ~5x slower on stride-2 views than on
+    # contiguous arrays, and the two copies cost less than that (3.2 ms against 1.3 +
+    # 0.4 ms for a (4096, 32, 32) float32 input).
+    left = np.empty(x.shape[:-1] + (ow,), dtype=x.dtype)     # (..., 2*oh, ow)
+    right = np.empty_like(left)
+    np.copyto(left, x[..., 0::2])
+    np.copyto(right, x[..., 1::2])
     row_max = np.maximum(left, right)
     right_won = np.greater(right, left)
     top, bottom = row_max[..., 0::2, :], row_max[..., 1::2, :]
@@ -141,23 +161,61 @@ def max_pool_backward(grad: np.ndarray, winner: np.ndarray, kernel: Pair, stride
     # element at most once: every offset *writes* its part, no zero-fill, no adds.
     disjoint = tuple(stride) == tuple(kernel) and tuple(dilation) == (1, 1)
 
+    # 2x2 windows, stride 2, float32, rows starting 8-byte aligned: the bit-placing path.
+    pairs = (disjoint and tuple(kernel) == (2, 2) and grad.dtype == np.float32
+             and padded_hw[1] % 2 == 0 and np.little_endian)
+
     def piece(ix):
         g, win, dx = gradq[ix], winq[ix], dxp[ix]
-        won = np.empty(win.shape, dtype=np.bool_)
         if disjoint:
             dx[..., oh * kh:, :] = 0                       # rows and columns no window
             dx[..., :oh * kh, ow * kw:] = 0                # reaches (remainders)
         else:
             dx.fill(0)
+        if pairs:
+            _max_pool_2x2_backward(g, win, dx[..., :2 * oh, :2 * ow])
+            return
+        won = np.empty(win.shape, dtype=np.bool_)
+        # g * won is the fast way to keep the winners' gradients, but inf * 0 is NaN:
+        # with a non-finite gradient, copy through the mask instead (losers stay 0, as
+        # in torch).
+        finite = bool(np.isfinite(g).all())
+        if not finite:
+            dx.fill(0)
         for index, (rows, columns) in enumerate(offsets):
             np.equal(win, index, out=won)
-            if disjoint:
-                np.multiply(g, won, out=dx[..., rows, columns])
+            target = dx[..., rows, columns]
+            if not finite:
+                np.add(target, g, out=target, where=won)
+            elif disjoint:
+                np.multiply(g, won, out=target)
             else:
-                dx[..., rows, columns] += g * won
+                target += g * won
 
     parallel_slices(piece, winq.shape[:-2], 0)
     return dxp.transpose(inverse)
+
+
+def _max_pool_2x2_backward(g: np.ndarray, win: np.ndarray, dx: np.ndarray) -> None:
+    """Write each float32 gradient of ``g`` (..., oh, ow) into its window's winner of
+    ``dx`` (..., 2*oh, 2*ow), every other element zero, with contiguous writes only.
+
+    Writing through stride-2 views is what costs in the general path (~2.5 ns per
+    element, four times over). Here each pair of neighbours in a row of ``dx`` is one
+    64-bit word: the gradient's 32 bits go to the low half (the left column, on a
+    little-endian machine) or the high half (the right column) by a shift of 0 or 32,
+    the other half stays zero, and each of the two rows of a window is then a
+    contiguous row of words. The bits are moved, not computed, so the result is exact."""
+    bits = g.view(np.uint32).astype(np.uint64)
+    right = np.bitwise_and(win, 1).astype(np.uint64)        # the winner's column
+    right *= 32
+    np.left_shift(bits, right, out=bits)
+    bottom = np.greater_equal(win, 2)                       # the winner's row
+    lower = np.multiply(bits, bottom, dtype=np.uint64)      # the bottom row's words
+    bits -= lower                                           # the top row's words
+    words = dx.view(np.uint64)                              # (..., 2*oh, ow)
+    words[..., 0::2, :] = bits
+    words[..., 1::2, :] = lower
 
 
 def avg_pool_forward(xp: np.ndarray, kernel: Pair, stride: Pair, out_hw: Pair,
