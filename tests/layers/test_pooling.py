@@ -320,3 +320,20 @@ def test_max_pool_backward_with_non_finite_gradients_matches_torch(hw, threads, 
         _parallel.set_num_workers(None)
     assert dx.dtype == dtype
     np.testing.assert_array_equal(dx, _torch_max_pool_input_grad(dict(kernel_size=2), x, grad))
+
+
+@pytest.mark.parametrize("kwargs, shape", params(MAX_CASES))
+def test_max_pool_in_eval_mode_gives_the_training_output(kwargs, shape):
+    """Eval mode skips the winners (no backward will need them); the maxima, NaN
+    included, are those of training mode."""
+    rng = np.random.default_rng(6)
+    x = rng.integers(0, 3, shape).astype(np.float32)
+    x[0, 0, 0, 0] = np.nan
+    layer = cr.MaxPool2d(**kwargs)
+    trained = layer.forward(x)
+    layer.backward(np.ones_like(trained))
+    layer.eval()
+    evaluated = layer.forward(x)
+    np.testing.assert_array_equal(evaluated, trained)       # NaN where training had NaN
+    assert np.isnan(trained).any() or kwargs.get("dilation", 1) != 1
+    assert layer._cache is None

@@ -35,11 +35,14 @@ def _memory_order(a: np.ndarray) -> tuple[list[int], np.ndarray]:
 
 
 def max_pool_forward(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair,
-                     out_hw: Pair) -> tuple[np.ndarray, np.ndarray]:
+                     out_hw: Pair, with_winner: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
     """Max over each window of a (-inf padded) input.
 
     Args:
         xp: (..., Hp, Wp) padded input.
+        with_winner: False skips the winners (inference needs no backward): None is
+            returned in their place, and the maxima cost about half as much.
     Returns:
         out: (..., H_out, W_out) window maxima.
         winner: (..., H_out, W_out) uint8/uint16 index ``i * kw + j`` of the element that
@@ -60,28 +63,35 @@ def max_pool_forward(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair,
     perm, inverse = _memory_order(xp)
     xq = xp.transpose(perm)
     out = np.empty((*xq.shape[:-2], *out_hw), dtype=xp.dtype)
-    winner = np.empty(out.shape, dtype=index_dtype)
+    winner = np.empty(out.shape, dtype=index_dtype) if with_winner else None
     pairs = tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and tuple(dilation) == (1, 1)
 
     def piece(ix):
-        x, best, win = xq[ix], out[ix], winner[ix]
+        x, best = xq[ix], out[ix]
+        win = None if winner is None else winner[ix]
         if pairs:
             _max_pool_2x2(x, best, win)
         else:
             _max_pool_by_offsets(x, offsets, best, win)
-        if np.isnan(best).any():
+        if win is not None and np.isnan(best).any():
             # Rare (training stops at a NaN loss anyway): route like torch, whose max
             # takes any NaN it meets, so a window's last NaN wins.
             for index, (rows, columns) in enumerate(offsets):
                 win[np.isnan(x[..., rows, columns])] = index
 
     parallel_slices(piece, xq.shape[:-2], 0)
-    return out.transpose(inverse), winner.transpose(inverse)
+    return out.transpose(inverse), None if winner is None else winner.transpose(inverse)
 
 
-def _max_pool_by_offsets(x: np.ndarray, offsets: list, best: np.ndarray, win: np.ndarray) -> None:
-    """Any window: a running max over the kernel offsets, one strided view each."""
+def _max_pool_by_offsets(x: np.ndarray, offsets: list, best: np.ndarray,
+                         win: np.ndarray | None) -> None:
+    """Any window: a running max over the kernel offsets, one strided view each (and
+    the winners, unless ``win`` is None)."""
     np.copyto(best, x[(..., *offsets[0])])
+    if win is None:
+        for rows, columns in offsets[1:]:
+            np.maximum(best, x[..., rows, columns], out=best)
+        return
     win.fill(0)
     better = np.empty(best.shape, dtype=np.bool_)
     for index, (rows, columns) in enumerate(offsets[1:], start=1):
@@ -101,15 +111,15 @@ def _max_pool_by_offsets(x: np.ndarray, offsets: list, best: np.ndarray, win: np
 POOL_BLOCK_BYTES = 2 << 20
 
 
-def _max_pool_2x2(x: np.ndarray, best: np.ndarray, win: np.ndarray) -> None:
+def _max_pool_2x2(x: np.ndarray, best: np.ndarray, win: np.ndarray | None) -> None:
     """``_max_pool_2x2_block`` over blocks of the leading axis (x: (L, ..., Hp, Wp))."""
     step = max(1, POOL_BLOCK_BYTES // max(1, x[0].nbytes))
     for start in range(0, x.shape[0], step):
         block = slice(start, start + step)
-        _max_pool_2x2_block(x[block], best[block], win[block])
+        _max_pool_2x2_block(x[block], best[block], None if win is None else win[block])
 
 
-def _max_pool_2x2_block(x: np.ndarray, best: np.ndarray, win: np.ndarray) -> None:
+def _max_pool_2x2_block(x: np.ndarray, best: np.ndarray, win: np.ndarray | None) -> None:
     """2x2 windows with stride 2 (the common case): max of each row's pair of columns,
     then of the two rows, writing no array in place.
 
@@ -129,9 +139,11 @@ def _max_pool_2x2_block(x: np.ndarray, best: np.ndarray, win: np.ndarray) -> Non
     np.copyto(left, x[..., 0::2])
     np.copyto(right, x[..., 1::2])
     row_max = np.maximum(left, right)
-    right_won = np.greater(right, left)
     top, bottom = row_max[..., 0::2, :], row_max[..., 1::2, :]
     np.maximum(top, bottom, out=best)
+    if win is None:
+        return
+    right_won = np.greater(right, left)
     bottom_won = np.greater(bottom, top)
     right_top, right_bottom = right_won[..., 0::2, :], right_won[..., 1::2, :]
     # the column chosen in the winning row: right_bottom where the bottom row won

@@ -73,7 +73,8 @@ class MaxPool2d(_Pool2d):
         x = self._cast_input(x)
         out_hw = self._output_hw(x)
         xp = F.pad_spatial(x, self.padding, -np.inf)
-        out, winner = F.max_pool_forward(xp, self.kernel_size, self.stride, self.dilation, out_hw)
+        out, winner = F.max_pool_forward(xp, self.kernel_size, self.stride, self.dilation, out_hw,
+                                         with_winner=self.keeps_cache)
         if self.keeps_cache:
             self._cache = (winner, x.shape, xp.shape[-2:], out.dtype)
         return out
