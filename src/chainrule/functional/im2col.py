@@ -77,11 +77,24 @@ def im2col(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_hw: P
     c, n = xp.shape[:2]
     kh, kw = kernel
     cols = np.empty((c, kh, kw, n, *out_hw), dtype=xp.dtype) if out is None else out
-    for i in range(kh):
-        for j in range(kw):
-            rows, columns = _offset_slices(i, j, out_hw, stride, dilation)
-            cols[:, i, j] = xp[:, :, rows, columns]
+    np.copyto(cols, window_view(xp, kernel, stride, dilation, out_hw))
     return cols
+
+
+def window_view(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair,
+                out_hw: Pair) -> np.ndarray:
+    """A read-only (C, kh, kw, N, H_out, W_out) view of a padded (C, N, Hp, Wp) input:
+    element [c, i, j, n, y, x] is ``xp[c, n, y*sh + i*dh, x*sw + j*dw]``.
+
+    Copying it is im2col in one NumPy call, instead of one per kernel offset: with two
+    threads unfolding at once, every call is a point where they pass Python's GIL to
+    each other (a context switch each on a loaded machine)."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    windows = np.lib.stride_tricks.sliding_window_view(
+        xp[:, :, :sh * (oh - 1) + span_h, :sw * (ow - 1) + span_w], (span_h, span_w), axis=(2, 3))
+    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]                 # (C, N, oh, ow, kh, kw)
+    return windows.transpose(0, 4, 5, 1, 2, 3)
 
 
 def col2im(cols: np.ndarray, padded_hw: Pair, stride: Pair, dilation: Pair,
