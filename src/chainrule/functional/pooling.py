@@ -79,7 +79,7 @@ def max_pool_forward(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair,
             for index, (rows, columns) in enumerate(offsets):
                 win[np.isnan(x[..., rows, columns])] = index
 
-    parallel_slices(piece, xq.shape[:-2], 0)
+    parallel_slices(piece, xq.shape, 0)         # pieces of the leading axis; size: all of x
     return out.transpose(inverse), None if winner is None else winner.transpose(inverse)
 
 
@@ -204,7 +204,7 @@ def max_pool_backward(grad: np.ndarray, winner: np.ndarray, kernel: Pair, stride
             else:
                 target += g * won
 
-    parallel_slices(piece, winq.shape[:-2], 0)
+    parallel_slices(piece, dxp.shape, 0)        # pieces of the leading axis; size: all of dx
     return dxp.transpose(inverse)
 
 
