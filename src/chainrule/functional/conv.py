@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._parallel import batch_chunks, even_chunks, num_workers, run_split, scratch
-from .im2col import Padding4, Pair, col2im, im2col, pad_channel_major
+from .im2col import Padding4, Pair, col2im, im2col, pad_channel_major, window_view
 
 # Columns of one chunk: about this many bytes, so a chunk's columns stay in the caches
 # between the copy that makes them and the product that reads them.
@@ -156,8 +156,9 @@ def _forward_rows(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, d
         for start, stop in my_chunks:
             m = stop - start
             rows = scratch("cols", (c_in, kh, m, oh, wp), xp.dtype)
-            for i in range(kh):
-                rows[:, i] = xp[:, start:stop, i * dh:i * dh + oh]
+            # one copy of kh-row windows: (C, kh, 1, m, oh, Wp) -> (C, kh, m, oh, Wp)
+            np.copyto(rows, window_view(xp[:, start:stop], (kh, 1), (1, 1), (dh, 1),
+                                        (oh, wp))[:, :, 0])
             z = scratch("z", (groups, og * kw, m * oh * wp), xp.dtype)
             np.matmul(wr, rows.reshape(groups, c_group * kh, m * oh * wp), out=z)
             z5 = z.reshape(c_out, kw, m, oh, wp)
