@@ -188,3 +188,27 @@ def test_bad_arguments():
     with pytest.raises(RuntimeError, match="already attached"):
         recorder.attach(small_convnet())
     recorder.detach()
+
+
+def test_the_first_layer_skips_its_input_gradient_on_steps_not_recorded(monkeypatch):
+    """train_step asks for no gradient of the data; a watched first layer still computes
+    it on recorded steps (the recorder shows ||dL/dx|| there) and skips it otherwise."""
+    calls = []
+    plain = cr.Conv2d.backward
+
+    def spy(self, grad, needs_input_grad=True):
+        calls.append(needs_input_grad)
+        return plain(self, grad, needs_input_grad)
+
+    monkeypatch.setattr(cr.Conv2d, "backward", spy)
+    model = cr.Sequential(cr.Conv2d(1, 2, 3, rng=0), cr.ReLU(), cr.Flatten(),
+                          cr.Linear(18, 3, rng=1))
+    optimizer = cr.optim.SGD(model.parameters(), lr=0.1)
+    recorder = Recorder(every=2).attach(model, optimizer)
+    x = np.random.default_rng(0).standard_normal((4, 1, 5, 5)).astype(np.float32)
+    for _ in range(4):
+        train_step(model, cr.CrossEntropyLoss(), optimizer, x, np.array([0, 1, 2, 0]))
+    recorder.detach()
+    assert calls == [True, False, True, False]
+    norms = recorder.records["layer_stats"]["0"]["grad_input_norm"]
+    assert len(norms) == 2 and all(n is not None and n > 0 for n in norms)

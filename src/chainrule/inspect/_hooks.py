@@ -28,20 +28,29 @@ class MethodHook:
 
     Hooks stack: installing a second hook on the same method wraps the first, and
     ``remove`` puts back whatever was there before (the class method, or the first hook).
+
+    A backward hook passes ``needs_input_grad=False`` through (the layer then returns
+    None and ``after`` is not called), except while ``wants_result()`` says the watcher
+    reads the input gradient: then the layer computes it anyway.
     """
 
-    def __init__(self, layer: Layer, method: str, after: AfterFn | None) -> None:
+    def __init__(self, layer: Layer, method: str, after: AfterFn | None,
+                 wants_result: Callable[[], bool] | None = None) -> None:
         self.layer = layer
         self.method = method
         self.after = after
+        self.wants_result = wants_result
         self.previous = layer.__dict__.get(method, _MISSING)
 
-    def __call__(self, arg: np.ndarray) -> np.ndarray:
+    def __call__(self, arg: np.ndarray, **kwargs: Any) -> np.ndarray | None:
+        if (kwargs.get("needs_input_grad") is False and self.after is not None
+                and (self.wants_result is None or self.wants_result())):
+            kwargs = {}
         if self.previous is _MISSING:
-            result = getattr(type(self.layer), self.method)(self.layer, arg)
+            result = getattr(type(self.layer), self.method)(self.layer, arg, **kwargs)
         else:
-            result = self.previous(arg)
-        if self.after is not None:
+            result = self.previous(arg, **kwargs)
+        if self.after is not None and result is not None:
             self.after(self.layer, arg, result)
         return result
 
@@ -53,14 +62,17 @@ class MethodHook:
         clone.layer = copy.deepcopy(self.layer, memo)
         clone.method = self.method
         clone.after = None
+        clone.wants_result = None
         clone.previous = (_MISSING if self.previous is _MISSING
                           else copy.deepcopy(self.previous, memo))
         return clone
 
 
-def install(layer: Layer, method: str, after: AfterFn) -> MethodHook:
-    """Shadow ``layer.<method>`` with a hook that calls ``after`` once it returns."""
-    hook = MethodHook(layer, method, after)
+def install(layer: Layer, method: str, after: AfterFn,
+            wants_result: Callable[[], bool] | None = None) -> MethodHook:
+    """Shadow ``layer.<method>`` with a hook that calls ``after`` once it returns
+    (``wants_result``: see ``MethodHook``)."""
+    hook = MethodHook(layer, method, after, wants_result)
     # object.__setattr__: Layer.__setattr__ would do the same for a plain callable, but
     # this says plainly that nothing is registered.
     object.__setattr__(layer, method, hook)

@@ -111,7 +111,9 @@ class Recorder:
         for name, layer in leaves:
             kind = activation_kind(layer)
             self._hooks.append(_hooks.install(layer, "forward", self._forward_hook(name, kind)))
-            self._hooks.append(_hooks.install(layer, "backward", self._backward_hook(name)))
+            # dx of a layer that could skip it (the first) is computed on recorded steps only
+            self._hooks.append(_hooks.install(layer, "backward", self._backward_hook(name),
+                                              wants_result=lambda: self.recording))
         self._model = model
         self._params = list(model.named_parameters())
         if optimizer is not None:

@@ -17,7 +17,7 @@ network's input (torch does not compute it either: the input does not require gr
 Layers whose class sets ``can_skip_input_grad = True`` accept
 ``backward(grad, needs_input_grad=False)``: they still add their parameter gradients
 but return None instead of computing dLoss/dx. ``backward_parameters_only`` uses that
-when a layer offers it and is not watched by an instance-level hook.
+when a layer offers it.
 """
 
 from __future__ import annotations
@@ -47,9 +47,10 @@ def as_float_dtype(dtype: Any, where: str) -> np.dtype:
 
 def backward_parameters_only(layer: "Layer", grad: np.ndarray) -> None:
     """``layer.backward(grad)`` for the parameter gradients alone: the layer may skip
-    dLoss/dx when it can (``can_skip_input_grad``). A layer whose ``backward`` is
-    shadowed on the instance (an inspect hook reads dx) gets the plain call."""
-    if type(layer).can_skip_input_grad and "backward" not in layer.__dict__:
+    dLoss/dx when it can (``can_skip_input_grad``). An instance-level hook on
+    ``backward`` (``chainrule.inspect``) gets the option too and decides whether its
+    watcher needs dx."""
+    if type(layer).can_skip_input_grad:
         layer.backward(grad, needs_input_grad=False)
     else:
         layer.backward(grad)
