@@ -17,7 +17,9 @@ With K = C_in/G * kh * kw columns per group, L = H_out * W_out pixels, per group
 
 For stride 1 and one group, backward unfolds only the padded G: its columns give the
 input gradient (flipped kernel) and the weight gradient (columns @ x.T) in one pass
-(``_backward_flipped``).
+(``_backward_flipped``). For stride 1 with many input and few output channels the
+forward unfolds only the kernel's rows and turns its columns into shifted additions
+(``_forward_rows``), a product shape BLAS runs faster.
 
 Output size per spatial dimension::
 
@@ -126,8 +128,8 @@ def _forward_rows(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, d
     """Stride-1 forward that unfolds only the kernel's rows; its columns become shifts.
 
     ``rows`` (C_in*kh, n*H_out*Wp) holds, for each input channel and kernel row i, the
-    padded rows ``i*dh .. i*dh + H_out`` at their full padded width Wp (kh block copies
-    instead of im2col's kh*kw strided ones). One product with the kernel reordered to
+    padded rows ``i*dh .. i*dh + H_out`` at their full padded width Wp (kh contiguous
+    blocks per channel and image, instead of im2col's kh*kw strided windows). One product with the kernel reordered to
     rows (o, j) and columns (c, i) gives Z (C_out*kw, n*H_out*Wp); the output is the sum
     over kernel columns j of Z[(o, j)] shifted left by j*dw:
 
