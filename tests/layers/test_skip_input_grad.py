@@ -123,3 +123,25 @@ def test_train_step_gives_the_same_update_as_a_full_backward():
     opt_b.step()
     for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
         np.testing.assert_array_equal(pa.data, pb.data, err_msg=name)
+
+
+class LoggedSequential(cr.Sequential):
+    """A user's subclass that overrides backward without the option."""
+
+    def backward(self, grad):
+        self.calls = getattr(self, "calls", 0) + 1
+        return super().backward(grad)
+
+
+def test_a_subclass_overriding_backward_without_the_option_gets_the_plain_call():
+    model = LoggedSequential(cr.Linear(3, 2, dtype=np.float64, rng=0))
+    optimizer = cr.optim.SGD(model.parameters(), lr=0.1)
+    train_step(model, cr.CrossEntropyLoss(), optimizer, np.ones((4, 3)), np.array([0, 1, 0, 1]))
+    assert model.calls == 1
+
+
+def test_an_empty_sequential_returns_none_when_no_input_gradient_is_asked_for():
+    empty = cr.Sequential()
+    empty.forward(np.ones(3))
+    assert empty.backward(np.ones(3), needs_input_grad=False) is None
+    np.testing.assert_array_equal(empty.backward(np.ones(3)), np.ones(3))

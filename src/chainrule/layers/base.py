@@ -14,7 +14,7 @@ There is no autograd tape: the chain rule is applied by the containers (``Sequen
 
 Skipping an unneeded input gradient. A training step never uses dLoss/dx of the
 network's input (torch does not compute it either: the input does not require grad).
-Layers whose class sets ``can_skip_input_grad = True`` accept
+Layers whose class sets ``can_skip_input_grad = True`` next to its ``backward`` accept
 ``backward(grad, needs_input_grad=False)``: they still add their parameter gradients
 but return None instead of computing dLoss/dx. ``backward_parameters_only`` uses that
 when a layer offers it.
@@ -50,10 +50,20 @@ def backward_parameters_only(layer: "Layer", grad: np.ndarray) -> None:
     dLoss/dx when it can (``can_skip_input_grad``). An instance-level hook on
     ``backward`` (``chainrule.inspect``) gets the option too and decides whether its
     watcher needs dx."""
-    if type(layer).can_skip_input_grad:
+    if _backward_can_skip_input_grad(type(layer)):
         layer.backward(grad, needs_input_grad=False)
     else:
         layer.backward(grad)
+
+
+def _backward_can_skip_input_grad(cls: type) -> bool:
+    """Whether the ``backward`` that ``cls`` runs takes ``needs_input_grad``: the class
+    that defines that method must say so itself, so that a subclass overriding
+    ``backward(self, grad)`` (of Sequential, say) is never passed the option."""
+    for klass in cls.__mro__:
+        if "backward" in klass.__dict__:
+            return bool(klass.__dict__.get("can_skip_input_grad", False))
+    return False
 
 
 class Layer:

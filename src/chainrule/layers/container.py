@@ -53,7 +53,9 @@ class Sequential(Layer):
 
     def backward(self, grad: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
         layers = list(self._children.values())
-        if needs_input_grad or not layers:
+        if not layers:                                     # the identity
+            return grad if needs_input_grad else None
+        if needs_input_grad:
             for layer in reversed(layers):
                 grad = layer.backward(grad)
             return grad
