@@ -16,6 +16,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
@@ -79,6 +80,14 @@ def _single_threaded_blas() -> Iterator[None]:
             c.set_num_threads(n)
 
 
+def _in_parallel(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Run ``calls[0]`` in the calling thread and the others on the helper threads;
+    return their results in order."""
+    futures = [_pool().submit(call) for call in calls[1:]]
+    first = calls[0]()
+    return [first] + [f.result() for f in futures]
+
+
 def run_split(task: Callable[[int, Sequence[tuple[int, int]]], T],
               chunks: Sequence[tuple[int, int]]) -> list[T]:
     """Run ``task(worker, my_chunks)`` on each worker with an interleaved share of
@@ -89,12 +98,9 @@ def run_split(task: Callable[[int, Sequence[tuple[int, int]]], T],
     workers = min(num_workers(), len(chunks))
     if workers <= 1:
         return [task(0, chunks)]
-    pool = _pool()
     shares = [chunks[w::workers] for w in range(workers)]
     with _single_threaded_blas():
-        futures = [pool.submit(task, w, shares[w]) for w in range(1, workers)]
-        first = task(0, shares[0])
-        return [first] + [f.result() for f in futures]
+        return _in_parallel([partial(task, w, shares[w]) for w in range(workers)])
 
 
 # Below this many multiply-adds a matrix product is not worth splitting over threads.
@@ -118,12 +124,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
         if workers <= 1 or m * a.shape[1] * b.shape[1] < MIN_SPLIT_MULADDS:
             np.matmul(a, b, out=out)
             return out
-        bounds = even_chunks(m, workers)
-        pool = _pool()
-        futures = [pool.submit(np.matmul, a[lo:hi], b, out=out[lo:hi]) for lo, hi in bounds[1:]]
-        np.matmul(a[slice(*bounds[0])], b, out=out[slice(*bounds[0])])
-        for f in futures:
-            f.result()
+        _in_parallel([partial(np.matmul, a[lo:hi], b, out=out[lo:hi])
+                      for lo, hi in even_chunks(m, workers)])
     return out
 
 
@@ -186,12 +188,8 @@ def parallel_slices(fn: Callable[[tuple], None], shape: tuple[int, ...], axis: i
     if pieces <= 1:
         fn(head + (slice(None),))
         return
-    pool = _pool()
-    bounds = batch_chunks(length, -(-length // pieces))
-    futures = [pool.submit(fn, head + (slice(a, b),)) for a, b in bounds[1:]]
-    fn(head + (slice(*bounds[0]),))
-    for f in futures:
-        f.result()
+    _in_parallel([partial(fn, head + (slice(a, b),))
+                  for a, b in batch_chunks(length, -(-length // pieces))])
 
 
 def empty_with_layout(template: np.ndarray, dtype=None) -> np.ndarray:
