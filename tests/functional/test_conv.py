@@ -160,6 +160,35 @@ def test_flipped_backward_gives_every_weight_gradient_entry(kernel, dilation, pa
         np.testing.assert_allclose(fused, separate, rtol=1e-12, atol=1e-12)
 
 
+# (C_in, C_out, groups, kernel, dilation, padded (Hp, Wp)): the zero-widened columns
+# overflow past the image's end (kw > 1), land in the next row, or do not exist (kw = 1).
+FLAT_CASES = {
+    "lenet-conv2": (6, 16, 1, (5, 5), (1, 1), (14, 14)),
+    "k3-d2x1-groups2": (4, 6, 2, (3, 3), (2, 1), (11, 13)),
+    "k3x2-d1x2": (3, 8, 1, (3, 2), (1, 2), (7, 9)),
+    "one-channel-k5": (1, 6, 1, (5, 5), (1, 1), (12, 12)),
+    "k1-groups2": (2, 2, 2, (1, 1), (1, 1), (5, 4)),
+    "kernel-as-wide-as-input": (2, 3, 1, (2, 4), (1, 1), (5, 4)),
+}
+
+
+@pytest.mark.parametrize("case", FLAT_CASES.values(), ids=list(FLAT_CASES))
+@pytest.mark.parametrize("workspace", [None, 1], ids=["one-chunk", "one-image-per-chunk"])
+def test_flat_input_gradient_matches_col2im(case, workspace, workers):
+    """The stride-1 input gradient on a Wp-wide grid (one shifted addition per kernel
+    offset) equals col2im's, whose adjointness to im2col is tested in test_im2col."""
+    c_in, c_out, groups, kernel, dilation, (hp, wp) = case
+    n = 3
+    rng = np.random.default_rng(4)
+    weight = rng.standard_normal((c_out, c_in // groups, *kernel))
+    oh, ow = hp - dilation[0] * (kernel[0] - 1), wp - dilation[1] * (kernel[1] - 1)
+    grad = rng.standard_normal((c_out, n, oh, ow))
+    flat = fconv._input_gradient_flat(weight, grad, groups, (hp, wp), dilation, workspace)
+    plain = fconv._input_gradient_col2im(weight, grad, groups, (hp, wp), (1, 1), dilation,
+                                         workspace)
+    np.testing.assert_allclose(flat, plain, rtol=1e-12, atol=1e-12)
+
+
 def test_batch_chunks_cover_the_batch_evenly():
     assert _parallel.batch_chunks(10, 4) == [(0, 3), (3, 7), (7, 10)]
     assert _parallel.batch_chunks(3, 8) == [(0, 3)]

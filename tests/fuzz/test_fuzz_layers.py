@@ -163,6 +163,18 @@ def check_conv2d(case) -> None:
         assert np.abs(by_rows - by_columns).max(initial=0.0) <= 1e-12 * scale, (
             f"Conv2d({kwargs}): row-unfolding forward differs from im2col's")
 
+    # The stride-1 input gradient on the Wp-wide grid against col2im's, on every case
+    # (assert_torch_parity above reaches it only for layers with few input channels).
+    if tuple(stride) == (1, 1):
+        groups = kwargs["groups"]
+        g = rng.standard_normal((kwargs["out_channels"], n, *out_hw))
+        flat = fconv._input_gradient_flat(ours.weight.data, g, groups, xp.shape[2:], dilation, None)
+        plain = fconv._input_gradient_col2im(ours.weight.data, g, groups, xp.shape[2:], (1, 1),
+                                             dilation, None)
+        scale = float(np.abs(plain).max(initial=0.0)) + 1e-300
+        assert np.abs(flat - plain).max(initial=0.0) <= 1e-12 * scale, (
+            f"Conv2d({kwargs}): the flat stride-1 input gradient differs from col2im's")
+
 
 @QUICK
 @given(conv_cases())
