@@ -213,6 +213,64 @@ def test_gradient_accumulates_across_backward_calls():
         assert np.any(single[0][name] != 0)
 
 
+@pytest.mark.parametrize("kwargs", [
+    dict(in_channels=2, out_channels=3, kernel_size=3, padding=1),
+    dict(in_channels=4, out_channels=6, kernel_size=(3, 2), stride=2, dilation=(1, 2), groups=2),
+    dict(in_channels=1, out_channels=6, kernel_size=5, padding=2),
+], ids=["k3-p1", "s2-d1x2-groups2", "lenet-conv1"])
+@pytest.mark.parametrize("needs_input_grad", [True, False])
+@pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["one-chunk", "one-image-per-chunk"])
+def test_kept_columns_give_the_same_gradients_as_unfolding_again(kwargs, needs_input_grad,
+                                                                 chunk_bytes, monkeypatch):
+    """A small layer keeps its forward's columns for dW; the results are bit-identical
+    to unfolding the input again in backward (same chunks, same products)."""
+    from chainrule.functional import conv as fconv
+
+    if chunk_bytes is not None:
+        monkeypatch.setattr(fconv, "CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, kwargs["in_channels"], 9, 8)).astype(np.float32)
+    grad = rng.standard_normal(cr.Conv2d(**kwargs).output_shape(x.shape)).astype(np.float32)
+    results = []
+    for limit in (fconv.KEEP_COLUMNS_BYTES, 0):
+        monkeypatch.setattr(fconv, "KEEP_COLUMNS_BYTES", limit)
+        layer = cr.Conv2d(**kwargs, rng=0)
+        layer.forward(x)
+        assert (layer._cache[2] is not None) == (limit > 0)       # kept only when allowed
+        dx = layer.backward(grad, needs_input_grad=needs_input_grad)
+        results.append((dx, layer.weight.grad, layer.bias.grad))
+    (dx_kept, dw_kept, db_kept), (dx, dw, db) = results
+    assert (dx_kept is None) == (dx is None) == (not needs_input_grad)
+    if needs_input_grad:
+        np.testing.assert_array_equal(dx_kept, dx)
+    np.testing.assert_array_equal(dw_kept, dw)
+    np.testing.assert_array_equal(db_kept, db)
+    assert np.any(dw != 0)
+
+
+def test_columns_are_kept_only_when_small_and_used():
+    """Kept: a small im2col layer in training. Not kept: in eval, above
+    KEEP_COLUMNS_BYTES or the workspace limit, on the row-unfolding forward, and where
+    backward takes dW from the columns of G (stride 1, one group, >= 16 channels)."""
+    from chainrule.functional import conv as fconv
+
+    def kept(layer, shape):
+        layer.forward(np.zeros(shape, np.float32))
+        return layer._cache is not None and layer._cache[2] is not None
+
+    assert kept(cr.Conv2d(1, 6, 5, padding=2), (64, 1, 28, 28))            # LeNet: 5 MiB
+    assert not kept(cr.Conv2d(1, 6, 5, padding=2).eval(), (64, 1, 28, 28))
+    assert not kept(cr.Conv2d(3, 32, 3, padding=1), (128, 3, 32, 32))      # 14 MiB
+    small_workspace = cr.Conv2d(1, 6, 5, padding=2)
+    small_workspace.max_workspace_bytes = 1 << 20
+    assert not kept(small_workspace, (64, 1, 28, 28))
+    assert not kept(cr.Conv2d(32, 32, 3, padding=1), (2, 32, 32, 32))      # row unfolding
+    assert not kept(cr.Conv2d(16, 8, 3, padding=1), (2, 16, 6, 6))         # flipped backward
+    assert kept(cr.Conv2d(16, 8, 3, padding=1, stride=2), (2, 16, 6, 6))
+    assert kept(cr.Conv2d(16, 8, 3, padding=1, groups=2), (2, 16, 6, 6))
+    assert fconv.KEEP_COLUMNS_BYTES == 8 << 20
+
+
 # ---------------------------------------------------------------- errors
 
 def test_backward_needs_a_cached_forward():

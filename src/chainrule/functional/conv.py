@@ -58,6 +58,12 @@ MIN_ROW_UNFOLD_WIDTH_RATIO = 6
 # Below this many bytes of columns in all, a layer is not split over the threads.
 MIN_SPLIT_BYTES = 256 << 10
 
+# A training forward keeps the unfolded input for the weight gradient when it is at most
+# this big (LeNet-5's two layers at batch 64: 5 and 4 MiB), instead of backward
+# unfolding the input again. Larger layers keep only their padded input (9x smaller
+# for a 3x3 kernel).
+KEEP_COLUMNS_BYTES = 8 << 20
+
 
 def _chunks(n: int, per_image: int, workspace_bytes: int | None) -> list[tuple[int, int]]:
     """(start, stop) image ranges: cache-sized; at least one per thread when the layer is
@@ -80,7 +86,8 @@ def _chunks(n: int, per_image: int, workspace_bytes: int | None) -> list[tuple[i
 
 
 def conv2d_forward(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: Pair,
-                   dilation: Pair, out_hw: Pair, workspace_bytes: int | None = None) -> np.ndarray:
+                   dilation: Pair, out_hw: Pair, workspace_bytes: int | None = None,
+                   return_columns: bool = False):
     """Convolve a padded channel-major input.
 
     Args:
@@ -89,8 +96,11 @@ def conv2d_forward(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
             ``C_in // weight.shape[1]``.
         bias: (C_out,) or None.
         workspace_bytes: upper bound on the scratch memory of the column matrices.
+        return_columns: also return the unfolded input for ``conv2d_backward(columns=)``:
+            (C_in*kh*kw, N*H_out*W_out), or None where keeping it does not pay (see
+            ``KEEP_COLUMNS_BYTES`` and ``_backward_reads_input_columns``).
     Returns:
-        (C_out, N, H_out, W_out) output.
+        (C_out, N, H_out, W_out) output; with ``return_columns``, (output, columns).
     """
     c_in, n = xp.shape[:2]
     c_out, c_group, kh, kw = weight.shape
@@ -98,25 +108,52 @@ def conv2d_forward(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
     oh, ow = out_hw
     reach = xp.shape[3] - ow          # dilation * (kw - 1) when the stride is 1
     if tuple(stride) == (1, 1) and kw > 1 and _rows_pay_off(c_group, c_out // groups, kh, ow, reach):
-        return _forward_rows(xp, weight, bias, dilation, out_hw, workspace_bytes)
+        out = _forward_rows(xp, weight, bias, dilation, out_hw, workspace_bytes)
+        return (out, None) if return_columns else out
     pixels = oh * ow
+    k_all = c_in * kh * kw
     w3 = weight.reshape(groups, c_out // groups, c_group * kh * kw)    # (G, Og, K)
     out = np.empty((c_out, n, oh, ow), dtype=xp.dtype)
     out3 = out.reshape(groups, c_out // groups, n * pixels)             # (G, Og, N*L)
-    per_image = c_in * kh * kw * pixels * xp.dtype.itemsize
+    per_image = k_all * pixels * xp.dtype.itemsize
     chunks = _chunks(n, per_image, workspace_bytes)
+    columns = None
+    if (return_columns and n * per_image <= min(KEEP_COLUMNS_BYTES, workspace_bytes or KEEP_COLUMNS_BYTES)
+            and _backward_reads_input_columns(c_group, groups, stride)):
+        columns = np.empty((k_all, n * pixels), dtype=xp.dtype)
 
     def task(_: int, my_chunks) -> None:
         for start, stop in my_chunks:
-            cols = scratch("cols", (c_in, kh, kw, stop - start, oh, ow), xp.dtype)
-            im2col(xp[:, start:stop], (kh, kw), stride, dilation, out_hw, out=cols)
+            m = (stop - start) * pixels
+            if columns is None:
+                cols = scratch("cols", (k_all, m), xp.dtype)
+            else:
+                cols = columns[:, start * pixels:stop * pixels]          # rows N*L apart
+            im2col(xp[:, start:stop], (kh, kw), stride, dilation, out_hw,
+                   out=_split_axes(cols, (c_in, kh, kw, stop - start, oh, ow)))
             block = out3[:, :, start * pixels:stop * pixels]             # (G, Og, n*L)
-            np.matmul(w3, cols.reshape(groups, -1, (stop - start) * pixels), out=block)
+            np.matmul(w3, _split_axes(cols, (groups, c_group * kh * kw, m)), out=block)
             if bias is not None:
                 block += bias.reshape(groups, -1, 1)
 
     run_split(task, chunks)
-    return out
+    return (out, columns) if return_columns else out
+
+
+def _split_axes(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A view of ``a`` with ``shape``; raises rather than copies (``reshape`` would
+    silently copy a slice of kept columns, and the unfolding would write into the copy)."""
+    view = a.view()
+    view.shape = shape          # AttributeError where only a copy could have this shape
+    return view
+
+
+def _backward_reads_input_columns(c_group: int, groups: int, stride: Pair) -> bool:
+    """Whether ``conv2d_backward`` unfolds the input for the weight gradient when it
+    computes the input gradient too: all but the one-group stride-1 backward with
+    ``MIN_FLIPPED_ROWS`` input channels, which takes dW from the columns of G.
+    (Without the input gradient it always does.)"""
+    return not (tuple(stride) == (1, 1) and groups == 1 and c_group >= MIN_FLIPPED_ROWS)
 
 
 def _rows_pay_off(c_group: int, out_group: int, kh: int, ow: int, reach: int) -> bool:
@@ -179,7 +216,8 @@ def _forward_rows(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, d
 
 def conv2d_backward(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, stride: Pair,
                     dilation: Pair, padding: Padding4, with_bias: bool,
-                    workspace_bytes: int | None = None, input_grad: bool = True
+                    workspace_bytes: int | None = None, input_grad: bool = True,
+                    columns: np.ndarray | None = None
                     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Gradients of ``conv2d_forward``.
 
@@ -191,6 +229,8 @@ def conv2d_backward(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, stride
         with_bias: whether to return the bias gradient.
         input_grad: False skips dx (returned as None): the weight gradient alone costs
             one unfolding of the input and one product.
+        columns: the unfolded input, as returned by ``conv2d_forward(return_columns=True)``
+            for this ``xp``: the weight gradient reads it instead of unfolding again.
     Returns:
         dx: (C_in, N, H, W) gradient with respect to the unpadded input (may be a view);
         dweight: (C_out, C_in // G, kh, kw); dbias: (C_out,) or None.
@@ -216,13 +256,13 @@ def conv2d_backward(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, stride
                     and c_group >= MIN_FLIPPED_ROWS)
     if not input_grad:
         dweight, dbias = _weight_gradient(xp, grad, (kh, kw), groups, stride, dilation,
-                                          with_bias, workspace_bytes)
+                                          with_bias, workspace_bytes, columns)
         return None, dweight.reshape(weight.shape), dbias
     if flipped_path and groups == 1:
         return _backward_flipped(xp, weight, grad, dilation, padding, grad_padding, with_bias,
                                  workspace_bytes)
     dweight, dbias = _weight_gradient(xp, grad, (kh, kw), groups, stride, dilation, with_bias,
-                                      workspace_bytes)
+                                      workspace_bytes, columns)
     dweight = dweight.reshape(weight.shape)
     if flipped_path:
         og = c_out // groups
@@ -300,9 +340,11 @@ def _backward_flipped(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, dila
 
 
 def _weight_gradient(xp: np.ndarray, grad: np.ndarray, kernel: Pair, groups: int, stride: Pair,
-                     dilation: Pair, with_bias: bool, workspace_bytes: int | None):
+                     dilation: Pair, with_bias: bool, workspace_bytes: int | None,
+                     columns: np.ndarray | None = None):
     """dW (G, Og, K) = transpose of the sum over chunks of cols (K, n*L) @ G.T (n*L, Og);
-    db = sum(G)."""
+    db = sum(G). The columns are the kept ``columns`` (C_in*kh*kw, N*L) when given, else
+    unfolded chunk by chunk; the chunks, and so the sums' rounding, are the same."""
     c_in, n = xp.shape[:2]
     c_out, _, oh, ow = grad.shape
     kh, kw = kernel
@@ -320,10 +362,16 @@ def _weight_gradient(xp: np.ndarray, grad: np.ndarray, kernel: Pair, groups: int
         db = np.zeros(c_out, dtype=xp.dtype) if with_bias else None
         for start, stop in my_chunks:
             m = (stop - start) * pixels
-            cols = scratch("cols", (c_in, kh, kw, stop - start, oh, ow), xp.dtype)
-            im2col(xp[:, start:stop], kernel, stride, dilation, (oh, ow), out=cols)
+            if columns is None:
+                cols = scratch("cols", (c_in * kh * kw, m), xp.dtype)
+                im2col(xp[:, start:stop], kernel, stride, dilation, (oh, ow),
+                       out=_split_axes(cols, (c_in, kh, kw, stop - start, oh, ow)))
+            else:
+                cols = columns[:, start * pixels:stop * pixels]
             g = grad3[:, :, start * pixels:stop * pixels]                 # (G, Og, n*L)
-            np.matmul(cols.reshape(groups, -1, m), g.transpose(0, 2, 1), out=part)  # (G, K, Og)
+            k_group = c_in // groups * kh * kw
+            np.matmul(_split_axes(cols, (groups, k_group, m)), g.transpose(0, 2, 1),
+                      out=part)                                            # (G, K, Og)
             dwt += part
             if db is not None:
                 db += g.sum(axis=2).reshape(c_out)

@@ -40,12 +40,13 @@ class Conv2d(Layer):
     stride 1 and enough input channels both come from the columns of the padded G
     instead (see ``chainrule.functional.conv2d_backward``).
 
-    Memory: ``X_col`` is never built whole. The batch is processed in chunks (see
-    ``chainrule.functional.conv2d_forward``) whose scratch buffers stay under
-    ``max_workspace_bytes`` (class attribute, 512 MiB by default; set it on the class or
-    on one layer; None: no limit beyond the cache-sized chunks); only the padded input is
-    kept for backward. Results do not depend on the chunking beyond float rounding of the
-    weight-gradient sums.
+    Memory: ``X_col`` is built whole only for small layers (at most 8 MiB, such as
+    LeNet's), kept in training for backward's ``dW``. Otherwise the batch is processed
+    in chunks (see ``chainrule.functional.conv2d_forward``) whose scratch buffers stay
+    under ``max_workspace_bytes`` (class attribute, 512 MiB by default; set it on the
+    class or on one layer; None: no limit beyond the cache-sized chunks), and only the
+    padded input is kept for backward, which unfolds it again. Results do not depend on
+    the chunking beyond float rounding of the weight-gradient sums.
 
     ``backward(grad, needs_input_grad=False)`` computes dW and db only and returns None
     (a first layer's input gradient is not needed for training).
@@ -142,12 +143,16 @@ class Conv2d(Layer):
         n, c_out, oh, ow = self.output_shape(x.shape)
         xp = F.pad_channel_major(x, self._pad4)                       # (C_in, N, Hp, Wp)
         bias = None if self.bias is None else self.bias.data
-        out = F.conv2d_forward(xp, self.weight.data, bias, self.stride, self.dilation, (oh, ow),
-                               self.max_workspace_bytes)             # (C_out, N, H_out, W_out)
+        args = (xp, self.weight.data, bias, self.stride, self.dilation, (oh, ow),
+                self.max_workspace_bytes)
         if self.keeps_cache:
-            # The padded input, not its columns: backward unfolds it again chunk by
-            # chunk, which keeps a 9x (kh*kw x) larger matrix out of memory.
-            self._cache = (xp, out.shape)
+            # The padded input, and its columns only when they are small (see
+            # functional.conv.KEEP_COLUMNS_BYTES): otherwise backward unfolds the input
+            # again chunk by chunk, which keeps a 9x (kh*kw x) larger matrix out of memory.
+            out, columns = F.conv2d_forward(*args, return_columns=True)
+            self._cache = (xp, out.shape, columns)
+        else:
+            out = F.conv2d_forward(*args)                  # (C_out, N, H_out, W_out)
         # Channel-major memory seen as (N, C_out, H_out, W_out): the next layers work
         # on it as it is, and the next convolution's transpose-and-pad copy is then a
         # straight copy per channel.
@@ -156,13 +161,13 @@ class Conv2d(Layer):
     def backward(self, grad: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
         """dL/dy (N, C_out, H_out, W_out) -> dL/dx (N, C_in, H, W) (None when
         ``needs_input_grad`` is False); adds into weight.grad and bias.grad."""
-        xp, cn_shape = self._take_cache()
+        xp, cn_shape, columns = self._take_cache()
         c_out, n, oh, ow = cn_shape
         grad = self._check_grad(grad, (n, c_out, oh, ow), self.weight.dtype)
         dx, dweight, dbias = F.conv2d_backward(
             xp, self.weight.data, grad.transpose(1, 0, 2, 3), self.stride, self.dilation,
             self._pad4, self.bias is not None, self.max_workspace_bytes,
-            input_grad=needs_input_grad)                                  # (C_in, N, H, W)
+            input_grad=needs_input_grad, columns=columns)                 # (C_in, N, H, W)
         self.weight.grad += dweight
         if self.bias is not None:
             self.bias.grad += dbias
