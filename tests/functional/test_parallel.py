@@ -44,13 +44,38 @@ def test_blas_runs_single_threaded_inside_matmul(monkeypatch):
     if not controllers:
         pytest.skip("threadpoolctl cannot drive this BLAS")
     seen = []
-    real = np.matmul
 
-    def spy(*args, **kwargs):
-        seen.append([c.num_threads for c in controllers])
-        return real(*args, **kwargs)
+    def spy(real):
+        def call(*args, **kwargs):
+            seen.append([c.num_threads for c in controllers])
+            return real(*args, **kwargs)
+        return call
 
-    monkeypatch.setattr(_parallel.np, "matmul", spy)
+    monkeypatch.setattr(_parallel.np, "matmul", spy(np.matmul))
+    monkeypatch.setattr(_parallel.np, "dot", spy(np.dot))
     monkeypatch.setattr(_parallel, "MIN_SPLIT_MULADDS", 1)
-    _parallel.matmul(np.ones((8, 4)), np.ones((4, 3)))
-    assert seen and all(all(n == 1 for n in counts) for counts in seen)
+    _parallel.matmul(np.ones((8, 4)), np.ones((4, 3)))            # small: np.dot pieces
+    _parallel.matmul(np.ones((64, 4)), np.ones((4, 40)))          # large: np.matmul pieces
+    assert len(seen) >= 4 and all(all(n == 1 for n in counts) for counts in seen)
+
+
+@pytest.mark.parametrize("shape", [(25, 300, 6), (3, 25, 30, 6), (30, 40, 20), (4, 20, 10, 30)],
+                         ids=["small-2d", "small-stacked", "large-2d", "large-stacked"])
+def test_product_in_thread_matches_matmul(shape, monkeypatch):
+    """Small products (fewer outputs than np.matmul keeps the GIL for) go through np.dot,
+    per group when stacked; larger ones through np.matmul; the results are the same."""
+    *lead, m, k, n = shape
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((*lead, m, k))
+    b = np.swapaxes(rng.standard_normal((*lead, n, k)), -1, -2)      # strided, as G.T
+    calls = []
+    for name in ("dot", "matmul"):
+        real = getattr(np, name)
+        monkeypatch.setattr(_parallel.np, name,
+                            lambda *args, _real=real, _name=name, **kw: calls.append(_name)
+                            or _real(*args, **kw))
+    out = np.empty((*lead, m, n))
+    assert _parallel.product_in_thread(a, b, out) is out
+    np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)
+    small = out.size < _parallel.MATMUL_KEEPS_GIL_BELOW
+    assert set(calls) == ({"dot"} if small else {"matmul"})

@@ -222,8 +222,9 @@ def test_gradient_accumulates_across_backward_calls():
 @pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["one-chunk", "one-image-per-chunk"])
 def test_kept_columns_give_the_same_gradients_as_unfolding_again(kwargs, needs_input_grad,
                                                                  chunk_bytes, monkeypatch):
-    """A small layer keeps its forward's columns for dW; the results are bit-identical
-    to unfolding the input again in backward (same chunks, same products)."""
+    """A small layer keeps its forward's columns for dW; the results equal those of
+    unfolding the input again in backward, up to the rounding of dW's sums (one
+    product instead of a sum over chunks); dx does not read the columns."""
     from chainrule.functional import conv as fconv
 
     if chunk_bytes is not None:
@@ -243,8 +244,8 @@ def test_kept_columns_give_the_same_gradients_as_unfolding_again(kwargs, needs_i
     assert (dx_kept is None) == (dx is None) == (not needs_input_grad)
     if needs_input_grad:
         np.testing.assert_array_equal(dx_kept, dx)
-    np.testing.assert_array_equal(dw_kept, dw)
-    np.testing.assert_array_equal(db_kept, db)
+    np.testing.assert_allclose(dw_kept, dw, rtol=1e-5, atol=1e-5 * np.abs(dw).max())
+    np.testing.assert_allclose(db_kept, db, rtol=1e-5, atol=1e-5 * np.abs(db).max())
     assert np.any(dw != 0)
 
 

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._parallel import batch_chunks, even_chunks, num_workers, run_split, scratch
+from ._parallel import (batch_chunks, even_chunks, matmul, num_workers, product_in_thread,
+                        run_split, scratch)
 from .im2col import Padding4, Pair, col2im, im2col, pad_channel_major, window_view
 
 # Columns of one chunk: about this many bytes, so a chunk's columns stay in the caches
@@ -343,13 +344,19 @@ def _weight_gradient(xp: np.ndarray, grad: np.ndarray, kernel: Pair, groups: int
                      dilation: Pair, with_bias: bool, workspace_bytes: int | None,
                      columns: np.ndarray | None = None):
     """dW (G, Og, K) = transpose of the sum over chunks of cols (K, n*L) @ G.T (n*L, Og);
-    db = sum(G). The columns are the kept ``columns`` (C_in*kh*kw, N*L) when given, else
-    unfolded chunk by chunk; the chunks, and so the sums' rounding, are the same."""
+    db = sum(G). The columns are unfolded chunk by chunk, or read from the kept
+    ``columns`` (C_in*kh*kw, N*L) when given: for one group as one product whose rows
+    are shared among the threads (no unfolding left to keep in cache; LeNet's first
+    layer has only 25 x 6 outputs, too few to give each thread a chunk's product)."""
     c_in, n = xp.shape[:2]
     c_out, _, oh, ow = grad.shape
     kh, kw = kernel
     pixels = oh * ow
     grad3 = grad.reshape(groups, c_out // groups, n * pixels)          # (G, Og, N*L)
+    if columns is not None and groups == 1:
+        dweight_t = matmul(columns, grad3[0].T)                         # (K, C_out)
+        dbias = grad3[0].sum(axis=1) if with_bias else None
+        return np.ascontiguousarray(dweight_t.T).reshape(1, c_out, -1), dbias
     per_image = c_in * kh * kw * pixels * xp.dtype.itemsize
     chunks = _chunks(n, per_image, workspace_bytes)
 
@@ -370,8 +377,8 @@ def _weight_gradient(xp: np.ndarray, grad: np.ndarray, kernel: Pair, groups: int
                 cols = columns[:, start * pixels:stop * pixels]
             g = grad3[:, :, start * pixels:stop * pixels]                 # (G, Og, n*L)
             k_group = c_in // groups * kh * kw
-            np.matmul(_split_axes(cols, (groups, k_group, m)), g.transpose(0, 2, 1),
-                      out=part)                                            # (G, K, Og)
+            product_in_thread(_split_axes(cols, (groups, k_group, m)), g.transpose(0, 2, 1),
+                              part)                                        # (G, K, Og)
             dwt += part
             if db is not None:
                 db += g.sum(axis=2).reshape(c_out)
