@@ -12,6 +12,7 @@ thread, with BLAS at its own setting.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -178,7 +179,7 @@ def scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     shrinks): no fresh pages to fault in for every chunk. Valid until the same thread
     asks for the same slot again."""
     buffers = _scratch.__dict__.setdefault("buffers", {})
-    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    size = math.prod(shape) * np.dtype(dtype).itemsize
     if size > MAX_KEPT_SCRATCH_BYTES:
         # A rare huge chunk (one very large image): not worth holding for the process's life.
         return np.empty(shape, dtype=dtype)
@@ -207,7 +208,7 @@ def parallel_slices(fn: Callable[[tuple], None], shape: tuple[int, ...], axis: i
     if not shape:                        # 0-d: one piece, indexed so it stays a view
         fn((Ellipsis,))
         return
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     length = shape[axis]
     pieces = min(num_workers(), length) if size >= MIN_PARALLEL_ELEMENTS else 1
     head = (slice(None),) * axis
@@ -225,6 +226,10 @@ def empty_with_layout(template: np.ndarray, dtype=None) -> np.ndarray:
     memory. Only the order of the axes is copied, not the template's gaps."""
     shape = template.shape
     dtype = template.dtype if dtype is None else dtype
+    if template.flags.c_contiguous:
+        return np.empty(shape, dtype=dtype)
     order = sorted(range(template.ndim), key=lambda ax: (-abs(template.strides[ax]), ax))
-    inverse = np.argsort(order)
+    inverse = [0] * template.ndim
+    for position, ax in enumerate(order):
+        inverse[ax] = position
     return np.empty([shape[ax] for ax in order], dtype=dtype).transpose(inverse)
