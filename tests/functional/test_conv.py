@@ -189,6 +189,24 @@ def test_flat_input_gradient_matches_col2im(case, workspace, workers):
     np.testing.assert_allclose(flat, plain, rtol=1e-12, atol=1e-12)
 
 
+def test_flat_col2im_is_chosen_for_narrow_stride_1_outputs(monkeypatch):
+    """LeNet's second layer (10 wide) takes the flat col2im, its first (28 wide) and
+    any stride other than 1 the row-by-row one."""
+    chosen = []
+    for name in ("_input_gradient_flat", "_input_gradient_col2im"):
+        real = getattr(fconv, name)
+        monkeypatch.setattr(fconv, name, lambda *a, _real=real, _name=name, **k:
+                            chosen.append(_name) or _real(*a, **k))
+    rng = np.random.default_rng(6)
+    for c_in, c_out, hw, stride, pad in [(6, 16, 14, 1, 0), (1, 6, 28, 1, 2), (6, 16, 14, 2, 0)]:
+        xp = F.pad_channel_major(rng.standard_normal((2, c_in, hw, hw)), (pad,) * 4)
+        out = (hw + 2 * pad - 5) // stride + 1
+        F.conv2d_backward(xp, rng.standard_normal((c_out, c_in, 5, 5)),
+                          rng.standard_normal((c_out, 2, out, out)), (stride, stride), (1, 1),
+                          (pad,) * 4, True)
+    assert chosen == ["_input_gradient_flat", "_input_gradient_col2im", "_input_gradient_col2im"]
+
+
 def test_batch_chunks_cover_the_batch_evenly():
     assert _parallel.batch_chunks(10, 4) == [(0, 3), (3, 7), (7, 10)]
     assert _parallel.batch_chunks(3, 8) == [(0, 3)]

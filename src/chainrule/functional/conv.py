@@ -20,8 +20,9 @@ For stride 1 and one group, backward unfolds only the padded G: its columns give
 input gradient (flipped kernel) and the weight gradient (columns @ x.T) in one pass
 (``_backward_flipped``). For stride 1 with many input and few output channels the
 forward unfolds only the kernel's rows and turns its columns into shifted additions
-(``_forward_rows``), a product shape BLAS runs faster. A stride-1 col2im adds each
-kernel offset's columns as one flat run per image (``_input_gradient_flat``).
+(``_forward_rows``), a product shape BLAS runs faster. A stride-1 col2im for narrow
+outputs adds each kernel offset's columns as one flat run per image
+(``_input_gradient_flat``).
 
 Output size per spatial dimension::
 
@@ -55,6 +56,13 @@ MIN_FLIPPED_ROWS = 16
 MIN_ROW_UNFOLD_ROWS = 64
 MAX_ROW_UNFOLD_OUT = 64
 MIN_ROW_UNFOLD_WIDTH_RATIO = 6
+
+# The stride-1 col2im works on a Wp-wide grid (``_input_gradient_flat``) for outputs at
+# most this wide, where col2im's W_out-long runs cost more than the product's extra
+# columns. Measured, two threads: flat / row-by-row time 0.60-0.90 for W_out 4-16
+# (LeNet's 6 -> 16 layer: 0.92 vs 1.15 ms), 1.10-1.39 for W_out 28-32 (LeNet's first
+# layer: 1.03 vs 0.76 ms), where the wider product and its columns, out of cache, cost more.
+MAX_FLAT_COL2IM_WIDTH = 16
 
 # Below this many bytes of columns in all, a layer is not split over the threads.
 MIN_SPLIT_BYTES = 256 << 10
@@ -272,7 +280,7 @@ def conv2d_backward(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, stride
         gp = pad_channel_major(grad.transpose(1, 0, 2, 3), grad_padding)   # (C_out, N, ., .)
         dx = conv2d_forward(gp, flipped, None, (1, 1), dilation, (h, w), workspace_bytes)
         return dx, dweight, dbias
-    if tuple(stride) == (1, 1):
+    if tuple(stride) == (1, 1) and ow <= MAX_FLAT_COL2IM_WIDTH:
         dxp = _input_gradient_flat(weight, grad, groups, (hp, wp), dilation, workspace_bytes)
     else:
         dxp = _input_gradient_col2im(weight, grad, groups, (hp, wp), stride, dilation,
