@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from chainrule import functional as F
+from chainrule.functional.im2col import window_view
 from tests import reference as ref
 
 
@@ -81,6 +82,16 @@ def test_col2im_is_adjoint_of_im2col(case):
     dx = F.unpad_to_nchw(F.col2im(y, padded_hw, stride, dilation), padding, (h, w))
     assert dx.shape == x.shape
     assert_adjoint(inner(cols, y), inner(x, dx))
+
+
+def test_window_view_refuses_windows_past_the_input():
+    """The view is made with as_strided, which would read past the array: a kernel and
+    output size that do not fit the padded input are an error, not foreign memory."""
+    xp = np.zeros((2, 3, 5, 6))
+    assert window_view(xp, (3, 3), (1, 1), (1, 1), (3, 4)).shape == (2, 3, 3, 3, 3, 4)
+    for out_hw, stride in [((4, 4), (1, 1)), ((3, 5), (1, 1)), ((2, 2), (3, 1))]:
+        with pytest.raises(ValueError, match="do not fit"):
+            window_view(xp, (3, 3), stride, (1, 1), out_hw)
 
 
 def test_col2im_adds_overlapping_windows():

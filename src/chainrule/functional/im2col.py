@@ -90,11 +90,16 @@ def window_view(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair,
     threads unfolding at once, every call is a point where they pass Python's GIL to
     each other (a context switch each on a loaded machine)."""
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
-    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-    windows = np.lib.stride_tricks.sliding_window_view(
-        xp[:, :, :sh * (oh - 1) + span_h, :sw * (ow - 1) + span_w], (span_h, span_w), axis=(2, 3))
-    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]                 # (C, N, oh, ow, kh, kw)
-    return windows.transpose(0, 4, 5, 1, 2, 3)
+    c, n, hp, wp = xp.shape
+    if sh * (oh - 1) + dh * (kh - 1) >= hp or sw * (ow - 1) + dw * (kw - 1) >= wp:
+        # as_strided does not check: a view past the array would read foreign memory
+        raise ValueError(f"im2col: {out_hw} outputs of a {kernel} kernel (stride {stride}, "
+                         f"dilation {dilation}) do not fit a padded input of {(hp, wp)}")
+    s_c, s_n, s_h, s_w = xp.strides
+    # as_strided directly: sliding_window_view's checks cost 16 us a call, this 4 us
+    return np.lib.stride_tricks.as_strided(
+        xp, (c, kh, kw, n, oh, ow), (s_c, dh * s_h, dw * s_w, s_n, sh * s_h, sw * s_w),
+        writeable=False)
 
 
 def col2im(cols: np.ndarray, padded_hw: Pair, stride: Pair, dilation: Pair,
