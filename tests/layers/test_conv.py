@@ -262,9 +262,10 @@ def test_columns_are_kept_only_when_small_and_used():
     assert kept(cr.Conv2d(1, 6, 5, padding=2), (64, 1, 28, 28))            # LeNet: 5 MiB
     assert not kept(cr.Conv2d(1, 6, 5, padding=2).eval(), (64, 1, 28, 28))
     assert not kept(cr.Conv2d(3, 32, 3, padding=1), (128, 3, 32, 32))      # 14 MiB
-    small_workspace = cr.Conv2d(1, 6, 5, padding=2)
-    small_workspace.max_workspace_bytes = 1 << 20
-    assert not kept(small_workspace, (64, 1, 28, 28))
+    for limit in (1 << 20, 0):                                              # 0: none at all
+        small_workspace = cr.Conv2d(1, 6, 5, padding=2)
+        small_workspace.max_workspace_bytes = limit
+        assert not kept(small_workspace, (64, 1, 28, 28))
     assert not kept(cr.Conv2d(32, 32, 3, padding=1), (2, 32, 32, 32))      # row unfolding
     assert not kept(cr.Conv2d(16, 8, 3, padding=1), (2, 16, 6, 6))         # flipped backward
     assert kept(cr.Conv2d(16, 8, 3, padding=1, stride=2), (2, 16, 6, 6))

@@ -127,7 +127,9 @@ def conv2d_forward(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
     per_image = k_all * pixels * xp.dtype.itemsize
     chunks = _chunks(n, per_image, workspace_bytes)
     columns = None
-    if (return_columns and n * per_image <= min(KEEP_COLUMNS_BYTES, workspace_bytes or KEEP_COLUMNS_BYTES)
+    keep_limit = KEEP_COLUMNS_BYTES if workspace_bytes is None else min(KEEP_COLUMNS_BYTES,
+                                                                         workspace_bytes)
+    if (return_columns and n * per_image <= keep_limit
             and _backward_reads_input_columns(c_group, groups, stride)):
         columns = np.empty((k_all, n * pixels), dtype=xp.dtype)
 
