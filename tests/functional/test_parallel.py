@@ -9,7 +9,8 @@ from chainrule.functional import _parallel
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
-@pytest.mark.parametrize("shape", [(1, 7, 5), (2, 3, 1), (64, 400, 120), (129, 300, 10), (0, 4, 3)])
+@pytest.mark.parametrize("shape", [(1, 7, 5), (2, 3, 1), (64, 400, 120), (129, 300, 10), (0, 4, 3),
+                                   (16, 300, 700)])
 @pytest.mark.parametrize("transposed", [False, True])
 def test_matmul_matches_numpy(workers, shape, transposed, monkeypatch):
     monkeypatch.setattr(_parallel, "MIN_SPLIT_MULADDS", 1)     # split even tiny products
@@ -24,6 +25,25 @@ def test_matmul_matches_numpy(workers, shape, transposed, monkeypatch):
         _parallel.set_num_workers(None)
     np.testing.assert_allclose(got, a @ b, rtol=1e-12, atol=1e-12)
     assert got.shape == (m, n)
+
+
+@pytest.mark.parametrize("shape, split", [((64, 50, 16), "rows"), ((16, 50, 64), "columns")])
+def test_matmul_splits_the_longer_side(shape, split, monkeypatch):
+    """Rows of a when M >= N, else columns of b: the operand every thread reads whole
+    is the smaller one (a linear layer's weight is split at a small batch)."""
+    monkeypatch.setattr(_parallel, "MIN_SPLIT_MULADDS", 1)
+    pieces = []
+    real = _parallel.product_in_thread
+    monkeypatch.setattr(_parallel, "product_in_thread",
+                        lambda a, b, out: pieces.append((a.shape, b.shape)) or real(a, b, out))
+    m, k, n = shape
+    _parallel.set_num_workers(2)
+    try:
+        _parallel.matmul(np.ones((m, k)), np.ones((k, n)))
+    finally:
+        _parallel.set_num_workers(None)
+    half = {"rows": [((m // 2, k), (k, n))] * 2, "columns": [((m, k), (k, n // 2))] * 2}
+    assert pieces == half[split]
 
 
 def test_matmul_writes_into_out_and_restores_blas_threads():

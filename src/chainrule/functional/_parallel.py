@@ -109,24 +109,32 @@ MIN_SPLIT_MULADDS = 1 << 22
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N), the rows of ``a`` shared among
-    the worker threads, BLAS at one thread in each.
+    """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N), shared among the worker threads,
+    BLAS at one thread in each: the rows of ``a`` when M >= N, else the columns of ``b``
+    (each thread reads all of the operand that is not split, so the smaller one is read
+    twice: at batch 16, a linear layer's x @ W.T split by rows read the whole 4 MiB
+    weight in both threads).
 
     Why not let BLAS thread the product itself: OpenBLAS's helper threads keep spinning
     on a core for a while (about 0.1 s) after every multi-threaded call, and the
     convolutions' own threads then run next to a busy core. Measured on the CIFAR-style
     net: the convolution backward right after the linear layers took 63-98 ms instead of
     38-48 ms. So chainrule never asks BLAS for more than one thread."""
-    m = a.shape[0]
+    m, n = a.shape[0], b.shape[1]
     if out is None:
-        out = np.empty((m, b.shape[1]), dtype=np.result_type(a, b))
-    workers = min(num_workers(), m)
+        out = np.empty((m, n), dtype=np.result_type(a, b))
+    workers = min(num_workers(), max(m, n))
     with _single_threaded_blas():
-        if workers <= 1 or m * a.shape[1] * b.shape[1] < MIN_SPLIT_MULADDS:
+        if workers <= 1 or m * a.shape[1] * n < MIN_SPLIT_MULADDS:
             np.matmul(a, b, out=out)
             return out
-        _in_parallel([partial(product_in_thread, a[lo:hi], b, out[lo:hi])
-                      for lo, hi in even_chunks(m, workers)])
+        if m >= n:
+            calls = [partial(product_in_thread, a[lo:hi], b, out[lo:hi])
+                     for lo, hi in even_chunks(m, workers)]
+        else:
+            calls = [partial(product_in_thread, a, b[:, lo:hi], out[:, lo:hi])
+                     for lo, hi in even_chunks(n, workers)]
+        _in_parallel(calls)
     return out
 
 
@@ -139,20 +147,23 @@ MATMUL_KEEPS_GIL_BELOW = 500
 
 def product_in_thread(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``np.matmul(a, b, out=out)`` that lets the other threads run: for 2-D or stacked
-    (G, M, K) @ (G, K, N) operands, with ``out`` C-contiguous.
+    (G, M, K) @ (G, K, N) operands.
 
     Small products (fewer than MATMUL_KEEPS_GIL_BELOW outputs, such as the (25, 6)
     weight gradient of LeNet's first layer, whose inner dimension is 25,088 pixels per
     thread) go through np.dot, which releases the GIL: measured, two such halves on two
-    threads took 0.85 ms one after the other with np.matmul, 0.3-0.45 ms together with
+    threads took 0.70 ms one after the other with np.matmul, 0.48-0.55 ms together with
     np.dot. np.dot is slower otherwise (it copies operands that are not contiguous, and
     ran this shape 15% slower even when they are), so larger products keep np.matmul."""
     if out.size >= MATMUL_KEEPS_GIL_BELOW:
         return np.matmul(a, b, out=out)
     if out.ndim == 2:
-        return np.dot(a, b, out=out)
+        if out.flags.c_contiguous:
+            return np.dot(a, b, out=out)
+        out[...] = np.dot(a, b)           # np.dot writes only into a C-contiguous out
+        return out
     for a_g, b_g, out_g in zip(a, b, out):
-        np.dot(a_g, b_g, out=out_g)
+        product_in_thread(a_g, b_g, out_g)
     return out
 
 
