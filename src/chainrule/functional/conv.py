@@ -141,9 +141,9 @@ def conv2d_forward(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
             else:
                 cols = columns[:, start * pixels:stop * pixels]          # rows N*L apart
             im2col(xp[:, start:stop], (kh, kw), stride, dilation, out_hw,
-                   out=_split_axes(cols, (c_in, kh, kw, stop - start, oh, ow)))
+                   out=_reshaped_view(cols, (c_in, kh, kw, stop - start, oh, ow)))
             block = out3[:, :, start * pixels:stop * pixels]             # (G, Og, n*L)
-            np.matmul(w3, _split_axes(cols, (groups, c_group * kh * kw, m)), out=block)
+            np.matmul(w3, _reshaped_view(cols, (groups, c_group * kh * kw, m)), out=block)
             if bias is not None:
                 block += bias.reshape(groups, -1, 1)
 
@@ -151,9 +151,10 @@ def conv2d_forward(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
     return (out, columns) if return_columns else out
 
 
-def _split_axes(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A view of ``a`` with ``shape``; raises rather than copies (``reshape`` would
-    silently copy a slice of kept columns, and the unfolding would write into the copy)."""
+def _reshaped_view(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A view of ``a`` with ``shape``; raises rather than copies. For arrays written
+    through the result: ``reshape`` would silently copy a slice that cannot be viewed
+    so (a slice of the kept columns, of an output), and the writes would be lost."""
     view = a.view()
     view.shape = shape          # AttributeError where only a copy could have this shape
     return view
@@ -382,12 +383,12 @@ def _weight_gradient(xp: np.ndarray, grad: np.ndarray, kernel: Pair, groups: int
             if columns is None:
                 cols = scratch("cols", (c_in * kh * kw, m), xp.dtype)
                 im2col(xp[:, start:stop], kernel, stride, dilation, (oh, ow),
-                       out=_split_axes(cols, (c_in, kh, kw, stop - start, oh, ow)))
+                       out=_reshaped_view(cols, (c_in, kh, kw, stop - start, oh, ow)))
             else:
                 cols = columns[:, start * pixels:stop * pixels]
             g = grad3[:, :, start * pixels:stop * pixels]                 # (G, Og, n*L)
             k_group = c_in // groups * kh * kw
-            product_in_thread(_split_axes(cols, (groups, k_group, m)), g.transpose(0, 2, 1),
+            product_in_thread(_reshaped_view(cols, (groups, k_group, m)), g.transpose(0, 2, 1),
                               part)                                        # (G, K, Og)
             dwt += part
             if db is not None:
@@ -464,7 +465,7 @@ def _input_gradient_flat(weight: np.ndarray, grad: np.ndarray, groups: int, padd
             dcols = scratch("cols", (groups, c_group * kh * kw, m * run), grad.dtype)
             np.matmul(wt, wide.reshape(groups, og, m * run), out=dcols)   # (G, K, m*oh*Wp)
             cols = dcols.reshape(c_in, kh, kw, m, run)
-            flat = dxp[:, start:stop].reshape(c_in, m, hp * wp)
+            flat = _reshaped_view(dxp[:, start:stop], (c_in, m, hp * wp))
             # offset (0, 0) covers the first oh*Wp of each image: written, the rest zeroed
             flat[:, :, :run] = cols[:, 0, 0]
             flat[:, :, run:] = 0
