@@ -160,12 +160,18 @@ def _reshaped_view(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return view
 
 
+def _flipped_kernel_pays_off(c_group: int, stride: Pair) -> bool:
+    """Whether a stride-1 input gradient is computed as the flipped-kernel convolution
+    of G (enough input channels per group: ``MIN_FLIPPED_ROWS``), when the padding
+    allows it (``conv2d_backward``)."""
+    return tuple(stride) == (1, 1) and c_group >= MIN_FLIPPED_ROWS
+
+
 def _backward_reads_input_columns(c_group: int, groups: int, stride: Pair) -> bool:
     """Whether ``conv2d_backward`` unfolds the input for the weight gradient when it
-    computes the input gradient too: all but the one-group stride-1 backward with
-    ``MIN_FLIPPED_ROWS`` input channels, which takes dW from the columns of G.
-    (Without the input gradient it always does.)"""
-    return not (tuple(stride) == (1, 1) and groups == 1 and c_group >= MIN_FLIPPED_ROWS)
+    computes the input gradient too: all but the one-group flipped-kernel backward,
+    which takes dW from the columns of G. (Without the input gradient it always does.)"""
+    return not (groups == 1 and _flipped_kernel_pays_off(c_group, stride))
 
 
 def _rows_pay_off(c_group: int, out_group: int, kh: int, ow: int, reach: int) -> bool:
@@ -264,8 +270,7 @@ def conv2d_backward(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, stride
     grad = np.ascontiguousarray(grad)
     reach = (dilation[0] * (kh - 1), dilation[1] * (kw - 1))
     grad_padding = (reach[0] - top, reach[0] - bottom, reach[1] - left, reach[1] - right)
-    flipped_path = (tuple(stride) == (1, 1) and min(grad_padding) >= 0
-                    and c_group >= MIN_FLIPPED_ROWS)
+    flipped_path = _flipped_kernel_pays_off(c_group, stride) and min(grad_padding) >= 0
     if not input_grad:
         dweight, dbias = _weight_gradient(xp, grad, (kh, kw), groups, stride, dilation,
                                           with_bias, workspace_bytes, columns)
@@ -368,6 +373,7 @@ def _weight_gradient(xp: np.ndarray, grad: np.ndarray, kernel: Pair, groups: int
         dweight_t = matmul(columns, grad3[0].T)                         # (K, C_out)
         dbias = grad3[0].sum(axis=1) if with_bias else None
         return np.ascontiguousarray(dweight_t.T).reshape(1, c_out, -1), dbias
+    k_group = c_in // groups * kh * kw
     per_image = c_in * kh * kw * pixels * xp.dtype.itemsize
     chunks = _chunks(n, per_image, workspace_bytes)
 
@@ -375,7 +381,7 @@ def _weight_gradient(xp: np.ndarray, grad: np.ndarray, kernel: Pair, groups: int
         # dW.T = cols @ G.T, (K, Og): OpenBLAS runs this orientation (the long pixel
         # axis as the inner dimension of two row-major operands, the wide K as rows)
         # 8-30% faster than G @ cols.T for these narrow Og (BENCHMARKS.md, round 2).
-        dwt = np.zeros((groups, c_in // groups * kh * kw, c_out // groups), dtype=xp.dtype)
+        dwt = np.zeros((groups, k_group, c_out // groups), dtype=xp.dtype)
         part = np.empty_like(dwt)
         db = np.zeros(c_out, dtype=xp.dtype) if with_bias else None
         for start, stop in my_chunks:
@@ -387,7 +393,6 @@ def _weight_gradient(xp: np.ndarray, grad: np.ndarray, kernel: Pair, groups: int
             else:
                 cols = columns[:, start * pixels:stop * pixels]
             g = grad3[:, :, start * pixels:stop * pixels]                 # (G, Og, n*L)
-            k_group = c_in // groups * kh * kw
             product_in_thread(_reshaped_view(cols, (groups, k_group, m)), g.transpose(0, 2, 1),
                               part)                                        # (G, K, Og)
             dwt += part
