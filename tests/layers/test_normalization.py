@@ -112,6 +112,30 @@ def test_batchnorm_eval_matches_torch(case, dtype):
     assert int(ours.num_batches_tracked) == 0
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channel-major"])
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "plain"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_batchnorm_inference_forward_matches_torch(case, dtype, affine, layout):
+    """Eval without backward takes its own path (x * alpha + beta, nothing kept); it must
+    give what torch and the path that keeps a cache give."""
+    ours_cls, torch_cls, shape = case
+    ours, ref = make_pair(ours_cls, torch_cls, shape[1], (affine, True, 0.1), seed=11)
+    copy_torch_weights(ours.to(dtype), ref)
+    ours.eval()
+    ref.eval()
+    x = data(shape, seed=12).astype(dtype)
+    if layout == "channel-major":          # as a convolution's output is laid out
+        x = np.ascontiguousarray(np.moveaxis(x, 1, 0)).swapaxes(0, 1)
+    y = ours.forward(x)
+    assert ours.keeps_cache is False and y.shape == x.shape and y.dtype == dtype
+    expected = ref(torch.tensor(np.asarray(x, np.float64))).detach().numpy()
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    assert rel_error(y, expected) < tol
+    cached = ours.gradients_in_eval().forward(x)
+    assert rel_error(y, cached) < tol
+
+
 def copy_of(t) -> np.ndarray:
     return t.detach().numpy().copy()
 

@@ -128,6 +128,19 @@ class _BatchNorm(Layer):
                 np.subtract(vb, mean[c].reshape(shape), out=cb)
                 np.multiply(cb, cb, out=ob)                 # squares, then the output
                 var[c] = ob.mean(axis=axes)                 # biased, used to normalize
+            elif not self.keeps_cache:
+                # Eval without backward, as torch computes it: y = x * alpha + beta with
+                # alpha = weight * inv_std and beta = bias - mean * alpha (two passes
+                # over the data instead of three; nothing to keep for backward).
+                alpha = 1.0 / np.sqrt(self.running_var[c] + eps)
+                if self.affine:
+                    alpha *= self.weight.data[c]
+                beta = -self.running_mean[c] * alpha
+                if self.affine:
+                    beta += self.bias.data[c]
+                np.multiply(vb, alpha.reshape(shape), out=ob)
+                ob += beta.reshape(shape)
+                return
             else:
                 np.subtract(vb, self.running_mean[c].reshape(shape), out=cb)
                 var[c] = self.running_var[c]
