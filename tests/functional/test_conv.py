@@ -96,6 +96,38 @@ def test_conv_kernels_match_reference(case, workspace, workers, input_gradient_p
     np.testing.assert_allclose(db, grad.sum(axis=(0, 2, 3)), rtol=1e-12)
 
 
+@pytest.mark.parametrize("case", CASES.values(), ids=list(CASES))
+def test_float32_kernels_with_thin_product_pieces_match_reference(case, workers, monkeypatch):
+    """float32 products with a thin left operand run in column pieces on OpenBLAS's
+    AVX-512 targets (``_parallel.thin_piece_width``); forced here for test sizes, on
+    whatever BLAS runs the tests, the kernels must give the reference's results."""
+    monkeypatch.setitem(_parallel._state, "small_kernels", True)
+    monkeypatch.setattr(_parallel, "SMALL_PRODUCT_MULADDS", 150)
+    monkeypatch.setattr(_parallel, "MIN_THIN_PIECE", 1)
+    cut = []
+    real = _parallel.thin_piece_width
+    monkeypatch.setattr(_parallel, "thin_piece_width",
+                        lambda *args: cut.append(real(*args)) or cut[-1])
+    n, c_in, c_out, h, w, kernel, stride, dilation, padding, groups = case
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, c_in, h, w))
+    weight = rng.standard_normal((c_out, c_in // groups, *kernel))
+    top, bottom, left, right = padding
+    oh = ref.out_size(h, kernel[0], stride[0], top, bottom, dilation[0])
+    ow = ref.out_size(w, kernel[1], stride[1], left, right, dilation[1])
+    grad = rng.standard_normal((n, c_out, oh, ow))
+    f32 = [a.astype(np.float32) for a in (x, weight, grad)]
+    y, dx, dw, db = _conv_grads(*f32, stride, padding, dilation, None)
+    y64, dx64, dw64, db64 = _conv_grads(x, weight, grad, stride, padding, dilation, None)
+    assert any(width is not None for width in cut), "no product was cut"
+    np.testing.assert_allclose(
+        y64, ref.conv2d(x, weight, np.linspace(-1, 1, c_out), stride, padding, dilation, groups),
+        rtol=1e-12, atol=1e-12)
+    for got, expected in [(y, y64), (dx, dx64), (dw, dw64), (db, db64)]:
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
 def test_workspace_limit_chunks_the_batch_and_keeps_results(monkeypatch):
     """A Conv2d whose workspace limit fits one image computes in many chunks, with the
     same results as one chunk."""

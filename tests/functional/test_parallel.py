@@ -99,3 +99,58 @@ def test_product_in_thread_matches_matmul(shape, monkeypatch):
     np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)
     small = out.size < _parallel.MATMUL_KEEPS_GIL_BELOW
     assert set(calls) == ({"dot"} if small else {"matmul"})
+
+
+@pytest.fixture
+def small_kernels(monkeypatch):
+    """Pretend the BLAS has OpenBLAS's small-matrix kernels, with a small size limit so
+    that test-sized products get cut."""
+    monkeypatch.setitem(_parallel._state, "small_kernels", True)
+    monkeypatch.setattr(_parallel, "SMALL_PRODUCT_MULADDS", 1000)
+    monkeypatch.setattr(_parallel, "MIN_THIN_PIECE", 8)
+
+
+def test_thin_piece_width_cuts_only_long_thin_float32_products(small_kernels, monkeypatch):
+    width = _parallel.thin_piece_width(4, 25, 103, np.float32)
+    assert width == 10 and 4 * 25 * width <= _parallel.SMALL_PRODUCT_MULADDS
+    assert _parallel.thin_piece_width(4, 25, 10, np.float32) is None        # small: whole
+    assert _parallel.thin_piece_width(8, 25, 500, np.float32) is None       # a too thick
+    assert _parallel.thin_piece_width(4, 25, 103, np.float64) is None       # not measured
+    monkeypatch.setitem(_parallel._state, "small_kernels", False)           # e.g. Haswell
+    assert _parallel.thin_piece_width(4, 25, 103, np.float32) is None
+
+
+def test_blas_targets_with_small_kernels_are_recognised(monkeypatch):
+    class Controller:
+        internal_api = "openblas"
+        architecture = "SkylakeX"
+
+    monkeypatch.setitem(_parallel._state, "small_kernels", None)
+    monkeypatch.setitem(_parallel._state, "blas", [Controller()])
+    assert _parallel._blas_has_small_kernels() is True
+    Controller.architecture = "Haswell"
+    monkeypatch.setitem(_parallel._state, "small_kernels", None)
+    assert _parallel._blas_has_small_kernels() is False
+
+
+@pytest.mark.parametrize("stacked", [False, True], ids=["2d", "one-group-stacked"])
+def test_thin_products_run_in_column_pieces(small_kernels, stacked, monkeypatch):
+    """Every column of out written once, by pieces no wider than the limit allows, into
+    a strided out (a slice of a larger array, as a convolution's output block)."""
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((4, 25)).astype(np.float32)
+    b = rng.standard_normal((103, 25)).astype(np.float32).T               # strided, as G.T
+    whole = np.full((4, 120), np.nan, np.float32)
+    out = whole[:, 7:110]
+    widths = []
+    for name in ("matmul", "dot"):          # pieces this small go through np.dot
+        real = getattr(np, name)
+        monkeypatch.setattr(_parallel.np, name, lambda x, y, _real=real, **kw:
+                            widths.append(y.shape[1]) or _real(x, y, **kw))
+    if stacked:
+        _parallel.product_in_thread(a[None], b[None], out[None])
+    else:
+        _parallel.product_in_thread(a, b, out)
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
+    assert np.isnan(whole[:, :7]).all() and np.isnan(whole[:, 110:]).all()
+    assert widths == [10] * 10 + [3]

@@ -126,8 +126,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     workers = min(num_workers(), max(m, n))
     with _single_threaded_blas():
         if workers <= 1 or m * a.shape[1] * n < MIN_SPLIT_MULADDS:
-            np.matmul(a, b, out=out)
-            return out
+            return product_in_thread(a, b, out)
         if m >= n:
             calls = [partial(product_in_thread, a[lo:hi], b, out[lo:hi])
                      for lo, hi in even_chunks(m, workers)]
@@ -144,26 +143,77 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
 # releases it whatever the size.
 MATMUL_KEEPS_GIL_BELOW = 500
 
+# OpenBLAS (0.3.17 and later) computes a product of at most this many multiply-adds
+# (M*N*K) with its "small matrix" kernels on its AVX-512 targets, which read the
+# operands where they lie instead of packing them first. Its regular kernel runs thin
+# products slowly there, so ``product_in_thread`` cuts a long float32 product whose
+# a is thin (M*K small: a convolution's first layer, 1-3 input channels) into column
+# pieces under this size. Measured with one thread (SkylakeX kernel on a Zen 4 core):
+# (32, 27) @ (27, 32768), a 3-channel first layer's forward, 46 -> 69 GFLOP/s; LeNet's
+# first layer (6, 25) @ (25, 25088) 34 -> 56. Narrower pieces gain less than the extra
+# calls cost ((32, 288) @ (288, 8192): 56 -> 59, (288, 32) @ (32, 8192): 55 -> 40),
+# hence MIN_THIN_PIECE; on OpenBLAS's Haswell kernel, which has no small kernels, the
+# pieces were 4-11% slower, hence the check of the BLAS's target. Cutting the inner
+# dimension of a weight gradient's small (K, C_out) product instead was 2.5x faster
+# alone but slower in the layers: pieces with under MATMUL_KEEPS_GIL_BELOW outputs
+# hold the GIL in np.matmul, and np.dot copies their transposed operand.
+SMALL_PRODUCT_MULADDS = 1_000_000
+MIN_THIN_PIECE = 1024
+_SMALL_KERNEL_TARGETS = ("skylakex", "cooperlake", "sapphirerapids")
+
+
+def _blas_has_small_kernels() -> bool:
+    """Whether NumPy's BLAS is an OpenBLAS running one of its AVX-512 targets."""
+    if _state.get("small_kernels") is None:
+        _state["small_kernels"] = any(
+            getattr(c, "internal_api", "") == "openblas"
+            and str(getattr(c, "architecture", "")).lower() in _SMALL_KERNEL_TARGETS
+            for c in _blas_controllers())
+    return _state["small_kernels"]
+
+
+def thin_piece_width(m: int, k: int, n: int, dtype: np.dtype) -> int | None:
+    """Columns per piece for a long (M, K) @ (K, N) product with a thin ``a``, cut so
+    that each piece fits SMALL_PRODUCT_MULADDS; None to leave the product whole."""
+    if (m * k * n <= SMALL_PRODUCT_MULADDS or m * k * MIN_THIN_PIECE > SMALL_PRODUCT_MULADDS
+            or np.dtype(dtype) != np.float32 or not _blas_has_small_kernels()):
+        return None
+    return SMALL_PRODUCT_MULADDS // (m * k)
+
 
 def product_in_thread(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``np.matmul(a, b, out=out)`` that lets the other threads run: for 2-D or stacked
-    (G, M, K) @ (G, K, N) operands.
+    """``np.matmul(a, b, out=out)`` that lets the other threads run and feeds BLAS the
+    shapes it runs fastest: for 2-D or stacked (G, M, K) @ (G, K, N) operands.
 
     Small products (fewer than MATMUL_KEEPS_GIL_BELOW outputs, such as the (25, 6)
     weight gradient of LeNet's first layer, whose inner dimension is 25,088 pixels per
     thread) go through np.dot, which releases the GIL: measured, two such halves on two
     threads took 0.70 ms one after the other with np.matmul, 0.48-0.55 ms together with
     np.dot. np.dot is slower otherwise (it copies operands that are not contiguous, and
-    ran this shape 15% slower even when they are), so larger products keep np.matmul."""
+    ran this shape 15% slower even when they are), so larger products keep np.matmul.
+    Long products with a thin ``a`` are cut into column pieces (``thin_piece_width``)."""
+    if out.ndim == 3:
+        if out.shape[0] > 1 and out[0].size >= MATMUL_KEEPS_GIL_BELOW:
+            return np.matmul(a, b, out=out)              # all groups in one call
+        for a_g, b_g, out_g in zip(a, b, out):
+            product_in_thread(a_g, b_g, out_g)
+        return out
+    (m, k), n = a.shape, b.shape[1]
+    width = thin_piece_width(m, k, n, out.dtype)
+    if width is None:
+        return _one_product(a, b, out)
+    for lo in range(0, n, width):
+        _one_product(a, b[:, lo:lo + width], out[:, lo:lo + width])
+    return out
+
+
+def _one_product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """One 2-D BLAS call, through np.dot when np.matmul would keep the GIL."""
     if out.size >= MATMUL_KEEPS_GIL_BELOW:
         return np.matmul(a, b, out=out)
-    if out.ndim == 2:
-        if out.flags.c_contiguous:
-            return np.dot(a, b, out=out)
-        out[...] = np.dot(a, b)           # np.dot writes only into a C-contiguous out
-        return out
-    for a_g, b_g, out_g in zip(a, b, out):
-        product_in_thread(a_g, b_g, out_g)
+    if out.flags.c_contiguous:
+        return np.dot(a, b, out=out)
+    out[...] = np.dot(a, b)               # np.dot writes only into a C-contiguous out
     return out
 
 

@@ -143,7 +143,7 @@ def conv2d_forward(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
             im2col(xp[:, start:stop], (kh, kw), stride, dilation, out_hw,
                    out=_reshaped_view(cols, (c_in, kh, kw, stop - start, oh, ow)))
             block = out3[:, :, start * pixels:stop * pixels]             # (G, Og, n*L)
-            np.matmul(w3, _reshaped_view(cols, (groups, c_group * kh * kw, m)), out=block)
+            product_in_thread(w3, _reshaped_view(cols, (groups, c_group * kh * kw, m)), block)
             if bias is not None:
                 block += bias.reshape(groups, -1, 1)
 
@@ -427,7 +427,7 @@ def _input_gradient_col2im(weight: np.ndarray, grad: np.ndarray, groups: int, pa
             m = (stop - start) * pixels
             # the same per-thread slot as the columns: one scratch buffer per thread
             dcols = scratch("cols", (groups, c_group * kh * kw, m), grad.dtype)
-            np.matmul(wt, grad3[:, :, start * pixels:stop * pixels], out=dcols)  # (G, K, n*L)
+            product_in_thread(wt, grad3[:, :, start * pixels:stop * pixels], dcols)  # (G, K, n*L)
             col2im(dcols.reshape(c_in, kh, kw, stop - start, oh, ow), padded_hw, stride,
                    dilation, out=dxp[:, start:stop])
 
@@ -468,7 +468,7 @@ def _input_gradient_flat(weight: np.ndarray, grad: np.ndarray, groups: int, padd
             wide[..., ow:] = 0
             wide[..., :ow] = grad[:, start:stop].reshape(groups, og, m, oh, ow)
             dcols = scratch("cols", (groups, c_group * kh * kw, m * run), grad.dtype)
-            np.matmul(wt, wide.reshape(groups, og, m * run), out=dcols)   # (G, K, m*oh*Wp)
+            product_in_thread(wt, wide.reshape(groups, og, m * run), dcols)   # (G, K, m*oh*Wp)
             cols = dcols.reshape(c_in, kh, kw, m, run)
             flat = _reshaped_view(dxp[:, start:stop], (c_in, m, hp * wp))
             # offset (0, 0) covers the first oh*Wp of each image: written, the rest zeroed
