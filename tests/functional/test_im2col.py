@@ -10,12 +10,17 @@ max_pool_backward must be its adjoint.
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
 from chainrule import functional as F
 from chainrule.functional.im2col import window_view
 from tests import reference as ref
+
+# the module (chainrule.functional re-exports its im2col function under the same name)
+im2col_module = importlib.import_module("chainrule.functional.im2col")
 
 
 def inner(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -57,8 +62,18 @@ def _unfold(x: np.ndarray, kernel, stride, dilation, padding) -> tuple[np.ndarra
     return F.im2col(xp, kernel, stride, dilation, out_hw), xp.shape[2:]
 
 
+@pytest.fixture(params=["auto", "one-stage", "two-stage"])
+def unfolding(request, monkeypatch):
+    """im2col's copy as chosen by width, or forced to one stage, or to two stages
+    wherever the stride along the height allows it."""
+    widths = {"auto": im2col_module.MAX_TWO_STAGE_WIDTH, "one-stage": -1,
+              "two-stage": 1 << 30}
+    monkeypatch.setattr(im2col_module, "MAX_TWO_STAGE_WIDTH", widths[request.param])
+    return request.param
+
+
 @pytest.mark.parametrize("case", IM2COL_CASES.values(), ids=IM2COL_CASES.keys())
-def test_im2col_matches_loop_reference(case):
+def test_im2col_matches_loop_reference(case, unfolding):
     n, c, h, w, kernel, stride, dilation, padding = case
     x = np.random.default_rng(0).standard_normal((n, c, h, w))
     cols, _ = _unfold(x, kernel, stride, dilation, padding)
@@ -82,6 +97,31 @@ def test_col2im_is_adjoint_of_im2col(case):
     dx = F.unpad_to_nchw(F.col2im(y, padded_hw, stride, dilation), padding, (h, w))
     assert dx.shape == x.shape
     assert_adjoint(inner(cols, y), inner(x, dx))
+
+
+@pytest.mark.parametrize("stride, dilation", [((1, 1), (1, 1)), ((1, 2), (2, 1)), ((2, 1), (1, 1))])
+def test_im2col_into_a_strided_out_and_from_a_taller_input(stride, dilation, monkeypatch):
+    """The kept columns of a batch are written chunk by chunk into a slice of a larger
+    matrix; the padded input may have rows below the last window (unused): both copies
+    must read and write exactly what the one-stage view does."""
+    rng = np.random.default_rng(3)
+    xp = rng.standard_normal((3, 4, 9, 8))
+    kernel, out_hw = (3, 2), (3, 4)
+    window_rows = stride[0] * (out_hw[0] - 1) + dilation[0] * (kernel[0] - 1) + 1
+    assert window_rows < xp.shape[2]
+    expected = np.array(window_view(xp, kernel, stride, dilation, out_hw))
+    whole = np.full((3 * 3 * 2, 2 * 4 * 3 * 4), np.nan)
+    out = whole[:, 4 * 3 * 4:].reshape(3, 3, 2, 4, 3, 4)           # rows 96 floats apart
+    assert not out.flags.c_contiguous
+    stages = []
+    real = im2col_module.scratch
+    monkeypatch.setattr(im2col_module, "scratch",
+                        lambda *args: stages.append(args[1]) or real(*args))
+    assert F.im2col(xp, kernel, stride, dilation, out_hw, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    assert np.isnan(whole[:, :4 * 3 * 4]).all()
+    two_stage = stride[0] == 1
+    assert stages == ([(3, 2, 4, 3 + dilation[0] * 2, 4)] if two_stage else [])
 
 
 def test_window_view_refuses_windows_past_the_input():

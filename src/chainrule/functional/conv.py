@@ -35,7 +35,8 @@ import numpy as np
 
 from ._parallel import (batch_chunks, even_chunks, matmul, num_workers, product_in_thread,
                         run_split, scratch)
-from .im2col import Padding4, Pair, col2im, im2col, pad_channel_major, window_view
+from .im2col import (Padding4, Pair, col2im, im2col, im2col_stage_bytes, pad_channel_major,
+                     window_view)
 
 # Columns of one chunk: about this many bytes, so a chunk's columns stay in the caches
 # between the copy that makes them and the product that reads them.
@@ -74,16 +75,20 @@ MIN_SPLIT_BYTES = 256 << 10
 KEEP_COLUMNS_BYTES = 8 << 20
 
 
-def _chunks(n: int, per_image: int, workspace_bytes: int | None) -> list[tuple[int, int]]:
-    """(start, stop) image ranges: cache-sized; at least one per thread when the layer is
-    big enough to share; and within ``workspace_bytes`` for the one scratch buffer of
-    every thread together (but at least one image: a single image is never split)."""
+def _chunks(n: int, per_image: int, workspace_bytes: int | None,
+            stage_per_image: int = 0) -> list[tuple[int, int]]:
+    """(start, stop) image ranges: cache-sized (by ``per_image``, the bytes of a chunk's
+    main scratch buffer per image); at least one per thread when the layer is big
+    enough to share; and within ``workspace_bytes`` for the scratch buffers of every
+    thread together, im2col's staging (``stage_per_image``) included (but at least one
+    image: a single image is never split)."""
     workers = num_workers()
     images = max(1, CHUNK_BYTES // max(1, per_image))
     if n * per_image >= MIN_SPLIT_BYTES:
         images = min(images, -(-n // workers))
     if workspace_bytes is not None:
-        images = min(images, max(1, workspace_bytes // max(1, per_image * workers)))
+        images = min(images, max(1, workspace_bytes
+                                 // max(1, (per_image + stage_per_image) * workers)))
     chunks = batch_chunks(n, images)
     count = min(n, -(-len(chunks) // workers) * workers)
     if len(chunks) > 1 and count != len(chunks) and n * per_image >= MIN_SPLIT_BYTES:
@@ -125,7 +130,8 @@ def conv2d_forward(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
     out = np.empty((c_out, n, oh, ow), dtype=xp.dtype)
     out3 = out.reshape(groups, c_out // groups, n * pixels)             # (G, Og, N*L)
     per_image = k_all * pixels * xp.dtype.itemsize
-    chunks = _chunks(n, per_image, workspace_bytes)
+    chunks = _chunks(n, per_image, workspace_bytes, im2col_stage_bytes(
+        c_in, (kh, kw), stride, dilation, out_hw, xp.dtype.itemsize))
     columns = None
     keep_limit = KEEP_COLUMNS_BYTES if workspace_bytes is None else min(KEEP_COLUMNS_BYTES,
                                                                          workspace_bytes)
@@ -324,7 +330,8 @@ def _backward_flipped(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, dila
     dx = np.empty((c_in, n, h, w), dtype=grad.dtype)
     dx2 = dx.reshape(c_in, n * pixels)
     per_image = (c_out * kh * kw + c_in) * pixels * grad.dtype.itemsize  # gcols + x chunk
-    chunks = _chunks(n, per_image, workspace_bytes)
+    chunks = _chunks(n, per_image, workspace_bytes, im2col_stage_bytes(
+        c_out, (kh, kw), (1, 1), dilation, (h, w), grad.dtype.itemsize))
 
     def task(_: int, my_chunks):
         dwf = np.zeros((c_out * kh * kw, c_in), dtype=grad.dtype)
@@ -375,7 +382,8 @@ def _weight_gradient(xp: np.ndarray, grad: np.ndarray, kernel: Pair, groups: int
         return np.ascontiguousarray(dweight_t.T).reshape(1, c_out, -1), dbias
     k_group = c_in // groups * kh * kw
     per_image = c_in * kh * kw * pixels * xp.dtype.itemsize
-    chunks = _chunks(n, per_image, workspace_bytes)
+    chunks = _chunks(n, per_image, workspace_bytes, im2col_stage_bytes(
+        c_in, kernel, stride, dilation, (oh, ow), xp.dtype.itemsize))
 
     def task(_: int, my_chunks):
         # dW.T = cols @ G.T, (K, Og): OpenBLAS runs this orientation (the long pixel
