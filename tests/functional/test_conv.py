@@ -48,6 +48,18 @@ CASES = {
 }
 
 
+def _case_data(case, seed: int):
+    """Random float64 input, weight and upstream gradient of a CASES entry."""
+    n, c_in, c_out, h, w, kernel, stride, dilation, padding, groups = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c_in, h, w))
+    weight = rng.standard_normal((c_out, c_in // groups, *kernel))
+    top, bottom, left, right = padding
+    oh = ref.out_size(h, kernel[0], stride[0], top, bottom, dilation[0])
+    ow = ref.out_size(w, kernel[1], stride[1], left, right, dilation[1])
+    return x, weight, rng.standard_normal((n, c_out, oh, ow))
+
+
 @pytest.fixture(params=["col2im", "flipped-kernel"])
 def input_gradient_path(request, monkeypatch):
     """Both ways to the stride-1 input gradient, whatever the channel count."""
@@ -66,13 +78,7 @@ def forward_path(request, monkeypatch):
 @pytest.mark.parametrize("workspace", [None, 1], ids=["one-chunk", "one-image-per-chunk"])
 def test_conv_kernels_match_reference(case, workspace, workers, input_gradient_path, forward_path):
     n, c_in, c_out, h, w, kernel, stride, dilation, padding, groups = case
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, c_in, h, w))
-    weight = rng.standard_normal((c_out, c_in // groups, *kernel))
-    top, bottom, left, right = padding
-    oh = ref.out_size(h, kernel[0], stride[0], top, bottom, dilation[0])
-    ow = ref.out_size(w, kernel[1], stride[1], left, right, dilation[1])
-    grad = rng.standard_normal((n, c_out, oh, ow))
+    x, weight, grad = _case_data(case, seed=0)
 
     y, dx, dw, db = _conv_grads(x, weight, grad, stride, padding, dilation, workspace)
     bias = np.linspace(-1, 1, c_out)
@@ -109,13 +115,7 @@ def test_float32_kernels_with_thin_product_pieces_match_reference(case, workers,
     monkeypatch.setattr(_parallel, "thin_piece_width",
                         lambda *args: cut.append(real(*args)) or cut[-1])
     n, c_in, c_out, h, w, kernel, stride, dilation, padding, groups = case
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((n, c_in, h, w))
-    weight = rng.standard_normal((c_out, c_in // groups, *kernel))
-    top, bottom, left, right = padding
-    oh = ref.out_size(h, kernel[0], stride[0], top, bottom, dilation[0])
-    ow = ref.out_size(w, kernel[1], stride[1], left, right, dilation[1])
-    grad = rng.standard_normal((n, c_out, oh, ow))
+    x, weight, grad = _case_data(case, seed=3)
     f32 = [a.astype(np.float32) for a in (x, weight, grad)]
     y, dx, dw, db = _conv_grads(*f32, stride, padding, dilation, None)
     y64, dx64, dw64, db64 = _conv_grads(x, weight, grad, stride, padding, dilation, None)
