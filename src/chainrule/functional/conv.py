@@ -192,9 +192,10 @@ def _forward_rows(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, d
 
     ``rows`` (C_in*kh, n*H_out*Wp) holds, for each input channel and kernel row i, the
     padded rows ``i*dh .. i*dh + H_out`` at their full padded width Wp (kh contiguous
-    blocks per channel and image, instead of im2col's kh*kw strided windows). One product with the kernel reordered to
-    rows (o, j) and columns (c, i) gives Z (C_out*kw, n*H_out*Wp); the output is the sum
-    over kernel columns j of Z[(o, j)] shifted left by j*dw:
+    blocks per channel and image, instead of im2col's kh*kw strided windows). One
+    product with the kernel reordered to rows (o, j) and columns (c, i) gives Z
+    (C_out*kw, n*H_out*Wp); the output is the sum over kernel columns j of Z[(o, j)]
+    shifted left by j*dw:
 
         out[o, n, y, x] = sum_j Z[(o, j), n, y, x + j*dw]
 
@@ -351,12 +352,7 @@ def _backward_flipped(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, dila
                 db += grad[:, start:stop].reshape(c_out, -1).sum(axis=1)
         return dwf, db
 
-    parts = run_split(task, chunks)        # each thread's (dWf, db) partial sums
-    dwf, dbias = parts[0]
-    for more, db in parts[1:]:
-        dwf += more
-        if dbias is not None:
-            dbias += db
+    dwf, dbias = _summed(run_split(task, chunks))
     # rows are (o, kh-1-i, kw-1-j): flip back and put C_in second
     dweight = np.ascontiguousarray(
         dwf.reshape(c_out, kh, kw, c_in)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2))
@@ -408,13 +404,20 @@ def _weight_gradient(xp: np.ndarray, grad: np.ndarray, kernel: Pair, groups: int
                 db += g.sum(axis=2).reshape(c_out)
         return dwt, db
 
-    parts = run_split(task, chunks)        # each thread's (dW.T, db) partial sums
-    dweight_t, dbias = parts[0]
-    for dwt, db in parts[1:]:
-        dweight_t += dwt
-        if dbias is not None:
-            dbias += db
+    dweight_t, dbias = _summed(run_split(task, chunks))
     return np.ascontiguousarray(dweight_t.transpose(0, 2, 1)), dbias   # (G, Og, K)
+
+
+def _summed(parts: list[tuple[np.ndarray, np.ndarray | None]]
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The sum of the threads' (weight gradient, bias gradient or None) partial sums,
+    added into the first thread's arrays."""
+    total, total_bias = parts[0]
+    for part, bias in parts[1:]:
+        total += part
+        if total_bias is not None:
+            total_bias += bias
+    return total, total_bias
 
 
 def _input_gradient_col2im(weight: np.ndarray, grad: np.ndarray, groups: int, padded_hw: Pair,

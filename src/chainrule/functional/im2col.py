@@ -92,11 +92,11 @@ def im2col(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_hw: P
     c, n = xp.shape[:2]
     kh, kw = kernel
     cols = np.empty((c, kh, kw, n, *out_hw), dtype=xp.dtype) if out is None else out
-    windows = window_view(xp, kernel, stride, dilation, out_hw)       # checks the bounds
     rows = _two_stage_rows(kernel, stride, dilation, out_hw)
     if not rows:
-        np.copyto(cols, windows)
+        np.copyto(cols, window_view(xp, kernel, stride, dilation, out_hw))
         return cols
+    _check_windows_fit(xp.shape, kernel, stride, dilation, out_hw)
     oh, ow = out_hw
     s_c, s_n, s_h, s_w = xp.strides
     stage = scratch("im2col-stage", (c, kw, n, rows, ow), xp.dtype)
@@ -135,16 +135,25 @@ def window_view(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair,
     threads unfolding at once, every call is a point where they pass Python's GIL to
     each other (a context switch each on a loaded machine)."""
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
-    c, n, hp, wp = xp.shape
-    if sh * (oh - 1) + dh * (kh - 1) >= hp or sw * (ow - 1) + dw * (kw - 1) >= wp:
-        # as_strided does not check: a view past the array would read foreign memory
-        raise ValueError(f"im2col: {out_hw} outputs of a {kernel} kernel (stride {stride}, "
-                         f"dilation {dilation}) do not fit a padded input of {(hp, wp)}")
+    c, n = xp.shape[:2]
+    _check_windows_fit(xp.shape, kernel, stride, dilation, out_hw)
     s_c, s_n, s_h, s_w = xp.strides
     # as_strided directly: sliding_window_view's checks cost 16 us a call, this 4 us
     return np.lib.stride_tricks.as_strided(
         xp, (c, kh, kw, n, oh, ow), (s_c, dh * s_h, dw * s_w, s_n, sh * s_h, sw * s_w),
         writeable=False)
+
+
+def _check_windows_fit(shape: tuple[int, ...], kernel: Pair, stride: Pair, dilation: Pair,
+                       out_hw: Pair) -> None:
+    """Raise unless ``out_hw`` windows fit a padded (..., Hp, Wp) input: the unfolding
+    views are made with as_strided, which does not check, and a view past the array
+    would read foreign memory."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    hp, wp = shape[-2:]
+    if sh * (oh - 1) + dh * (kh - 1) >= hp or sw * (ow - 1) + dw * (kw - 1) >= wp:
+        raise ValueError(f"im2col: {out_hw} outputs of a {kernel} kernel (stride {stride}, "
+                         f"dilation {dilation}) do not fit a padded input of {(hp, wp)}")
 
 
 def col2im(cols: np.ndarray, padded_hw: Pair, stride: Pair, dilation: Pair,

@@ -179,7 +179,11 @@ def max_pool_backward(grad: np.ndarray, winner: np.ndarray, kernel: Pair, stride
 
     def piece(ix):
         g, win, dx = gradq[ix], winq[ix], dxp[ix]
-        if disjoint:
+        # g * won is the fast way to keep the winners' gradients, but inf * 0 is NaN:
+        # with a non-finite gradient, add through the mask into zeros instead (losers
+        # stay 0, as in torch). The bit-placing 2x2 path moves bits and needs neither.
+        finite = pairs or bool(np.isfinite(g).all())
+        if disjoint and finite:
             dx[..., oh * kh:, :] = 0                       # rows and columns no window
             dx[..., :oh * kh, ow * kw:] = 0                # reaches (remainders)
         else:
@@ -188,12 +192,6 @@ def max_pool_backward(grad: np.ndarray, winner: np.ndarray, kernel: Pair, stride
             _max_pool_2x2_backward(g, win, dx[..., :2 * oh, :2 * ow])
             return
         won = np.empty(win.shape, dtype=np.bool_)
-        # g * won is the fast way to keep the winners' gradients, but inf * 0 is NaN:
-        # with a non-finite gradient, copy through the mask instead (losers stay 0, as
-        # in torch).
-        finite = bool(np.isfinite(g).all())
-        if not finite:
-            dx.fill(0)
         for index, (rows, columns) in enumerate(offsets):
             np.equal(win, index, out=won)
             target = dx[..., rows, columns]
