@@ -24,11 +24,9 @@ Loading never runs code from the file: the architecture is rebuilt through
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError
 
+from ._files import write_atomically
 from .layers.base import Layer
 from .serialize import build, describe
 
@@ -122,7 +121,7 @@ def save(model: Layer, path: str | os.PathLike, optimizer: Any = None, **metadat
         tensors.update(opt_tensors)
         header["optimizer"] = _to_json(opt_header, "save: optimizer state")
 
-    _write_atomically(path, safetensors.numpy.save(tensors, metadata=header))
+    write_atomically(path, safetensors.numpy.save(tensors, metadata=header))
     return path
 
 
@@ -158,39 +157,6 @@ def _pack_optimizer(optimizer: Any) -> tuple[dict[str, np.ndarray], dict[str, An
                 scalars.setdefault(str(index), {})[name] = value
     return tensors, {"type": type(optimizer).__name__,
                      "param_groups": state_dict["param_groups"], "scalar_state": scalars}
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    # Same directory, so os.replace is a rename within one file system (atomic).
-    # os.open with 0o666 lets the umask set the permissions, as for a plain open().
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable. Not possible on every platform (Windows cannot open a
-    directory), where the rename is still atomic, only not yet flushed."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------- loading

@@ -7,6 +7,7 @@ piles up in pyplot's figure registry over a long run.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,14 +15,15 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ._files import write_atomically
+
 
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     FigureCanvasAgg(fig)  # attaches itself to the figure
-    # Write beside the target, then rename: a reader never sees half a PNG.
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=110)
-    tmp.replace(path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
+    write_atomically(path, png.getvalue())   # a reader never sees half a PNG
     return path
 
 

@@ -41,7 +41,8 @@ from typing import Any, ClassVar
 import numpy as np
 from tqdm import tqdm
 
-from .checkpoint import _write_atomically, load, load_checkpoint, save
+from ._files import write_atomically
+from .checkpoint import load, load_checkpoint, save
 from .data import augment, get_dataset_info, load_dataset
 from .data.datasets import Dataset
 from .diagnose import find_non_finite
@@ -403,7 +404,7 @@ class TrainingRun:
         writer.writeheader()
         for row in self.state.history:
             writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in CSV_COLUMNS})
-        _write_atomically(self.out / METRICS, text.getvalue().encode())  # never half a file
+        write_atomically(self.out / METRICS, text.getvalue().encode())  # never half a file
         plot_curves(self.state.history, self.out / CURVES,
                     title=f"{self.cfg.model} on {self.cfg.data}")
 
