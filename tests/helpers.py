@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-TOLERANCE = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-4}
+# Unit roundoff of float32 (2**-24): the relative error of one rounded operation.
+FLOAT32_UNIT_ROUNDOFF = float(np.finfo(np.float32).eps) / 2
+
+
+def float32_tolerance(terms: int, layers: int = 1, factor: float = 16.0) -> float:
+    """The relative error (``rel_error``: against the largest magnitude) that float32
+    rounding explains when two implementations compute the same result in a different
+    order: ``factor * u * layers * sqrt(terms)``, for ``layers`` chained steps that
+    each sum at most ``terms`` rounded products.
+
+    sqrt(terms) is the probabilistic growth of rounding errors in a sum (Higham and
+    Mary, 2019: the worst case is ``terms * u``, the typical one ``sqrt(terms) * u``);
+    ``factor`` covers the constants (a product and a sum per term, both sides rounding,
+    transcendental functions within a few ulps). ``float32_tolerance(10_000)`` is 1e-4,
+    the default of ``assert_torch_parity`` for float32.
+    """
+    return factor * FLOAT32_UNIT_ROUNDOFF * layers * math.sqrt(max(terms, 1))
+
+
+TOLERANCE = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): float32_tolerance(10_000)}
 
 
 def rel_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -23,12 +44,14 @@ def copy_torch_weights(layer, torch_module) -> None:
 
 
 def assert_torch_parity(layer, torch_module, x: np.ndarray, dtype=np.float64, seed: int = 0,
-                        copy_weights: bool = True) -> dict[str, float]:
+                        copy_weights: bool = True, terms: int | None = None) -> dict[str, float]:
     """Check forward output, input gradient and every parameter gradient of ``layer``
     against ``torch_module`` on input ``x`` with a random upstream gradient.
 
     Both are cast to ``dtype``; weights are copied from torch into chainrule. Returns
-    the relative errors by name; fails with every error in the message.
+    the relative errors by name; fails with every error in the message. The float64
+    tolerance is 1e-9; the float32 one ``float32_tolerance(terms)``, ``terms`` being the
+    most terms any sum of the layer's forward or backward adds (10,000 when not given).
     """
     import torch
 
@@ -54,7 +77,7 @@ def assert_torch_parity(layer, torch_module, x: np.ndarray, dtype=np.float64, se
     assert set(ours) == set(torch_params), f"parameter names differ: {sorted(ours)} vs {sorted(torch_params)}"
     for name, p in ours.items():
         errors[f"{name}.grad"] = rel_error(p.grad, torch_params[name].grad.numpy())
-    tol = TOLERANCE[dtype]
+    tol = TOLERANCE[dtype] if terms is None or dtype == np.float64 else float32_tolerance(terms)
     bad = {k: v for k, v in errors.items() if not v <= tol}
     assert not bad, f"{layer!r} differs from torch beyond {tol} ({dtype}): {errors}"
     assert y.dtype == dtype and dx.dtype == dtype, f"dtype changed: {y.dtype}, {dx.dtype}"

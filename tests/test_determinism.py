@@ -4,6 +4,7 @@ that the seed creates; the global NumPy random state is never used in src/chainr
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -44,8 +45,12 @@ train = namespace["train"]
 
 def train_in_subprocess(seed: int, out: Path) -> dict[str, np.ndarray]:
     script = TRAIN + f"\nnp.savez({str(out)!r}, **train({seed}))\n"
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=120,
-                   env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
+    # The child inherits the parent's whole environment (OPENBLAS_CORETYPE and thread
+    # settings pick the BLAS kernel, and with it the rounding), adding only the path to
+    # the source tree.
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120, env=env)
     with np.load(out, allow_pickle=False) as saved:
         return {key: saved[key] for key in saved.files}
 

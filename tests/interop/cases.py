@@ -13,6 +13,8 @@ import numpy as np
 
 import chainrule as cr
 
+from ..helpers import FLOAT32_UNIT_ROUNDOFF
+
 Case = tuple[str, Callable[[], cr.Layer], tuple[int, ...]]
 IMAGE = (4, 8, 8)
 
@@ -54,6 +56,13 @@ LAYER_CASES: list[Case] = [
     ("batchnorm2d_batch_stats", lambda: cr.BatchNorm2d(4, track_running_stats=False), IMAGE),
     ("batchnorm1d_features", lambda: cr.BatchNorm1d(6), (6,)),
     ("batchnorm1d_sequence", lambda: cr.BatchNorm1d(3, momentum=0.5), (3, 7)),
+    # new layer families: one section each
+    # -- convolution
+    # -- pooling
+    # -- normalization
+    # -- activations
+    # -- resampling
+    # -- padding and shape
     ("residual_identity", lambda: cr.Residual(cr.Sequential(cr.Conv2d(4, 4, 3, padding=1, rng=10),
                                                             cr.Tanh())), IMAGE),
     ("residual_projection", lambda: cr.Residual(
@@ -93,6 +102,12 @@ for _name, _builder in MODELS.items():
 
 ALL_CASES = LAYER_CASES + MODEL_CASES
 
+# Cases that ONNX has no exact operator for: case id -> a regular expression that the
+# UnsupportedModuleError of export_onnx must match (it names the layer). The ONNX tests
+# check that error for these instead of running them.
+NO_ONNX_EXPORT: dict[str, str] = {
+}
+
 
 def warm_up(model: cr.Layer, sample_shape: tuple[int, ...], seed: int = 0) -> cr.Layer:
     """One SGD step in training mode on shifted, scaled data, then eval mode: BatchNorm
@@ -110,3 +125,24 @@ def warm_up(model: cr.Layer, sample_shape: tuple[int, ...], seed: int = 0) -> cr
 
 def inputs(sample_shape: tuple[int, ...], batch: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, *sample_shape)).astype(np.float32)
+
+
+def float32_output_tolerance(model: cr.Layer, x: np.ndarray, factor: float = 16.0) -> float:
+    """The relative error of a float32 model's output that rounding explains:
+    ``factor * u * sum over leaf layers of sqrt(elements of the leaf's input)``.
+
+    No sum inside a layer adds more terms than its input has elements (a convolution
+    C_in*kh*kw, BatchNorm N*H*W, Linear in_features), and rounding errors grow like the
+    square root of the number of terms (see ``tests.helpers.float32_tolerance``); the
+    errors of chained layers add. Measured on a copy of ``model`` (BatchNorm's running
+    statistics of ``model`` stay as they are)."""
+    probe = model.copy()
+    sizes: list[int] = []
+    leaves = [m for m in probe.modules() if not m._children]
+    for leaf in leaves:
+        def recorded(a, forward=leaf.forward):
+            sizes.append(np.asarray(a).size)
+            return forward(a)
+        object.__setattr__(leaf, "forward", recorded)
+    probe.forward(x)
+    return factor * FLOAT32_UNIT_ROUNDOFF * float(np.sum(np.sqrt(sizes)))
