@@ -14,9 +14,9 @@ from .interop.onnx import export_onnx
 # chainrule.inspect: the package's name shadows the standard library's only as an
 # attribute of chainrule (absolute `import inspect` still gets the stdlib).
 from . import inspect
-from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout,
-                     Flatten, Layer, LeakyReLU, Linear, MaxPool2d, ReLU, Residual, Sequential,
-                     Sigmoid, Tanh)
+# Every layer class, by the names of chainrule.layers.__all__.
+from .layers import *  # noqa: F401,F403
+from . import layers as _layers
 from .losses import CrossEntropyLoss, Loss, MSELoss
 from .parameter import Parameter
 from .train import History, NonFiniteLossError, evaluate, fit, predict
@@ -24,9 +24,7 @@ from .train import History, NonFiniteLossError, evaluate, fit, predict
 __version__ = "0.1.0"
 
 __all__ = [
-    "Parameter", "Layer", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Linear",
-    "Flatten", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Dropout", "BatchNorm1d", "BatchNorm2d",
-    "Sequential", "Residual", "Loss", "CrossEntropyLoss", "MSELoss", "gradcheck", "fit",
+    "Parameter", *_layers.__all__, "Loss", "CrossEntropyLoss", "MSELoss", "gradcheck", "fit",
     "evaluate", "predict", "History", "NonFiniteLossError", "functional", "optim",
     "models", "data", "save", "load", "load_checkpoint", "Checkpoint", "CheckpointError",
     "interop", "export_onnx", "inspect",

@@ -28,9 +28,14 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout,
-                     Flatten, Layer, LeakyReLU, Linear, MaxPool2d, ReLU, Residual, Sequential,
-                     Sigmoid, Tanh)
+from .layers import Layer, Residual, Sequential
+# layer families, one import each (see the matching sections of _LEAVES)
+from .layers import Conv2d
+from .layers import AvgPool2d, AdaptiveAvgPool2d, MaxPool2d
+from .layers import Flatten, Linear
+from .layers import LeakyReLU, ReLU, Sigmoid, Tanh
+from .layers import Dropout
+from .layers import BatchNorm1d, BatchNorm2d
 
 __all__ = ["describe", "build", "LAYER_TYPES"]
 
@@ -63,6 +68,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "float_or_none": (lambda v: v is None or _is_float(v), "a finite number or null"),
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "dtype": (lambda v: v in ("float32", "float64"), '"float32" or "float64"'),
+    # checks that new layer families need go below, one section per family
 }
 
 
@@ -114,27 +120,35 @@ _BATCHNORM_SCHEMA = {"num_features": "int", "eps": "float", "momentum": "float_o
 # The allow-list: type name -> (class, {constructor argument: check}, describe-args).
 # Exact classes only: a subclass may compute something else, so it is not described.
 _LEAVES: dict[str, tuple[type[Layer], dict[str, str], Callable[[Any], dict[str, Any]]]] = {
+    # convolution
     "Conv2d": (Conv2d, {"in_channels": "int", "out_channels": "int", "kernel_size": "pair",
                         "stride": "pair", "padding": "padding", "dilation": "pair",
                         "groups": "int", "bias": "bool", "dtype": "dtype"}, _conv_args),
+    # pooling
     "MaxPool2d": (MaxPool2d, {"kernel_size": "pair", "stride": "pair", "padding": "pair",
                               "dilation": "pair"}, _maxpool_args),
     "AvgPool2d": (AvgPool2d, {"kernel_size": "pair", "stride": "pair", "padding": "pair",
                               "count_include_pad": "bool"}, _avgpool_args),
     "AdaptiveAvgPool2d": (AdaptiveAvgPool2d, {"output_size": "pair"},
                           lambda m: {"output_size": _pair(m.output_size)}),
+    # linear and shape
     "Linear": (Linear, {"in_features": "int", "out_features": "int", "bias": "bool",
                         "dtype": "dtype"}, _linear_args),
     "Flatten": (Flatten, {"start_dim": "int", "end_dim": "int"},
                 lambda m: {"start_dim": int(m.start_dim), "end_dim": int(m.end_dim)}),
+    # activations
     "ReLU": (ReLU, {}, _no_args),
     "LeakyReLU": (LeakyReLU, {"negative_slope": "float"},
                   lambda m: {"negative_slope": m.negative_slope}),
     "Sigmoid": (Sigmoid, {}, _no_args),
     "Tanh": (Tanh, {}, _no_args),
+    # regularization
     "Dropout": (Dropout, {"p": "float"}, lambda m: {"p": m.p}),
+    # normalization
     "BatchNorm1d": (BatchNorm1d, _BATCHNORM_SCHEMA, _batchnorm_args),
     "BatchNorm2d": (BatchNorm2d, _BATCHNORM_SCHEMA, _batchnorm_args),
+    # resampling
+    # padding
 }
 _CONTAINERS: dict[str, type[Layer]] = {"Sequential": Sequential, "Residual": Residual}
 # Keys an entry may hold besides "type" and "args".

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -44,89 +44,146 @@ class Derivative:
     formula: str
 
 
+def _conv2d(layer: Conv2d) -> Derivative:
+    stride = "" if layer.stride == (1, 1) else f" (dL/dy spread out by the stride {layer.stride})"
+    return Derivative(
+        "y = correlate(x, W) + b: each output is the kernel dotted with one input window",
+        "every weight touched every window, so its gradient sums input * dL/dy over all "
+        "windows; every input pixel fed the outputs whose windows cover it, so its "
+        "gradient sums dL/dy times the matching kernel weights",
+        "Conv2d: dL/dW = correlate(x, dL/dy); dL/db = sum over (n, i, j) of dL/dy; "
+        "dL/dx = full-convolve(dL/dy, flipped W)" + stride)
+
+
+def _linear(layer: Linear) -> Derivative:
+    return Derivative(
+        "y = x W^T + b",
+        "y is linear in W and in x: dy_i/dW_ij = x_j and dy_i/dx_j = W_ij",
+        "Linear: dL/dW = (dL/dy)^T x; dL/db = sum over n of dL/dy; dL/dx = dL/dy W")
+
+
+def _leaky_relu(layer: LeakyReLU) -> Derivative:
+    a = layer.negative_slope
+    return Derivative(
+        f"y = x if x > 0 else {a:g} * x",
+        f"slope 1 where the input was positive, {a:g} elsewhere",
+        f"LeakyReLU: dL/dx = dL/dy * (1 if x > 0 else {a:g})")
+
+
+def _relu(layer: ReLU) -> Derivative:
+    return Derivative(
+        "y = max(x, 0)",
+        "slope 1 where the input was positive, 0 elsewhere: the gradient passes or stops",
+        "ReLU: dL/dx = dL/dy * [x > 0]")
+
+
+def _sigmoid(layer: Sigmoid) -> Derivative:
+    return Derivative(
+        "y = 1 / (1 + exp(-x))",
+        "the slope of the sigmoid, read off its own output; at most 1/4, near 0 when "
+        "saturated",
+        "Sigmoid: dL/dx = dL/dy * y * (1 - y)")
+
+
+def _tanh(layer: Tanh) -> Derivative:
+    return Derivative(
+        "y = tanh(x)",
+        "the slope of tanh, read off its own output; at most 1, near 0 when saturated",
+        "Tanh: dL/dx = dL/dy * (1 - y^2)")
+
+
+def _max_pool2d(layer: MaxPool2d) -> Derivative:
+    kh, kw = layer.kernel_size
+    return Derivative(
+        f"y = max over each {kh}x{kw} window of x",
+        "only the element that won a window's max influenced the output, so it gets "
+        "the whole gradient and the others get none",
+        "MaxPool2d: route dL/dy to the argmax of each window; dL/dx = 0 elsewhere")
+
+
+def _avg_pool2d(layer: AvgPool2d) -> Derivative:
+    kh, kw = layer.kernel_size
+    return Derivative(
+        f"y = mean over each {kh}x{kw} window of x",
+        f"each of the {kh * kw} elements of a window contributed 1/{kh * kw} of its mean",
+        f"AvgPool2d: dL/dx = dL/dy / {kh * kw}, spread evenly over each window")
+
+
+def _adaptive_avg_pool2d(layer: AdaptiveAvgPool2d) -> Derivative:
+    return Derivative(
+        f"y = mean of x over each of {layer.output_size} regions",
+        "each input element contributed 1/(region size) to its region's mean",
+        "AdaptiveAvgPool2d: dL/dx = dL/dy / (region size), spread evenly over each "
+        "output's input region")
+
+
+def _batch_norm(layer: _BatchNorm) -> Derivative:
+    return Derivative(
+        "y = gamma * x_hat + beta, x_hat = (x - mean) / sqrt(var + eps), batch statistics",
+        "gamma and beta act like a per-channel Linear on x_hat; the input gradient also "
+        "flows through the batch mean and variance, which every sample shares",
+        f"{type(layer).__name__}: dL/dgamma = sum(dL/dy * x_hat); dL/dbeta = sum(dL/dy); "
+        "dL/dx = (n*g - sum(g) - x_hat * sum(g * x_hat)) / (n * sqrt(var + eps)); "
+        "where g = dL/dy * gamma")
+
+
+def _flatten(layer: Flatten) -> Derivative:
+    return Derivative(
+        "y = reshape(x, (N, -1))",
+        "a reshape moves no value, so the gradient is only reshaped back",
+        "Flatten: dL/dx = reshape(dL/dy, shape of x)")
+
+
+def _dropout(layer: Dropout) -> Derivative:
+    return Derivative(
+        f"y = x * mask / (1 - p), mask ~ Bernoulli(1 - p), p = {layer.p:g}",
+        "kept elements were scaled by 1/(1 - p), dropped ones did not count",
+        "Dropout: dL/dx = dL/dy * mask / (1 - p), with the forward pass's mask")
+
+
+def _residual(layer: Residual) -> Derivative:
+    skip = ("dL/dy (identity shortcut)" if layer.shortcut is None
+            else "dL/dx through the shortcut")
+    return Derivative(
+        "y = F(x) + shortcut(x), with F the block whose layers are listed just above",
+        "a sum passes its gradient unchanged to both branches (the block's layers above "
+        "received this dL/dy), and the two input gradients add",
+        f"Residual: dL/dx = dL/dx through F + {skip}")
+
+
+# Layer class -> its Derivative. Looked up along the class's MRO, so a subclass (the
+# BatchNorms of _BatchNorm) finds its base's entry. One section per family of layers.
+_DERIVATIVES: dict[type, Callable[[Any], Derivative]] = {
+    # convolution
+    Conv2d: _conv2d,
+    # linear and shape
+    Linear: _linear,
+    Flatten: _flatten,
+    # activations
+    ReLU: _relu,
+    LeakyReLU: _leaky_relu,
+    Sigmoid: _sigmoid,
+    Tanh: _tanh,
+    # pooling
+    MaxPool2d: _max_pool2d,
+    AvgPool2d: _avg_pool2d,
+    AdaptiveAvgPool2d: _adaptive_avg_pool2d,
+    # normalization
+    _BatchNorm: _batch_norm,
+    # regularization
+    Dropout: _dropout,
+    # containers
+    Residual: _residual,
+}
+
+
 def derivative_of(layer: Layer) -> Derivative:
-    """The ``Derivative`` of a layer, for every built-in layer type."""
-    if isinstance(layer, Conv2d):
-        stride = "" if layer.stride == (1, 1) else f" (dL/dy spread out by the stride {layer.stride})"
-        return Derivative(
-            "y = correlate(x, W) + b: each output is the kernel dotted with one input window",
-            "every weight touched every window, so its gradient sums input * dL/dy over all "
-            "windows; every input pixel fed the outputs whose windows cover it, so its "
-            "gradient sums dL/dy times the matching kernel weights",
-            "Conv2d: dL/dW = correlate(x, dL/dy); dL/db = sum over (n, i, j) of dL/dy; "
-            "dL/dx = full-convolve(dL/dy, flipped W)" + stride)
-    if isinstance(layer, Linear):
-        return Derivative(
-            "y = x W^T + b",
-            "y is linear in W and in x: dy_i/dW_ij = x_j and dy_i/dx_j = W_ij",
-            "Linear: dL/dW = (dL/dy)^T x; dL/db = sum over n of dL/dy; dL/dx = dL/dy W")
-    if isinstance(layer, LeakyReLU):
-        a = layer.negative_slope
-        return Derivative(
-            f"y = x if x > 0 else {a:g} * x",
-            f"slope 1 where the input was positive, {a:g} elsewhere",
-            f"LeakyReLU: dL/dx = dL/dy * (1 if x > 0 else {a:g})")
-    if isinstance(layer, ReLU):
-        return Derivative(
-            "y = max(x, 0)",
-            "slope 1 where the input was positive, 0 elsewhere: the gradient passes or stops",
-            "ReLU: dL/dx = dL/dy * [x > 0]")
-    if isinstance(layer, Sigmoid):
-        return Derivative(
-            "y = 1 / (1 + exp(-x))",
-            "the slope of the sigmoid, read off its own output; at most 1/4, near 0 when "
-            "saturated",
-            "Sigmoid: dL/dx = dL/dy * y * (1 - y)")
-    if isinstance(layer, Tanh):
-        return Derivative(
-            "y = tanh(x)",
-            "the slope of tanh, read off its own output; at most 1, near 0 when saturated",
-            "Tanh: dL/dx = dL/dy * (1 - y^2)")
-    if isinstance(layer, MaxPool2d):
-        kh, kw = layer.kernel_size
-        return Derivative(
-            f"y = max over each {kh}x{kw} window of x",
-            "only the element that won a window's max influenced the output, so it gets "
-            "the whole gradient and the others get none",
-            "MaxPool2d: route dL/dy to the argmax of each window; dL/dx = 0 elsewhere")
-    if isinstance(layer, AvgPool2d):
-        kh, kw = layer.kernel_size
-        return Derivative(
-            f"y = mean over each {kh}x{kw} window of x",
-            f"each of the {kh * kw} elements of a window contributed 1/{kh * kw} of its mean",
-            f"AvgPool2d: dL/dx = dL/dy / {kh * kw}, spread evenly over each window")
-    if isinstance(layer, AdaptiveAvgPool2d):
-        return Derivative(
-            f"y = mean of x over each of {layer.output_size} regions",
-            "each input element contributed 1/(region size) to its region's mean",
-            "AdaptiveAvgPool2d: dL/dx = dL/dy / (region size), spread evenly over each "
-            "output's input region")
-    if isinstance(layer, _BatchNorm):
-        return Derivative(
-            "y = gamma * x_hat + beta, x_hat = (x - mean) / sqrt(var + eps), batch statistics",
-            "gamma and beta act like a per-channel Linear on x_hat; the input gradient also "
-            "flows through the batch mean and variance, which every sample shares",
-            f"{type(layer).__name__}: dL/dgamma = sum(dL/dy * x_hat); dL/dbeta = sum(dL/dy); "
-            "dL/dx = (n*g - sum(g) - x_hat * sum(g * x_hat)) / (n * sqrt(var + eps)); "
-            "where g = dL/dy * gamma")
-    if isinstance(layer, Flatten):
-        return Derivative(
-            "y = reshape(x, (N, -1))",
-            "a reshape moves no value, so the gradient is only reshaped back",
-            "Flatten: dL/dx = reshape(dL/dy, shape of x)")
-    if isinstance(layer, Dropout):
-        return Derivative(
-            f"y = x * mask / (1 - p), mask ~ Bernoulli(1 - p), p = {layer.p:g}",
-            "kept elements were scaled by 1/(1 - p), dropped ones did not count",
-            "Dropout: dL/dx = dL/dy * mask / (1 - p), with the forward pass's mask")
-    if isinstance(layer, Residual):
-        skip = ("dL/dy (identity shortcut)" if layer.shortcut is None
-                else "dL/dx through the shortcut")
-        return Derivative(
-            "y = F(x) + shortcut(x), with F the block whose layers are listed just above",
-            "a sum passes its gradient unchanged to both branches (the block's layers above "
-            "received this dL/dy), and the two input gradients add",
-            f"Residual: dL/dx = dL/dx through F + {skip}")
+    """The ``Derivative`` of a layer, for every built-in layer type; a layer of another
+    type gets its docstring's first line and a pointer to its ``backward``."""
+    for cls in type(layer).__mro__:
+        describe = _DERIVATIVES.get(cls)
+        if describe is not None:
+            return describe(layer)
     doc = (type(layer).__doc__ or "").strip().splitlines()
     return Derivative(doc[0] if doc else type(layer).__name__,
                       "(no description on file for this layer type)",
@@ -205,10 +262,11 @@ def explain(model: Layer, x: Any, y: Any, loss_fn: Loss | None = None, lr: float
         hooks.append(_hooks.install(layer, "forward", on_forward))
         hooks.append(_hooks.install(layer, "backward", on_backward))
 
-    optimizer = SGD(model.parameters(), lr=lr)
+    # A model without weights (a lone activation or pooling layer) has nothing to update.
+    optimizer = SGD(model.parameters(), lr=lr) if model.parameters() else None
     model.train()
     try:
-        optimizer.zero_grad()
+        model.zero_grad()
         out = model.forward(batch)
         loss = loss_fn(out, target)
         dout = loss_fn.backward()
@@ -221,7 +279,8 @@ def explain(model: Layer, x: Any, y: Any, loss_fn: Loss | None = None, lr: float
     for p in model.parameters():
         idx = np.unravel_index(int(np.argmax(np.abs(p.grad))), p.shape)
         picks[id(p)] = (idx, float(p.data[idx]))
-    optimizer.step()
+    if optimizer is not None:
+        optimizer.step()
     after = {id(p): float(p.data[picks[id(p)][0]]) for p in model.parameters()}
 
     rule = "=" * 78

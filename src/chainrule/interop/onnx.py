@@ -196,20 +196,28 @@ def _batch_norm(g: _Graph, c: Any, x: str, shape: tuple, path: str) -> str:
 
 
 _CONVERTERS: dict[type, Converter] = {
+    # convolution
     L.Conv2d: _conv,
+    # pooling
     L.MaxPool2d: _max_pool,
     L.AvgPool2d: _avg_pool,
     L.AdaptiveAvgPool2d: _adaptive_avg_pool,
+    # linear and shape
     L.Linear: _linear,
     L.Flatten: _flatten,
+    # normalization
     L.BatchNorm1d: _batch_norm,
     L.BatchNorm2d: _batch_norm,
+    # activations
     L.ReLU: lambda g, c, x, shape, path: g.node("Relu", [x], path),
     L.LeakyReLU: lambda g, c, x, shape, path: g.node("LeakyRelu", [x], path,
                                                      alpha=c.negative_slope),
     L.Sigmoid: lambda g, c, x, shape, path: g.node("Sigmoid", [x], path),
     L.Tanh: lambda g, c, x, shape, path: g.node("Tanh", [x], path),
+    # regularization
     L.Dropout: lambda g, c, x, shape, path: g.node("Identity", [x], path),
+    # resampling
+    # padding
 }
 
 

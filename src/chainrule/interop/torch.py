@@ -172,19 +172,27 @@ def _leaf_from_torch(torch: Any) -> dict[type, Callable[[Any, str], L.Layer]]:
         return build
 
     return {
+        # convolution
         nn.Conv2d: conv,
+        # linear and shape
         nn.Linear: linear,
+        nn.Flatten: lambda m, path: L.Flatten(m.start_dim, m.end_dim),
+        # pooling
         nn.MaxPool2d: max_pool,
         nn.AvgPool2d: avg_pool,
         nn.AdaptiveAvgPool2d: adaptive_avg_pool,
+        # normalization
         nn.BatchNorm1d: batch_norm(L.BatchNorm1d),
         nn.BatchNorm2d: batch_norm(L.BatchNorm2d),
-        nn.Flatten: lambda m, path: L.Flatten(m.start_dim, m.end_dim),
+        # activations
         nn.ReLU: lambda m, path: L.ReLU(),
         nn.LeakyReLU: lambda m, path: L.LeakyReLU(m.negative_slope),
         nn.Sigmoid: lambda m, path: L.Sigmoid(),
         nn.Tanh: lambda m, path: L.Tanh(),
+        # regularization
         nn.Dropout: lambda m, path: L.Dropout(m.p),
+        # resampling
+        # padding
     }
 
 
@@ -260,23 +268,31 @@ def _leaf_to_torch(torch: Any) -> dict[type, Callable[[Any, Any], Any]]:
         return build
 
     return {
+        # convolution
         L.Conv2d: conv,
+        # linear and shape
         L.Linear: lambda c, dtype: nn.Linear(c.in_features, c.out_features,
                                              bias=c.bias is not None, dtype=dtype),
+        L.Flatten: lambda c, dtype: nn.Flatten(c.start_dim, c.end_dim),
+        # pooling
         L.MaxPool2d: lambda c, dtype: nn.MaxPool2d(c.kernel_size, stride=c.stride,
                                                    padding=c.padding, dilation=c.dilation),
         L.AvgPool2d: lambda c, dtype: nn.AvgPool2d(c.kernel_size, stride=c.stride,
                                                    padding=c.padding,
                                                    count_include_pad=c.count_include_pad),
         L.AdaptiveAvgPool2d: lambda c, dtype: nn.AdaptiveAvgPool2d(c.output_size),
+        # normalization
         L.BatchNorm1d: batch_norm(nn.BatchNorm1d),
         L.BatchNorm2d: batch_norm(nn.BatchNorm2d),
-        L.Flatten: lambda c, dtype: nn.Flatten(c.start_dim, c.end_dim),
+        # activations
         L.ReLU: lambda c, dtype: nn.ReLU(),
         L.LeakyReLU: lambda c, dtype: nn.LeakyReLU(c.negative_slope),
         L.Sigmoid: lambda c, dtype: nn.Sigmoid(),
         L.Tanh: lambda c, dtype: nn.Tanh(),
+        # regularization
         L.Dropout: lambda c, dtype: nn.Dropout(c.p),
+        # resampling
+        # padding
     }
 
 

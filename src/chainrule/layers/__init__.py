@@ -1,16 +1,43 @@
-"""All layers."""
+"""All layers, by family. ``chainrule`` re-exports every name of ``__all__``."""
 
-from .activation import LeakyReLU, ReLU, Sigmoid, Tanh
 from .base import Layer
 from .container import Residual, Sequential
+
+# convolution
 from .conv import Conv2d
-from .dropout import Dropout
+
+# linear and shape
 from .linear import Flatten, Linear
-from .normalization import BatchNorm1d, BatchNorm2d
+
+# activations
+from .activation import LeakyReLU, ReLU, Sigmoid, Tanh
+
+# pooling
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
+# normalization
+from .normalization import BatchNorm1d, BatchNorm2d
+
+# regularization
+from .dropout import Dropout
+
+# resampling
+# padding
+
 __all__ = [
-    "Layer", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "Flatten",
-    "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Dropout", "BatchNorm1d", "BatchNorm2d",
-    "Sequential", "Residual",
+    "Layer", "Sequential", "Residual",
+    # convolution
+    "Conv2d",
+    # linear and shape
+    "Linear", "Flatten",
+    # activations
+    "ReLU", "LeakyReLU", "Sigmoid", "Tanh",
+    # pooling
+    "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+    # normalization
+    "BatchNorm1d", "BatchNorm2d",
+    # regularization
+    "Dropout",
+    # resampling
+    # padding
 ]
