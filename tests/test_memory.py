@@ -45,15 +45,19 @@ def test_memory_does_not_grow_over_500_training_steps(traced):
     current: dict[int, int] = {}
 
     def on_batch(epoch: int, step: int, loss: float) -> None:
-        if step + 1 in (50, 500):
+        if step + 1 in (250, 500):
             current[step + 1] = tracemalloc.get_traced_memory()[0]
 
     cr.fit(model, cr.CrossEntropyLoss(), cr.optim.Adam(model.parameters(), lr=1e-3), (X, y),
            epochs=1, batch_size=8, on_batch=on_batch)
-    growth = current[500] - current[50]
-    # Everything a step allocates is released by the next one; what may remain is noise
-    # (Python's small-object pools), far below one batch's activations.
-    assert growth < 32 * 1024, f"traced memory grew by {growth} bytes from step 50 to step 500"
+    growth = current[500] - current[250]
+    # Everything a step allocates is released by the next one. Python's free lists of
+    # small objects (tuples of shapes and axes), which tracemalloc counts as allocated,
+    # fill up during the first 100-200 steps by ~40 KiB when this test runs alone (less
+    # after other tests warmed them), then stay flat: hence the window from step 250.
+    # A leak of one small array a step (a batch's activations here are 8 KiB) would add
+    # megabytes over the 250 steps.
+    assert growth < 32 * 1024, f"traced memory grew by {growth} bytes from step 250 to step 500"
 
 
 # A convolution over a large batch, measured in a fresh interpreter: its scratch buffers
