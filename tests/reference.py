@@ -163,3 +163,200 @@ def adaptive_avg_pool2d(x: np.ndarray, output_size) -> np.ndarray:
                     x0, x1 = (j * w) // ow, math.ceil((j + 1) * w / ow)
                     out[b, ch, i, j] = x[b, ch, y0:y1, x0:x1].mean()
     return out
+
+
+# ---------------------------------------------------------------- pooling: ceil_mode, divisor_override,
+# adaptive max (appended for the pooling catalog)
+
+def pool_out_size(size: int, k: int, stride: int, pad: int, dilation: int = 1,
+                  ceil_mode: bool = False) -> int:
+    """torch's number of pooling windows along one axis: the quotient rounded down, or
+    up with ceil_mode, dropping a last window that would start at or past size + pad."""
+    span = size + 2 * pad - dilation * (k - 1) - 1
+    out = (math.ceil(span / stride) if ceil_mode else math.floor(span / stride)) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def max_pool2d_ceil(x: np.ndarray, kernel, stride, padding=(0, 0), dilation=(1, 1),
+                    ceil_mode: bool = False):
+    """max_pool2d with torch's ceil_mode output size: a window that hangs past the padded
+    input takes the max of the real elements it covers. Returns (out, argmax) as
+    max_pool2d does (the first maximum in row-major window order); a window without any
+    real element gives -inf and argmax (-1, -1)."""
+    n, c, h, w = x.shape
+    oh = pool_out_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
+    ow = pool_out_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
+    out = np.full((n, c, oh, ow), -math.inf)
+    argmax = np.full((n, c, oh, ow, 2), -1, dtype=np.int64)
+    for b in range(n):
+        for ch in range(c):
+            for oy in range(oh):
+                for ox in range(ow):
+                    best, where = -math.inf, None
+                    for _, _, y, xx in _window(oy, ox, kernel, stride, dilation, *padding):
+                        if _inside(y, xx, h, w) and (where is None or x[b, ch, y, xx] > best):
+                            best, where = x[b, ch, y, xx], (y, xx)
+                    if where is not None:
+                        out[b, ch, oy, ox] = best
+                        argmax[b, ch, oy, ox] = where
+    return out, argmax
+
+
+def _avg_window(o: int, k: int, stride: int, pad: int, size: int) -> tuple[int, int, int]:
+    """(first, end, pool_size) of average-pooling window o along one axis, as torch's CPU
+    kernel: the window clipped at size + pad gives pool_size (padding counts, ceil_mode's
+    overhang past it does not), then clipped to the input gives [first, end)."""
+    start = o * stride - pad
+    end = min(start + k, size + pad)
+    return max(start, 0), min(end, size), end - start
+
+
+def avg_pool2d_ceil(x: np.ndarray, kernel, stride, padding=(0, 0), ceil_mode: bool = False,
+                    count_include_pad: bool = True, divisor_override: int | None = None):
+    """Mean of each window with torch's output size and divisor: divisor_override if
+    given, else pool_size (count_include_pad) or the number of real elements.
+    x: (N, C, H, W) -> (N, C, H_out, W_out)."""
+    n, c, h, w = x.shape
+    oh = pool_out_size(h, kernel[0], stride[0], padding[0], 1, ceil_mode)
+    ow = pool_out_size(w, kernel[1], stride[1], padding[1], 1, ceil_mode)
+    out = np.zeros((n, c, oh, ow), dtype=np.float64)
+    for b in range(n):
+        for ch in range(c):
+            for oy in range(oh):
+                y0, y1, pool_h = _avg_window(oy, kernel[0], stride[0], padding[0], h)
+                for ox in range(ow):
+                    x0, x1, pool_w = _avg_window(ox, kernel[1], stride[1], padding[1], w)
+                    total = sum(x[b, ch, y, xx] for y in range(y0, y1) for xx in range(x0, x1))
+                    if divisor_override is not None:
+                        divisor = divisor_override
+                    elif count_include_pad:
+                        divisor = pool_h * pool_w
+                    else:
+                        divisor = (y1 - y0) * (x1 - x0)
+                    out[b, ch, oy, ox] = total / divisor
+    return out
+
+
+def avg_pool2d_ceil_backward(grad: np.ndarray, input_shape, kernel, stride, padding=(0, 0),
+                             count_include_pad: bool = True,
+                             divisor_override: int | None = None) -> np.ndarray:
+    """The input gradient of avg_pool2d_ceil: each output's gradient divided by its
+    window's divisor, added to every real element of the window.
+    grad: (N, C, H_out, W_out) -> (N, C, H, W)."""
+    n, c, h, w = input_shape
+    dx = np.zeros(input_shape, dtype=np.float64)
+    for b in range(n):
+        for ch in range(c):
+            for oy in range(grad.shape[2]):
+                y0, y1, pool_h = _avg_window(oy, kernel[0], stride[0], padding[0], h)
+                for ox in range(grad.shape[3]):
+                    x0, x1, pool_w = _avg_window(ox, kernel[1], stride[1], padding[1], w)
+                    if divisor_override is not None:
+                        divisor = divisor_override
+                    elif count_include_pad:
+                        divisor = pool_h * pool_w
+                    else:
+                        divisor = (y1 - y0) * (x1 - x0)
+                    for y in range(y0, y1):
+                        for xx in range(x0, x1):
+                            dx[b, ch, y, xx] += grad[b, ch, oy, ox] / divisor
+    return dx
+
+
+def adaptive_max_pool2d(x: np.ndarray, output_size):
+    """Output cell (i, j) is the max over rows floor(i*H/H_out) .. ceil((i+1)*H/H_out) - 1
+    and the columns alike, scanned in row-major order as torch's CPU kernel: a value
+    takes over when it is greater than the running max or is NaN (so ties stay with the
+    first maximum and the last NaN wins). Returns (out, argmax) as max_pool2d does.
+    x: (N, C, H, W) -> (N, C, H_out, W_out)."""
+    n, c, h, w = x.shape
+    oh, ow = output_size
+    out = np.zeros((n, c, oh, ow), dtype=np.float64)
+    argmax = np.zeros((n, c, oh, ow, 2), dtype=np.int64)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(oh):
+                for j in range(ow):
+                    y0, y1 = (i * h) // oh, math.ceil((i + 1) * h / oh)
+                    x0, x1 = (j * w) // ow, math.ceil((j + 1) * w / ow)
+                    best, where = -math.inf, (y0, x0)
+                    for y in range(y0, y1):
+                        for xx in range(x0, x1):
+                            value = x[b, ch, y, xx]
+                            if value > best or math.isnan(value):
+                                best, where = value, (y, xx)
+                    out[b, ch, i, j] = best
+                    argmax[b, ch, i, j] = where
+    return out, argmax
+
+
+# ---------------------------------------------------------------- transposed convolution
+
+def conv_transpose_out_size(size: int, k: int, stride: int, padding: int, output_padding: int = 0,
+                            dilation: int = 1) -> int:
+    return (size - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1
+
+
+def _scatter_targets(x_shape, weight_shape, out_hw, stride, padding, dilation, groups):
+    """(b, c, y, xx, o, ky, kx, oy, ox) for every product the transposed convolution adds:
+    input pixel (y, xx) of channel c, times kernel entry weight[c, o, ky, kx], lands on
+    output channel ``group*C_out/G + o`` at (y*stride + ky*dilation - padding, ...);
+    landings outside the output (cropped by the padding) are left out."""
+    n, c_in, h, w = x_shape
+    _, out_per_group, kh, kw = weight_shape
+    in_per_group = c_in // groups
+    for b in range(n):
+        for c in range(c_in):
+            first_out = (c // in_per_group) * out_per_group
+            for y in range(h):
+                for xx in range(w):
+                    for o in range(out_per_group):
+                        for ky in range(kh):
+                            for kx in range(kw):
+                                oy = y * stride[0] + ky * dilation[0] - padding[0]
+                                ox = xx * stride[1] + kx * dilation[1] - padding[1]
+                                if _inside(oy, ox, *out_hw):
+                                    yield b, c, y, xx, first_out + o, o, ky, kx, oy, ox
+
+
+def conv_transpose2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
+                     stride=(1, 1), padding=(0, 0), output_padding=(0, 0), dilation=(1, 1),
+                     groups: int = 1) -> np.ndarray:
+    """Transposed convolution by scattering: every input pixel adds itself times the
+    kernel into the output (see ``_scatter_targets``); ``output_padding`` only makes the
+    output larger at the bottom/right.
+
+    x: (N, C_in, H, W); weight: (C_in, C_out // groups, kh, kw); bias: (C_out,) or None.
+    Returns (N, C_out, H_out, W_out),
+    ``H_out = (H - 1)*stride - 2*padding + dilation*(kh - 1) + output_padding + 1``.
+    """
+    n, _, h, w = x.shape
+    _, out_per_group, kh, kw = weight.shape
+    out_hw = (conv_transpose_out_size(h, kh, stride[0], padding[0], output_padding[0], dilation[0]),
+              conv_transpose_out_size(w, kw, stride[1], padding[1], output_padding[1], dilation[1]))
+    out = np.zeros((n, out_per_group * groups, *out_hw), dtype=np.float64)
+    if bias is not None:
+        out += np.asarray(bias, dtype=np.float64).reshape(-1, 1, 1)
+    for b, c, y, xx, oc, o, ky, kx, oy, ox in _scatter_targets(x.shape, weight.shape, out_hw, stride,
+                                                               padding, dilation, groups):
+        out[b, oc, oy, ox] += x[b, c, y, xx] * weight[c, o, ky, kx]
+    return out
+
+
+def conv_transpose2d_backward(x: np.ndarray, weight: np.ndarray, grad: np.ndarray, stride=(1, 1),
+                              padding=(0, 0), dilation=(1, 1), groups: int = 1):
+    """Gradients of ``conv_transpose2d`` by the same loop: each product
+    ``x[b, c, y, xx] * weight[c, o, ky, kx]`` that landed on output (oc, oy, ox) sends
+    ``grad[b, oc, oy, ox]`` times the weight to x and times the input to the weight.
+
+    grad: (N, C_out, H_out, W_out). Returns dx (N, C_in, H, W), dweight (like weight)
+    and dbias (C_out,), the sum of grad over (N, H_out, W_out)."""
+    dx = np.zeros(x.shape, dtype=np.float64)
+    dweight = np.zeros(weight.shape, dtype=np.float64)
+    for b, c, y, xx, oc, o, ky, kx, oy, ox in _scatter_targets(x.shape, weight.shape, grad.shape[2:],
+                                                               stride, padding, dilation, groups):
+        dx[b, c, y, xx] += grad[b, oc, oy, ox] * weight[c, o, ky, kx]
+        dweight[c, o, ky, kx] += grad[b, oc, oy, ox] * x[b, c, y, xx]
+    return dx, dweight, grad.sum(axis=(0, 2, 3))

@@ -18,6 +18,27 @@ def every_layer_model(dtype=np.float32, seed: int = 0) -> cr.Sequential:
     """A model holding every layer type and the unusual options; input (N, 3, 8, 8)."""
     model = cr.Sequential(
         cr.Conv2d(3, 8, 3, padding="same", bias=False),                    # (N, 8, 8, 8)
+        cr.Sequential(                                                     # the catalog's layers
+            cr.GroupNorm(2, 8), cr.ReLU6(),
+            cr.ReflectionPad2d((1, 0, 2, 1)),                              # (N, 8, 11, 9)
+            cr.ReplicationPad2d(1),                                        # (N, 8, 13, 11)
+            cr.ZeroPad2d((0, -1, -2, 0)),                                  # (N, 8, 11, 10)
+            cr.ConstantPad2d(1, 0.5),                                      # (N, 8, 13, 12)
+            cr.MaxPool2d(3, stride=2, ceil_mode=True),                     # (N, 8, 6, 6)
+            cr.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1),  # (N, 4, 12, 12)
+            cr.InstanceNorm2d(4, affine=True, track_running_stats=True),
+            cr.GELU(approximate="tanh"),
+            cr.PixelUnshuffle(2), cr.ChannelShuffle(4), cr.PixelShuffle(2),  # (N, 4, 12, 12)
+            cr.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, divisor_override=4),  # (N, 4, 7, 7)
+            cr.UpsamplingBilinear2d(size=(8, 8)),                          # (N, 4, 8, 8)
+            cr.Upsample(scale_factor=0.5),                                 # (N, 4, 4, 4)
+            cr.UpsamplingNearest2d(scale_factor=2),                        # (N, 4, 8, 8)
+            cr.LocalResponseNorm(2), cr.Dropout2d(0.1), cr.Mish(),
+            cr.Flatten(2),                                                 # (N, 4, 64)
+            cr.Conv1d(4, 8, 3, padding=1), cr.MaxPool1d(2), cr.AvgPool1d(2),  # (N, 8, 16)
+            cr.Unflatten(2, (4, 4)),                                       # (N, 8, 4, 4)
+            cr.Upsample(scale_factor=2, mode="bilinear"),                  # (N, 8, 8, 8)
+        ),
         cr.BatchNorm2d(8, momentum=None),
         cr.LeakyReLU(0.2),
         cr.Conv2d(8, 8, 3, padding=(1, 2), dilation=(1, 2), groups=2),      # (N, 8, 8, 8)
@@ -31,12 +52,17 @@ def every_layer_model(dtype=np.float32, seed: int = 0) -> cr.Sequential:
         cr.Residual(cr.Sequential(cr.Sigmoid(), cr.Conv2d(16, 16, 1))),    # identity shortcut
         cr.MaxPool2d(2, stride=1, padding=1, dilation=2),                  # (N, 16, 2, 2)
         cr.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),     # (N, 16, 2, 2)
+        cr.AdaptiveMaxPool2d((3, 2)),                                      # (N, 16, 3, 2)
         cr.AdaptiveAvgPool2d((2, 1)),                                      # (N, 16, 2, 1)
         cr.Flatten(),                                                      # (N, 32)
         cr.Dropout(0.25),
         cr.Linear(32, 12),
         cr.BatchNorm1d(12, affine=False, track_running_stats=False),
         cr.ReLU(),
+        cr.Sequential(                                                     # (N, 12) activations
+            cr.LayerNorm(12), cr.ELU(0.5), cr.SELU(), cr.CELU(1.5), cr.SiLU(), cr.Hardswish(),
+            cr.Hardsigmoid(), cr.Hardtanh(-2.0, 2.0), cr.Softplus(2.0, 5.0), cr.PReLU(12),
+            cr.Identity(), cr.Softmax(dim=1), cr.LogSoftmax(dim=1)),
         cr.Linear(12, 5, bias=False),
     )
     return model.reset_parameters(seed).to(dtype)
@@ -83,20 +109,25 @@ def test_round_trip_gives_the_same_model(dtype):
 
 def test_describe_records_constructor_arguments():
     desc = describe(every_layer_model(np.float64))
-    assert desc["type"] == "Sequential" and len(desc["layers"]) == 15
+    assert desc["type"] == "Sequential" and len(desc["layers"]) == 18
     assert desc["layers"][0] == {"type": "Conv2d", "args": {
         "in_channels": 3, "out_channels": 8, "kernel_size": [3, 3], "stride": [1, 1],
         "padding": "same", "dilation": [1, 1], "groups": 1, "bias": False, "dtype": "float64"}}
-    assert desc["layers"][1]["args"] == {"num_features": 8, "eps": 1e-5, "momentum": None,
+    catalog = desc["layers"][1]["layers"]
+    assert catalog[2] == {"type": "ReflectionPad2d", "args": {"padding": [1, 0, 2, 1]}}
+    assert catalog[6]["args"]["ceil_mode"] is True
+    assert catalog[7]["args"]["output_padding"] == [1, 1]
+    assert catalog[13]["args"]["divisor_override"] == 4
+    assert desc["layers"][2]["args"] == {"num_features": 8, "eps": 1e-5, "momentum": None,
                                          "affine": True, "track_running_stats": True,
                                          "dtype": "float64"}
-    assert desc["layers"][3]["args"]["padding"] == [1, 2]
-    assert desc["layers"][3]["args"]["groups"] == 2
-    assert desc["layers"][4]["shortcut"]["layers"][2]["args"]["affine"] is False
-    assert desc["layers"][5]["shortcut"] is None
-    assert desc["layers"][7]["args"]["count_include_pad"] is False
-    assert desc["layers"][10] == {"type": "Dropout", "args": {"p": 0.25}}
-    assert desc["layers"][12]["args"] == {"num_features": 12, "eps": 1e-5, "momentum": 0.1,
+    assert desc["layers"][4]["args"]["padding"] == [1, 2]
+    assert desc["layers"][4]["args"]["groups"] == 2
+    assert desc["layers"][5]["shortcut"]["layers"][2]["args"]["affine"] is False
+    assert desc["layers"][6]["shortcut"] is None
+    assert desc["layers"][8]["args"]["count_include_pad"] is False
+    assert desc["layers"][12] == {"type": "Dropout", "args": {"p": 0.25}}
+    assert desc["layers"][14]["args"] == {"num_features": 12, "eps": 1e-5, "momentum": 0.1,
                                           "affine": False, "track_running_stats": False}
 
 

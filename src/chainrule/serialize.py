@@ -30,12 +30,16 @@ from typing import Any
 
 from .layers import Layer, Residual, Sequential
 # layer families, one import each (see the matching sections of _LEAVES)
-from .layers import Conv2d
-from .layers import AvgPool2d, AdaptiveAvgPool2d, MaxPool2d
-from .layers import Flatten, Linear
-from .layers import LeakyReLU, ReLU, Sigmoid, Tanh
-from .layers import Dropout
-from .layers import BatchNorm1d, BatchNorm2d
+from .layers import Conv1d, Conv2d, ConvTranspose2d
+from .layers import AvgPool1d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, MaxPool1d, MaxPool2d
+from .layers import Flatten, Linear, Unflatten
+from .layers import (CELU, ELU, GELU, SELU, Hardsigmoid, Hardswish, Hardtanh, Identity, LeakyReLU,
+                     LogSoftmax, Mish, PReLU, ReLU, ReLU6, Sigmoid, SiLU, Softmax, Softplus, Tanh)
+from .layers import Dropout, Dropout2d
+from .layers import (ChannelShuffle, PixelShuffle, PixelUnshuffle, Upsample,
+                     UpsamplingBilinear2d, UpsamplingNearest2d)
+from .layers import ConstantPad2d, ReflectionPad2d, ReplicationPad2d, ZeroPad2d
+from .layers import BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm, LocalResponseNorm
 
 __all__ = ["describe", "build", "LAYER_TYPES"]
 
@@ -69,6 +73,37 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "dtype": (lambda v: v in ("float32", "float64"), '"float32" or "float64"'),
     # checks that new layer families need go below, one section per family
+    # pooling
+    "pool_divisor": (lambda v: v is None or _is_int(v), "an int or null"),
+    "pool_output_size": (lambda v: _is_int(v) or (
+        isinstance(v, (list, tuple)) and len(v) == 2 and all(d is None or _is_int(d) for d in v)),
+                         "an int or a list of two ints or nulls"),
+    # padding and shape
+    "pad4": (lambda v: _is_int(v) or (isinstance(v, (list, tuple)) and len(v) == 4
+                                      and all(map(_is_int, v))),
+             "an int or a list of four ints (left, right, top, bottom)"),
+    "sizes": (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(map(_is_int, v)),
+              "a non-empty list of ints"),
+    # activations
+    "softmax_dim": (lambda v: v is None or _is_int(v), "an int or null"),
+    "gelu_approximate": (lambda v: v in ("none", "tanh"), '"none" or "tanh"'),
+    # convolution
+    "padding1d": (lambda v: v in ("same", "valid") if isinstance(v, str) else _is_int(v),
+                  'an int, "same" or "valid"'),
+    # normalization
+    "int_or_list": (lambda v: (_is_int(v) and v > 0) or (
+        isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int(d) and d > 0 for d in v)),
+                    "a positive int or a non-empty list of positive ints"),
+    # resampling
+    "upsample_size": (lambda v: v is None or _is_int(v) or (
+        isinstance(v, (list, tuple)) and 1 <= len(v) <= 2 and all(map(_is_int, v))),
+                      "null, an int or a list of one or two ints"),
+    "upsample_scale": (lambda v: v is None or _is_float(v) or (
+        isinstance(v, (list, tuple)) and 1 <= len(v) <= 2 and all(map(_is_float, v))),
+                       "null, a finite number or a list of one or two"),
+    "upsample_mode": (lambda v: v in ("nearest", "nearest-exact", "linear", "bilinear"),
+                      '"nearest", "nearest-exact", "linear" or "bilinear"'),
+    "bool_or_none": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
 }
 
 
@@ -86,6 +121,22 @@ def _conv_args(m: Conv2d) -> dict[str, Any]:
             "dtype": m.weight.dtype.name}
 
 
+def _conv1d_args(m: Conv1d) -> dict[str, Any]:
+    return {"in_channels": m.in_channels, "out_channels": m.out_channels,
+            "kernel_size": m.kernel_size[0], "stride": m.stride[0],
+            "padding": m.padding if isinstance(m.padding, str) else m.padding[0],
+            "dilation": m.dilation[0], "groups": m.groups, "bias": m.bias is not None,
+            "dtype": m.weight.dtype.name}
+
+
+def _conv_transpose_args(m: ConvTranspose2d) -> dict[str, Any]:
+    return {"in_channels": m.in_channels, "out_channels": m.out_channels,
+            "kernel_size": _pair(m.kernel_size), "stride": _pair(m.stride),
+            "padding": _pair(m.padding), "output_padding": _pair(m.output_padding),
+            "groups": m.groups, "bias": m.bias is not None, "dilation": _pair(m.dilation),
+            "dtype": m.weight.dtype.name}
+
+
 def _linear_args(m: Linear) -> dict[str, Any]:
     return {"in_features": m.in_features, "out_features": m.out_features,
             "bias": m.bias is not None, "dtype": m.weight.dtype.name}
@@ -100,18 +151,72 @@ def _batchnorm_args(m: BatchNorm1d | BatchNorm2d) -> dict[str, Any]:
     return args
 
 
+def _with_dtype(m: Layer, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` plus the layer's dtype when it has one (a layer without parameters or
+    buffers has none to store)."""
+    if m.dtype is not None:
+        args["dtype"] = m.dtype.name
+    return args
+
+
+def _groupnorm_args(m: GroupNorm) -> dict[str, Any]:
+    return _with_dtype(m, {"num_groups": m.num_groups, "num_channels": m.num_channels,
+                           "eps": m.eps, "affine": m.affine, "bias": m.bias is not None})
+
+
+def _layernorm_args(m: LayerNorm) -> dict[str, Any]:
+    return _with_dtype(m, {"normalized_shape": list(m.normalized_shape), "eps": m.eps,
+                           "elementwise_affine": m.elementwise_affine,
+                           "bias": m.bias is not None})
+
+
+def _instancenorm_args(m: InstanceNorm2d) -> dict[str, Any]:
+    return _with_dtype(m, {"num_features": m.num_features, "eps": m.eps,
+                           "momentum": m.momentum, "affine": m.affine,
+                           "track_running_stats": m.track_running_stats,
+                           "bias": m.bias is not None})
+
+
 def _maxpool_args(m: MaxPool2d) -> dict[str, Any]:
     return {"kernel_size": _pair(m.kernel_size), "stride": _pair(m.stride),
-            "padding": _pair(m.padding), "dilation": _pair(m.dilation)}
+            "padding": _pair(m.padding), "dilation": _pair(m.dilation),
+            "ceil_mode": m.ceil_mode}
 
 
 def _avgpool_args(m: AvgPool2d) -> dict[str, Any]:
     return {"kernel_size": _pair(m.kernel_size), "stride": _pair(m.stride),
-            "padding": _pair(m.padding), "count_include_pad": m.count_include_pad}
+            "padding": _pair(m.padding), "ceil_mode": m.ceil_mode,
+            "count_include_pad": m.count_include_pad, "divisor_override": m.divisor_override}
+
+
+def _maxpool1d_args(m: MaxPool1d) -> dict[str, Any]:
+    return {"kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding,
+            "dilation": m.dilation, "ceil_mode": m.ceil_mode}
+
+
+def _avgpool1d_args(m: AvgPool1d) -> dict[str, Any]:
+    return {"kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding,
+            "ceil_mode": m.ceil_mode, "count_include_pad": m.count_include_pad}
+
+
+def _adaptive_size_arg(m: AdaptiveAvgPool2d | AdaptiveMaxPool2d) -> dict[str, Any]:
+    # A pair whose None entries keep the input's size on that axis.
+    return {"output_size": [None if v is None else int(v) for v in m.output_size]}
 
 
 def _no_args(m: Layer) -> dict[str, Any]:
     return {}
+
+
+def _upsample_args(m: Upsample) -> dict[str, Any]:
+    # Tuples become lists (JSON); the subclasses fix mode and align_corners themselves.
+    args = {"size": list(m.size) if isinstance(m.size, tuple) else m.size,
+            "scale_factor": (list(m.scale_factor) if isinstance(m.scale_factor, tuple)
+                             else m.scale_factor)}
+    if type(m) is Upsample:
+        args.update(mode=m.mode, align_corners=m.align_corners,
+                    recompute_scale_factor=m.recompute_scale_factor)
+    return args
 
 
 _BATCHNORM_SCHEMA = {"num_features": "int", "eps": "float", "momentum": "float_or_none",
@@ -124,31 +229,99 @@ _LEAVES: dict[str, tuple[type[Layer], dict[str, str], Callable[[Any], dict[str, 
     "Conv2d": (Conv2d, {"in_channels": "int", "out_channels": "int", "kernel_size": "pair",
                         "stride": "pair", "padding": "padding", "dilation": "pair",
                         "groups": "int", "bias": "bool", "dtype": "dtype"}, _conv_args),
+    "Conv1d": (Conv1d, {"in_channels": "int", "out_channels": "int", "kernel_size": "int",
+                        "stride": "int", "padding": "padding1d", "dilation": "int",
+                        "groups": "int", "bias": "bool", "dtype": "dtype"}, _conv1d_args),
+    "ConvTranspose2d": (ConvTranspose2d, {"in_channels": "int", "out_channels": "int",
+                                          "kernel_size": "pair", "stride": "pair",
+                                          "padding": "pair", "output_padding": "pair",
+                                          "groups": "int", "bias": "bool", "dilation": "pair",
+                                          "dtype": "dtype"}, _conv_transpose_args),
     # pooling
     "MaxPool2d": (MaxPool2d, {"kernel_size": "pair", "stride": "pair", "padding": "pair",
-                              "dilation": "pair"}, _maxpool_args),
+                              "dilation": "pair", "ceil_mode": "bool"}, _maxpool_args),
     "AvgPool2d": (AvgPool2d, {"kernel_size": "pair", "stride": "pair", "padding": "pair",
-                              "count_include_pad": "bool"}, _avgpool_args),
-    "AdaptiveAvgPool2d": (AdaptiveAvgPool2d, {"output_size": "pair"},
-                          lambda m: {"output_size": _pair(m.output_size)}),
+                              "ceil_mode": "bool", "count_include_pad": "bool",
+                              "divisor_override": "pool_divisor"}, _avgpool_args),
+    "AdaptiveAvgPool2d": (AdaptiveAvgPool2d, {"output_size": "pool_output_size"},
+                          _adaptive_size_arg),
+    "MaxPool1d": (MaxPool1d, {"kernel_size": "int", "stride": "int", "padding": "int",
+                              "dilation": "int", "ceil_mode": "bool"}, _maxpool1d_args),
+    "AvgPool1d": (AvgPool1d, {"kernel_size": "int", "stride": "int", "padding": "int",
+                              "ceil_mode": "bool", "count_include_pad": "bool"}, _avgpool1d_args),
+    "AdaptiveMaxPool2d": (AdaptiveMaxPool2d, {"output_size": "pool_output_size"},
+                          _adaptive_size_arg),
     # linear and shape
     "Linear": (Linear, {"in_features": "int", "out_features": "int", "bias": "bool",
                         "dtype": "dtype"}, _linear_args),
     "Flatten": (Flatten, {"start_dim": "int", "end_dim": "int"},
                 lambda m: {"start_dim": int(m.start_dim), "end_dim": int(m.end_dim)}),
+    "Unflatten": (Unflatten, {"dim": "int", "unflattened_size": "sizes"},
+                  lambda m: {"dim": m.dim, "unflattened_size": list(m.unflattened_size)}),
     # activations
     "ReLU": (ReLU, {}, _no_args),
     "LeakyReLU": (LeakyReLU, {"negative_slope": "float"},
                   lambda m: {"negative_slope": m.negative_slope}),
     "Sigmoid": (Sigmoid, {}, _no_args),
     "Tanh": (Tanh, {}, _no_args),
+    "ReLU6": (ReLU6, {}, _no_args),
+    "Hardtanh": (Hardtanh, {"min_val": "float", "max_val": "float"},
+                 lambda m: {"min_val": m.min_val, "max_val": m.max_val}),
+    "ELU": (ELU, {"alpha": "float"}, lambda m: {"alpha": m.alpha}),
+    "SELU": (SELU, {}, _no_args),
+    "CELU": (CELU, {"alpha": "float"}, lambda m: {"alpha": m.alpha}),
+    "GELU": (GELU, {"approximate": "gelu_approximate"}, lambda m: {"approximate": m.approximate}),
+    "SiLU": (SiLU, {}, _no_args),
+    "Mish": (Mish, {}, _no_args),
+    "Hardswish": (Hardswish, {}, _no_args),
+    "Hardsigmoid": (Hardsigmoid, {}, _no_args),
+    "Softplus": (Softplus, {"beta": "float", "threshold": "float"},
+                 lambda m: {"beta": m.beta, "threshold": m.threshold}),
+    "PReLU": (PReLU, {"num_parameters": "int", "init": "float", "dtype": "dtype"},
+              lambda m: {"num_parameters": m.num_parameters, "init": m.init,
+                         "dtype": m.weight.dtype.name}),
+    "Softmax": (Softmax, {"dim": "softmax_dim"}, lambda m: {"dim": m.dim}),
+    "LogSoftmax": (LogSoftmax, {"dim": "softmax_dim"}, lambda m: {"dim": m.dim}),
+    "Identity": (Identity, {}, _no_args),
     # regularization
     "Dropout": (Dropout, {"p": "float"}, lambda m: {"p": m.p}),
+    "Dropout2d": (Dropout2d, {"p": "float", "inplace": "bool"},
+                  lambda m: {"p": m.p, "inplace": m.inplace}),
     # normalization
     "BatchNorm1d": (BatchNorm1d, _BATCHNORM_SCHEMA, _batchnorm_args),
     "BatchNorm2d": (BatchNorm2d, _BATCHNORM_SCHEMA, _batchnorm_args),
+    "GroupNorm": (GroupNorm, {"num_groups": "int", "num_channels": "int", "eps": "float",
+                              "affine": "bool", "bias": "bool", "dtype": "dtype"}, _groupnorm_args),
+    "LayerNorm": (LayerNorm, {"normalized_shape": "int_or_list", "eps": "float",
+                              "elementwise_affine": "bool", "bias": "bool", "dtype": "dtype"},
+                  _layernorm_args),
+    "InstanceNorm2d": (InstanceNorm2d, {**_BATCHNORM_SCHEMA, "bias": "bool"}, _instancenorm_args),
+    "LocalResponseNorm": (LocalResponseNorm, {"size": "int", "alpha": "float", "beta": "float",
+                                              "k": "float"},
+                          lambda m: {"size": m.size, "alpha": m.alpha, "beta": m.beta, "k": m.k}),
     # resampling
+    "Upsample": (Upsample, {"size": "upsample_size", "scale_factor": "upsample_scale",
+                            "mode": "upsample_mode", "align_corners": "bool_or_none",
+                            "recompute_scale_factor": "bool_or_none"}, _upsample_args),
+    "UpsamplingNearest2d": (UpsamplingNearest2d, {"size": "upsample_size",
+                                                  "scale_factor": "upsample_scale"},
+                            _upsample_args),
+    "UpsamplingBilinear2d": (UpsamplingBilinear2d, {"size": "upsample_size",
+                                                    "scale_factor": "upsample_scale"},
+                             _upsample_args),
+    "PixelShuffle": (PixelShuffle, {"upscale_factor": "int"},
+                     lambda m: {"upscale_factor": m.upscale_factor}),
+    "PixelUnshuffle": (PixelUnshuffle, {"downscale_factor": "int"},
+                       lambda m: {"downscale_factor": m.downscale_factor}),
+    "ChannelShuffle": (ChannelShuffle, {"groups": "int"}, lambda m: {"groups": m.groups}),
     # padding
+    "ZeroPad2d": (ZeroPad2d, {"padding": "pad4"}, lambda m: {"padding": list(m.padding)}),
+    "ConstantPad2d": (ConstantPad2d, {"padding": "pad4", "value": "float"},
+                      lambda m: {"padding": list(m.padding), "value": m.value}),
+    "ReflectionPad2d": (ReflectionPad2d, {"padding": "pad4"},
+                        lambda m: {"padding": list(m.padding)}),
+    "ReplicationPad2d": (ReplicationPad2d, {"padding": "pad4"},
+                         lambda m: {"padding": list(m.padding)}),
 }
 _CONTAINERS: dict[str, type[Layer]] = {"Sequential": Sequential, "Residual": Residual}
 # Keys an entry may hold besides "type" and "args".

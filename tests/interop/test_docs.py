@@ -24,5 +24,5 @@ def test_interop_doc_examples_run(tmp_path, monkeypatch, capsys):
     torch_diff, error, onnx_diff_1, onnx_diff_2, checkpoint_diff, meta = printed
     for diff in (torch_diff, onnx_diff_1, onnx_diff_2, checkpoint_diff):
         assert float(diff) < 1e-5, printed
-    assert error.startswith("1.0: torch.nn.GELU is not supported")
+    assert error.startswith("1.0: torch.nn.Softsign is not supported")
     assert meta == "{'in_channels': 1, 'input_size': 28} Sequential"

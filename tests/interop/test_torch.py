@@ -107,18 +107,19 @@ def test_torch_model_trained_in_chainrule_and_converted_back():
 
 def _unsupported_cases():
     return [
-        (nn.Sequential(nn.ReLU(), nn.Sequential(nn.Identity(), nn.GELU())), "1.0: torch.nn.Identity"),
-        (nn.Sequential(nn.Conv2d(1, 1, 3), nn.GELU()), "1: torch.nn.GELU"),
-        (nn.GELU(), "(root): torch.nn.GELU"),
+        (nn.Sequential(nn.ReLU(), nn.Sequential(nn.Conv3d(1, 1, 1), nn.GELU())), "1.0: torch.nn.Conv3d"),
+        (nn.Sequential(nn.Conv2d(1, 1, 3), nn.Softsign()), "1: torch.nn.Softsign"),
+        (nn.Softsign(), "(root): torch.nn.Softsign"),
         (nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect")),
          "0: torch.nn.Conv2d(padding_mode='reflect')"),
-        (nn.Sequential(nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True)),
-         "1: torch.nn.MaxPool2d(ceil_mode=True)"),
-        (nn.Sequential(nn.MaxPool2d(2, return_indices=True)), "0: torch.nn.MaxPool2d(return_indices=True)"),
-        (nn.Sequential(nn.AvgPool2d(2, ceil_mode=True)), "0: torch.nn.AvgPool2d(ceil_mode=True)"),
-        (nn.Sequential(nn.AvgPool2d(2, divisor_override=3)), "0: torch.nn.AvgPool2d(divisor_override=3)"),
-        (nn.Sequential(nn.AdaptiveAvgPool2d((None, 2))),
-         "0: torch.nn.AdaptiveAvgPool2d(output_size=(None, 2))"),
+        (nn.Sequential(nn.ReLU(), nn.MaxPool2d(2, return_indices=True, ceil_mode=True)),
+         "1: torch.nn.MaxPool2d(return_indices=True)"),
+        (nn.Sequential(nn.MaxPool1d(2, return_indices=True)), "0: torch.nn.MaxPool1d(return_indices=True)"),
+        (nn.Sequential(nn.AdaptiveMaxPool2d((None, 2), return_indices=True)),
+         "0: torch.nn.AdaptiveMaxPool2d(return_indices=True)"),
+        (nn.Sequential(nn.AvgPool2d(2, ceil_mode=True, divisor_override=0)),
+         "0: torch.nn.AvgPool2d(divisor_override=0)"),
+        (nn.Sequential(nn.AvgPool2d(2, divisor_override=-3)), "0: torch.nn.AvgPool2d(divisor_override=-3)"),
         (TorchResidual(nn.Sequential(nn.BatchNorm2d(2, bias=False))),
          "block.0: torch.nn.BatchNorm2d(bias=False)"),
         (nn.Sequential(nn.Linear(2, 2).half()), "0: torch.nn.Linear with dtype torch.float16"),
@@ -167,5 +168,15 @@ def test_train_mode_outputs_agree_without_dropout(name, build, shape):
     tol = float32_output_tolerance(model, x)
     err = rel_error(torch_forward(module, x), model.forward(x))
     assert err <= tol, f"train-mode relative error {err:.2e} (tolerance {tol:.2e})"
+    ours = model.state_dict()
     for key, value in module.state_dict().items():
-        assert rel_error(value.numpy(), model.state_dict()[key]) <= tol, key
+        theirs = value.numpy()
+        if key.endswith("running_mean"):
+            # A batch mean averages values of the size of the batch's std: its rounding
+            # error scales with that, not with the mean, which after a normalized layer
+            # is 0 up to rounding (~1e-9 here, where a relative error means nothing).
+            std = np.sqrt(ours[key.replace("running_mean", "running_var")])
+            error = np.max(np.abs(theirs - ours[key]) / np.maximum(np.abs(theirs), std))
+        else:
+            error = rel_error(theirs, ours[key])
+        assert error <= tol, f"{key}: {error:.2e} > {tol:.2e}"

@@ -1,15 +1,22 @@
 """Stateless kernels: im2col/col2im and pooling windows. Layers call these."""
 
 from ._parallel import empty_with_layout, outer_axis, parallel_slices
-from .conv import conv2d_backward, conv2d_forward
+from .conv import conv2d_backward, conv2d_forward, conv2d_input_gradient
+from .conv_transpose import (conv_transpose2d_backward, conv_transpose2d_forward,
+                             conv_transpose_output_size)
 from .im2col import col2im, conv_output_size, im2col, pad_channel_major, unpad_to_nchw
-from .pooling import (adaptive_pool_matrix, avg_pool_backward, avg_pool_forward,
-                      max_pool_backward, max_pool_forward, pad_spatial, window_counts)
+from .pooling import (adaptive_max_pool_backward, adaptive_max_pool_forward, adaptive_pool_matrix,
+                      adaptive_windows, avg_pool_backward, avg_pool_forward, avg_pool_window_sizes,
+                      max_pool_backward, max_pool_forward, pad_spatial, pool_output_size,
+                      pool_overhang, window_counts)
 
 __all__ = [
-    "conv2d_forward", "conv2d_backward",
+    "conv2d_forward", "conv2d_backward", "conv2d_input_gradient",
+    "conv_transpose2d_forward", "conv_transpose2d_backward", "conv_transpose_output_size",
     "im2col", "col2im", "conv_output_size", "pad_channel_major", "unpad_to_nchw",
     "max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",
     "pad_spatial", "window_counts", "adaptive_pool_matrix",
+    "pool_output_size", "pool_overhang", "avg_pool_window_sizes",
+    "adaptive_windows", "adaptive_max_pool_forward", "adaptive_max_pool_backward",
     "empty_with_layout", "outer_axis", "parallel_slices",
 ]

@@ -14,7 +14,9 @@ With K = C_in/G * kh * kw columns per group, L = H_out * W_out pixels, per group
     weight gradient:  dW[g] = (cols[g] (K, N*L) @ G[g].T).T
     input gradient:   dxp = col2im(W[g].T (K, Og) @ G[g]); for stride 1 with enough input
                       channels, the forward kernel applied to the padded G with the
-                      flipped, transposed kernel instead
+                      flipped, transposed kernel instead. ``conv2d_input_gradient``
+                      computes it alone: it is also the forward of a transposed
+                      convolution (``conv_transpose``)
 
 For stride 1 and one group, backward unfolds only the padded G: its columns give the
 input gradient (flipped kernel) and the weight gradient (columns @ x.T) in one pass
@@ -22,7 +24,8 @@ input gradient (flipped kernel) and the weight gradient (columns @ x.T) in one p
 forward unfolds only the kernel's rows and turns its columns into shifted additions
 (``_forward_rows``), a product shape BLAS runs faster. A stride-1 col2im for narrow
 outputs adds each kernel offset's columns as one flat run per image
-(``_input_gradient_flat``).
+(``_input_gradient_flat``). Depthwise convolutions (one input channel per group) skip
+im2col altogether: ``functional.depthwise``.
 
 Output size per spatial dimension::
 
@@ -33,6 +36,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .depthwise import (depthwise_forward, depthwise_input_gradient, depthwise_weight_gradient,
+                        is_depthwise)
 from ._parallel import (batch_chunks, even_chunks, matmul, num_workers, product_in_thread,
                         run_split, scratch)
 from .im2col import (Padding4, Pair, col2im, im2col, im2col_stage_bytes, pad_channel_major,
@@ -118,6 +123,9 @@ def conv2d_forward(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
     """
     c_in, n = xp.shape[:2]
     c_out, c_group, kh, kw = weight.shape
+    if is_depthwise(c_in, weight.shape):
+        out = depthwise_forward(xp, weight, bias, stride, dilation, out_hw)
+        return (out, None) if return_columns else out
     groups = c_in // c_group
     oh, ow = out_hw
     reach = xp.shape[3] - ow          # dilation * (kw - 1) when the stride is 1
@@ -271,13 +279,16 @@ def conv2d_backward(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, stride
     c_in, n, hp, wp = xp.shape
     c_out, c_group, kh, kw = weight.shape
     groups = c_in // c_group
-    _, _, oh, ow = grad.shape
     top, bottom, left, right = padding
-    h, w = hp - top - bottom, wp - left - right
     grad = np.ascontiguousarray(grad)
     reach = (dilation[0] * (kh - 1), dilation[1] * (kw - 1))
     grad_padding = (reach[0] - top, reach[0] - bottom, reach[1] - left, reach[1] - right)
     flipped_path = _flipped_kernel_pays_off(c_group, stride) and min(grad_padding) >= 0
+    if is_depthwise(c_in, weight.shape):
+        dweight, dbias = depthwise_weight_gradient(xp, grad, (kh, kw), stride, dilation, with_bias)
+        dx = (conv2d_input_gradient(weight, grad, groups, (hp, wp), stride, dilation, padding)
+              if input_grad else None)
+        return dx, dweight, dbias
     if not input_grad:
         dweight, dbias = _weight_gradient(xp, grad, (kh, kw), groups, stride, dilation,
                                           with_bias, workspace_bytes, columns)
@@ -287,20 +298,57 @@ def conv2d_backward(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, stride
                                  workspace_bytes)
     dweight, dbias = _weight_gradient(xp, grad, (kh, kw), groups, stride, dilation, with_bias,
                                       workspace_bytes, columns)
-    dweight = dweight.reshape(weight.shape)
-    if flipped_path:
+    dx = conv2d_input_gradient(weight, grad, groups, (hp, wp), stride, dilation, padding,
+                               workspace_bytes)
+    return dx, dweight.reshape(weight.shape), dbias
+
+
+def conv2d_input_gradient(weight: np.ndarray, grad: np.ndarray, groups: int, padded_hw: Pair,
+                          stride: Pair, dilation: Pair, padding: Padding4,
+                          workspace_bytes: int | None = None) -> np.ndarray:
+    """dL/dx of ``conv2d_forward`` alone: ``col2im(W.T @ G)`` cropped to the input.
+
+    Args:
+        weight: (C_out, C_in // G, kh, kw).
+        grad: (C_out, N, H_out, W_out) upstream gradient, channel-major. It may have
+            fewer rows or columns than the padded input gives windows (the last outputs
+            of the convolution dropped): ``conv_transpose2d_forward`` with an
+            ``output_padding`` of at least the stride, where the dilation allows it.
+        padded_hw: (Hp, Wp) of the padded input; padding: (top, bottom, left, right).
+    Returns:
+        (C_in, N, H, W), ``H = Hp - top - bottom`` (may be a view of a padded array).
+
+    Stride 1 with enough input channels per group (``MIN_FLIPPED_ROWS``): the forward
+    kernel applied to G padded by ``dilation*(k - 1) - padding`` (more at the end for
+    dropped outputs) with the kernel flipped and its channels swapped (see
+    ``conv2d_backward``); else col2im, on a Wp-wide grid for narrow stride-1 outputs.
+    """
+    c_out, c_group, kh, kw = weight.shape
+    c_in = c_group * groups
+    _, _, oh, ow = grad.shape
+    hp, wp = padded_hw
+    top, bottom, left, right = padding
+    h, w = hp - top - bottom, wp - left - right
+    grad = np.ascontiguousarray(grad)
+    if is_depthwise(c_in, weight.shape):
+        dxp = depthwise_input_gradient(weight, grad, c_in, (hp, wp), stride, dilation)
+        return dxp[:, :, top:top + h, left:left + w]
+    # G padded so that output y of the flipped convolution sees G[y + top - i*dh]: before
+    # by the kernel's reach less the padding, after up to h + reach rows in all.
+    grad_padding = (dilation[0] * (kh - 1) - top, hp - bottom - oh,
+                    dilation[1] * (kw - 1) - left, wp - right - ow)
+    if _flipped_kernel_pays_off(c_group, stride) and min(grad_padding) >= 0:
         og = c_out // groups
         flipped = weight.reshape(groups, og, c_group, kh, kw).transpose(0, 2, 1, 3, 4)
         flipped = np.ascontiguousarray(flipped[..., ::-1, ::-1]).reshape(c_in, og, kh, kw)
         gp = pad_channel_major(grad.transpose(1, 0, 2, 3), grad_padding)   # (C_out, N, ., .)
-        dx = conv2d_forward(gp, flipped, None, (1, 1), dilation, (h, w), workspace_bytes)
-        return dx, dweight, dbias
+        return conv2d_forward(gp, flipped, None, (1, 1), dilation, (h, w), workspace_bytes)
     if tuple(stride) == (1, 1) and ow <= MAX_FLAT_COL2IM_WIDTH:
         dxp = _input_gradient_flat(weight, grad, groups, (hp, wp), dilation, workspace_bytes)
     else:
         dxp = _input_gradient_col2im(weight, grad, groups, (hp, wp), stride, dilation,
                                      workspace_bytes)
-    return dxp[:, :, top:top + h, left:left + w], dweight, dbias
+    return dxp[:, :, top:top + h, left:left + w]
 
 
 def _backward_flipped(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, dilation: Pair,

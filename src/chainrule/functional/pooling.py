@@ -2,9 +2,14 @@
 
 They accept any leading layout (N, C, ...) because pooling treats every channel of
 every image alike. Each loops over kernel offsets only (kh * kw slices), never over
-pixels. Output size per spatial dimension::
+pixels. Output size per spatial dimension (``pool_output_size``)::
 
     H_out = (H + 2*pad - dilation*(k - 1) - 1) // stride + 1
+
+or, with ``ceil_mode``, the same quotient rounded up, less one when the last window
+would start at or past ``H + pad`` (torch's rule). Windows that then hang past the
+padded input are handled by padding the far (bottom/right) side further: with -inf
+for a max, with zeros (and divisors of their own) for a mean.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ from ._parallel import parallel_slices
 from .im2col import Pair, _offset_slices
 
 
-def pad_spatial(x: np.ndarray, padding: Pair, value: float) -> np.ndarray:
-    """Pad the last two axes of ``x`` by ``padding`` = (ph, pw) on both sides."""
-    ph, pw = padding
-    if not ph and not pw:
+def pad_spatial(x: np.ndarray, padding: Pair, value: float, extra: Pair = (0, 0)) -> np.ndarray:
+    """Pad the last two axes of ``x`` by ``padding`` = (ph, pw) on both sides, and by
+    ``extra`` = (eh, ew) more rows and columns at the bottom and right (the room that
+    ceil_mode's last windows hang into)."""
+    (ph, pw), (eh, ew) = padding, extra
+    if not ph and not pw and not eh and not ew:
         return x
-    out = np.full((*x.shape[:-2], x.shape[-2] + 2 * ph, x.shape[-1] + 2 * pw), value, dtype=x.dtype)
+    out = np.full((*x.shape[:-2], x.shape[-2] + 2 * ph + eh, x.shape[-1] + 2 * pw + ew), value,
+                  dtype=x.dtype)
     out[..., ph:ph + x.shape[-2], pw:pw + x.shape[-1]] = x
     return out
 
@@ -273,3 +281,128 @@ def adaptive_pool_matrix(size: int, out_size: int, dtype: np.dtype) -> np.ndarra
         end = -((-(i + 1) * size) // out_size)
         matrix[i, start:end] = 1.0 / (end - start)
     return matrix.astype(dtype)
+
+
+# ---------------------------------------------------------------------- ceil_mode windows
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1,
+                     ceil_mode: bool = False) -> int:
+    """Number of windows along one axis, by torch's rule.
+
+    ``(size + 2*padding - dilation*(kernel - 1) - 1) / stride + 1``, the quotient rounded
+    down, or up with ``ceil_mode``; a ceil_mode window that would start at or past
+    ``size + padding`` (in the right padding, or beyond it) is dropped, so every window
+    starts inside the input or its left padding. May be < 1: the caller refuses that.
+    """
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    if (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def pool_overhang(size: int, kernel: int, stride: int, padding: int, dilation: int, out: int) -> int:
+    """How far the last of ``out`` windows reaches past the padded input (0 without
+    ceil_mode): the extra elements to pad at the far end so that every window fits."""
+    return max(0, (out - 1) * stride + dilation * (kernel - 1) + 1 - (size + 2 * padding))
+
+
+def avg_pool_window_sizes(size: int, kernel: int, stride: int, padding: int, out: int
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """(out,) int arrays ``(pool, real)`` along one axis of average pooling: ``pool`` is
+    the window's length clipped at ``size + padding`` (padding counts, the ceil_mode
+    overhang beyond it does not: torch's ``pool_size``), ``real`` its length clipped to
+    the input itself. A 2-D window's counts are the products of its two axes' counts."""
+    start = np.arange(out) * stride - padding
+    end = np.minimum(start + kernel, size + padding)
+    real = np.minimum(end, size) - np.maximum(start, 0)
+    return end - start, real
+
+
+# ---------------------------------------------------------------------- adaptive max pooling
+
+def adaptive_windows(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """(out,) ``(start, end)`` of adaptive pooling's windows along one axis: window i is
+    ``floor(i*size/out) .. ceil((i+1)*size/out) - 1``, as torch (windows may overlap,
+    and differ in length by one)."""
+    i = np.arange(out)
+    return (i * size) // out, -((-(i + 1) * size) // out)
+
+
+def _windowed_max(x: np.ndarray, starts: np.ndarray, ends: np.ndarray, axis: int,
+                  with_winner: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Max of ``x`` over the adaptive windows ``[start, end)`` along ``axis`` (-1 or -2).
+
+    A loop over the offsets t of a window (at most ``max(end - start)`` of them): offset
+    t reads position ``min(start + t, end - 1)``, so a shorter window reads its last
+    element again, which can neither change a max nor win a tie (a later equal value
+    never takes over). Returns the maxima and the winners' positions along ``axis``
+    (int64): the first maximum in order on ties, the last NaN when there is one (as
+    torch's CPU kernel, whose ``val > maxval || isnan(val)`` lets every NaN take over).
+    """
+    length = int((ends - starts).max())
+    positions = [np.minimum(starts + t, ends - 1) for t in range(length)]
+    # Positions broadcast along the pooled axis: (out, 1) for rows, (out,) for columns.
+    as_index = (lambda p: p[:, None]) if axis == -2 else (lambda p: p)
+    best = np.take(x, positions[0], axis=axis)        # a copy, ``out`` long along axis
+    if not with_winner:
+        for position in positions[1:]:
+            np.maximum(best, np.take(x, position, axis=axis), out=best)
+        return best, None
+    winner = np.empty(best.shape, dtype=np.int64)
+    winner[...] = as_index(positions[0])
+    better = np.empty(best.shape, dtype=np.bool_)
+    for position in positions[1:]:
+        candidate = np.take(x, position, axis=axis)
+        np.greater(candidate, best, out=better)       # strictly: ties stay with the first
+        np.copyto(winner, as_index(position), where=better)
+        np.maximum(best, candidate, out=best)         # np.maximum propagates NaN
+    if np.isnan(best).any():
+        for position in positions:                    # in order: the last NaN wins
+            np.copyto(winner, as_index(position), where=np.isnan(np.take(x, position, axis=axis)))
+    return best, winner
+
+
+def adaptive_max_pool_forward(x: np.ndarray, out_hw: Pair, with_winner: bool = True
+                              ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Adaptive max pooling of the last two axes of ``x`` (..., H, W) to ``out_hw``.
+
+    Separable, columns first: each row's max over every column window (..., H, W_out),
+    then the max of those over every row window. Scanning the rows in order and, within
+    the winning row, the columns in order finds the first maximum in row-major window
+    order, which is torch's winner on ties; a NaN makes its row's value NaN, so the last
+    row with a NaN and its last NaN win, torch's last NaN in row-major order.
+
+    Returns:
+        out: (..., H_out, W_out) window maxima.
+        winner: (..., H_out, W_out) int64 position ``row * W + column`` of each window's
+            winner in its (H, W) plane, or None when ``with_winner`` is False.
+    """
+    (h, w), (oh, ow) = x.shape[-2:], out_hw
+    col_starts, col_ends = adaptive_windows(w, ow)
+    row_starts, row_ends = adaptive_windows(h, oh)
+    by_row, col_winner = _windowed_max(x, col_starts, col_ends, -1, with_winner)   # (..., H, W_out)
+    out, row_winner = _windowed_max(by_row, row_starts, row_ends, -2, with_winner)  # (..., H_out, W_out)
+    if not with_winner:
+        return out, None
+    column = np.take_along_axis(col_winner, row_winner, axis=-2)   # the winning row's winner
+    row_winner *= w
+    row_winner += column
+    return out, row_winner
+
+
+def adaptive_max_pool_backward(grad: np.ndarray, winner: np.ndarray, hw: Pair) -> np.ndarray:
+    """Add each output gradient (..., H_out, W_out) into its window's winner of a zero
+    (..., H, W) array; windows that share a winner (they may overlap) add.
+
+    One ``bincount`` over the flat positions of all winners: no loop at all. It sums in
+    float64 (exact for the few terms an element receives from overlapping windows, up
+    to the one rounding back to a float32 gradient's dtype)."""
+    planes = int(np.prod(grad.shape[:-2], dtype=np.int64))
+    size = hw[0] * hw[1]
+    flat = winner.reshape(planes, -1) + (np.arange(planes, dtype=np.int64) * size)[:, None]
+    dx = np.bincount(flat.ravel(), weights=grad.reshape(-1).astype(np.float64, copy=False),
+                     minlength=planes * size)
+    return dx.astype(grad.dtype, copy=False).reshape(*grad.shape[:-2], *hw)

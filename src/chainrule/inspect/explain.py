@@ -15,14 +15,21 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..layers.activation import LeakyReLU, ReLU, Sigmoid, Tanh
+from ..layers.activation import (CELU, ELU, GELU, SELU, Hardsigmoid, Hardswish, Hardtanh,
+                                 Identity, LeakyReLU, LogSoftmax, Mish, PReLU, ReLU, ReLU6,
+                                 Sigmoid, SiLU, Softmax, Softplus, Tanh)
 from ..layers.base import Layer
 from ..layers.container import Residual, Sequential
-from ..layers.conv import Conv2d
-from ..layers.dropout import Dropout
-from ..layers.linear import Flatten, Linear
-from ..layers.normalization import BatchNorm1d, _BatchNorm
-from ..layers.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from ..layers.conv import Conv1d, Conv2d, ConvTranspose2d
+from ..layers.dropout import Dropout, Dropout2d
+from ..layers.linear import Flatten, Linear, Unflatten
+from ..layers.normalization import (BatchNorm1d, GroupNorm, InstanceNorm2d, LayerNorm,
+                                    LocalResponseNorm, _BatchNorm)
+from ..layers.padding import ConstantPad2d, ReflectionPad2d, ReplicationPad2d, ZeroPad2d
+from ..layers.resample import (ChannelShuffle, PixelShuffle, PixelUnshuffle, Upsample,
+                               UpsamplingBilinear2d, UpsamplingNearest2d)
+from ..layers.pooling import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d,
+                              MaxPool1d, MaxPool2d)
 from ..losses import CrossEntropyLoss, Loss, MSELoss
 from ..optim.sgd import SGD
 from . import _hooks
@@ -53,6 +60,30 @@ def _conv2d(layer: Conv2d) -> Derivative:
         "gradient sums dL/dy times the matching kernel weights",
         "Conv2d: dL/dW = correlate(x, dL/dy); dL/db = sum over (n, i, j) of dL/dy; "
         "dL/dx = full-convolve(dL/dy, flipped W)" + stride)
+
+
+def _conv1d(layer: Conv1d) -> Derivative:
+    stride = "" if layer.stride == (1,) else f" (dL/dy spread out by the stride {layer.stride[0]})"
+    return Derivative(
+        "y = correlate(x, W) + b along the sequence: each output is the kernel dotted with "
+        "one window of the input",
+        "every weight touched every window, so its gradient sums input * dL/dy over all "
+        "windows; every input position fed the outputs whose windows cover it, so its "
+        "gradient sums dL/dy times the matching kernel weights",
+        "Conv1d: dL/dW = correlate(x, dL/dy); dL/db = sum over (n, l) of dL/dy; "
+        "dL/dx = full-convolve(dL/dy, flipped W)" + stride)
+
+
+def _conv_transpose2d(layer: ConvTranspose2d) -> Derivative:
+    return Derivative(
+        "y = scatter of each input pixel times the kernel into the output, at the stride "
+        "(overlaps add) + b: the input gradient of a Conv2d with the same W",
+        "each input pixel wrote its value times the kernel into one output window, so its "
+        "gradient is that window of dL/dy dotted with the kernel; each weight gets input "
+        "times dL/dy summed over the windows it wrote into",
+        "ConvTranspose2d: dL/dx = correlate(dL/dy, W) (a Conv2d forward of dL/dy at the "
+        "stride); dL/dW = correlate(dL/dy, x) (Conv2d's weight gradient, roles of input "
+        "and gradient swapped); dL/db = sum over (n, i, j) of dL/dy")
 
 
 def _linear(layer: Linear) -> Derivative:
@@ -92,6 +123,121 @@ def _tanh(layer: Tanh) -> Derivative:
         "Tanh: dL/dx = dL/dy * (1 - y^2)")
 
 
+# activations: the torch.nn catalog
+def _hardtanh(layer: Hardtanh) -> Derivative:
+    lo, hi = f"{layer.min_val:g}", f"{layer.max_val:g}"
+    name = type(layer).__name__          # ReLU6 is Hardtanh(0, 6)
+    return Derivative(
+        f"y = min(max(x, {lo}), {hi})",
+        f"slope 1 strictly between {lo} and {hi}, 0 where the input was clipped (and at "
+        "the bounds themselves)",
+        f"{name}: dL/dx = dL/dy * [{lo} < x < {hi}]")
+
+
+def _elu(layer: ELU) -> Derivative:
+    a = f"{layer.alpha:g}"
+    return Derivative(
+        f"y = x if x > 0 else {a} * (exp(x) - 1)",
+        f"slope 1 for positive inputs; {a} * exp(x), which fades to 0, for the others",
+        f"ELU: dL/dx = dL/dy * (1 if x > 0 else {a} * exp(x))")
+
+
+def _selu(layer: SELU) -> Derivative:
+    return Derivative(
+        "y = scale * (x if x > 0 else alpha * (exp(x) - 1)), alpha = 1.6733, scale = 1.0507",
+        "scale for positive inputs; scale * alpha * exp(x) for the others, so activations "
+        "keep unit variance from layer to layer",
+        "SELU: dL/dx = dL/dy * scale * (1 if x > 0 else alpha * exp(x))")
+
+
+def _celu(layer: CELU) -> Derivative:
+    a = f"{layer.alpha:g}"
+    return Derivative(
+        f"y = x if x > 0 else {a} * (exp(x / {a}) - 1)",
+        f"slope 1 for positive inputs; exp(x / {a}) for the others: continuous at 0",
+        f"CELU: dL/dx = dL/dy * (1 if x > 0 else exp(x / {a}))")
+
+
+def _gelu(layer: GELU) -> Derivative:
+    if layer.approximate == "tanh":
+        return Derivative(
+            "y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)",
+            "the product rule on x times a smooth step: the step itself plus x times the "
+            "step's slope",
+            "GELU: dL/dx = dL/dy * (0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) * du/dx); "
+            "du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)")
+    return Derivative(
+        "y = x * Phi(x), Phi the standard normal CDF = 0.5 (1 + erf(x / sqrt(2)))",
+        "the product rule: the Gaussian CDF plus x times the Gaussian density",
+        "GELU: dL/dx = dL/dy * (Phi(x) + x * phi(x)); phi(x) = exp(-x^2 / 2) / sqrt(2 pi)")
+
+
+def _silu(layer: SiLU) -> Derivative:
+    return Derivative(
+        "y = x * sigmoid(x)",
+        "the product rule: the sigmoid plus x times the sigmoid's slope s (1 - s)",
+        "SiLU: dL/dx = dL/dy * s * (1 + x * (1 - s)); s = sigmoid(x)")
+
+
+def _mish(layer: Mish) -> Derivative:
+    return Derivative(
+        "y = x * tanh(softplus(x)), softplus(x) = log(1 + exp(x))",
+        "the product rule: T plus x times T's slope, (1 - T^2) * sigmoid(x)",
+        "Mish: dL/dx = dL/dy * (T + x * sigmoid(x) * (1 - T^2)); T = tanh(softplus(x))")
+
+
+def _hardswish(layer: Hardswish) -> Derivative:
+    return Derivative(
+        "y = x * min(max(x + 3, 0), 6) / 6",
+        "0 up to -3, the line x/3 + 1/2 strictly between -3 and 3, 1 from 3 on",
+        "Hardswish: dL/dx = dL/dy * (0 if x <= -3 else x/3 + 1/2 if x < 3 else 1)")
+
+
+def _hardsigmoid(layer: Hardsigmoid) -> Derivative:
+    return Derivative(
+        "y = min(max(x + 3, 0), 6) / 6",
+        "slope 1/6 strictly between -3 and 3, 0 where the output is clipped to 0 or 1",
+        "Hardsigmoid: dL/dx = dL/dy / 6 * [-3 < x < 3]")
+
+
+def _softplus(layer: Softplus) -> Derivative:
+    b, t = f"{layer.beta:g}", f"{layer.threshold:g}"
+    return Derivative(
+        f"y = log(1 + exp({b} x)) / {b}, and y = x where {b} x > {t}",
+        f"the sigmoid of {b} x: a smooth ReLU's slope; exactly 1 in the linear regime",
+        f"Softplus: dL/dx = dL/dy * sigmoid({b} x); dL/dx = dL/dy where {b} x > {t}")
+
+
+def _prelu(layer: PReLU) -> Derivative:
+    per = "one slope a" if layer.num_parameters == 1 else \
+        f"a slope a per channel ({layer.num_parameters})"
+    return Derivative(
+        f"y = x if x > 0 else a * x, with {per} learned",
+        "slope 1 where the input was positive, a elsewhere; the slope a itself is "
+        "pushed by x * dL/dy wherever it was used",
+        "PReLU: dL/dx = dL/dy * (1 if x > 0 else a); dL/da = sum over x <= 0 of dL/dy * x")
+
+
+def _softmax(layer: Softmax) -> Derivative:
+    return Derivative(
+        f"y = exp(x) / sum(exp(x)) along dim {layer.dim}",
+        "every output depends on every input of its row: dy_i/dx_j = y_i ([i = j] - y_j)",
+        "Softmax: dL/dx = y * (dL/dy - sum(dL/dy * y, dim))")
+
+
+def _log_softmax(layer: LogSoftmax) -> Derivative:
+    return Derivative(
+        f"y = x - log(sum(exp(x))) along dim {layer.dim}",
+        "each output moves one for one with its own input and down by softmax(x)_j "
+        "with every input j of its row",
+        "LogSoftmax: dL/dx = dL/dy - softmax(x) * sum(dL/dy, dim); softmax(x) = exp(y)")
+
+
+def _identity(layer: Identity) -> Derivative:
+    return Derivative("y = x", "the identity passes the gradient unchanged",
+                      "Identity: dL/dx = dL/dy")
+
+
 def _max_pool2d(layer: MaxPool2d) -> Derivative:
     kh, kw = layer.kernel_size
     return Derivative(
@@ -101,12 +247,46 @@ def _max_pool2d(layer: MaxPool2d) -> Derivative:
         "MaxPool2d: route dL/dy to the argmax of each window; dL/dx = 0 elsewhere")
 
 
-def _avg_pool2d(layer: AvgPool2d) -> Derivative:
-    kh, kw = layer.kernel_size
+def _avg_divisor(layer: AvgPool1d | AvgPool2d, size: int) -> str:
+    """What an average pool divides each window's sum by, in words: ``size`` (the
+    window's kh*kw) unless divisor_override, count_include_pad=False or ceil_mode's
+    clipped windows change it."""
+    if getattr(layer, "divisor_override", None) is not None:
+        return str(layer.divisor_override)
+    if not layer.count_include_pad and (layer.ceil_mode or layer.padding not in (0, (0, 0))):
+        return "(the number of input elements in its window)"
+    if layer.ceil_mode:
+        return f"{size} (a ceil_mode window cut off by the padded input's end: its size inside)"
+    return str(size)
+
+
+def _avg_pool(layer: AvgPool1d | AvgPool2d) -> Derivative:
+    kernel = layer.kernel_size
+    window, size = ((f"{kernel[0]}x{kernel[1]}", kernel[0] * kernel[1])
+                    if isinstance(kernel, tuple) else (f"length-{kernel}", kernel))
+    divisor = _avg_divisor(layer, size)
+    name = type(layer).__name__
     return Derivative(
-        f"y = mean over each {kh}x{kw} window of x",
-        f"each of the {kh * kw} elements of a window contributed 1/{kh * kw} of its mean",
-        f"AvgPool2d: dL/dx = dL/dy / {kh * kw}, spread evenly over each window")
+        f"y = (sum of x over each {window} window) / {divisor}",
+        f"each input element counts once in its window's sum, which is divided by {divisor}",
+        f"{name}: dL/dx = dL/dy / {divisor}, spread evenly over each window's input elements")
+
+
+def _max_pool1d(layer: MaxPool1d) -> Derivative:
+    return Derivative(
+        f"y = max over each length-{layer.kernel_size} window of x",
+        "only the element that won a window's max influenced the output, so it gets "
+        "the whole gradient and the others get none",
+        "MaxPool1d: route dL/dy to the argmax of each window; dL/dx = 0 elsewhere")
+
+
+def _adaptive_max_pool2d(layer: AdaptiveMaxPool2d) -> Derivative:
+    return Derivative(
+        f"y = max of x over each of {layer.output_size} regions",
+        "only the element that won a region's max influenced the output, so it gets the "
+        "whole gradient (regions that overlap and share a winner add theirs)",
+        "AdaptiveMaxPool2d: route dL/dy to the argmax of each output's input region; "
+        "dL/dx = 0 elsewhere")
 
 
 def _adaptive_avg_pool2d(layer: AdaptiveAvgPool2d) -> Derivative:
@@ -127,6 +307,57 @@ def _batch_norm(layer: _BatchNorm) -> Derivative:
         "where g = dL/dy * gamma")
 
 
+_STANDARDIZE_DX = ("dL/dx = (g - mean(g) - x_hat * mean(g * x_hat)) / sqrt(var + eps) over "
+                   "each {group}; where g = dL/dy * gamma")
+
+
+def _group_norm(layer: GroupNorm) -> Derivative:
+    per = layer.num_channels // layer.num_groups
+    return Derivative(
+        f"y = gamma * x_hat + beta, x_hat = (x - mean) / sqrt(var + eps) over each group of "
+        f"{per} channel(s) and all positions of one sample ({layer.num_groups} groups)",
+        "gamma and beta act per channel on x_hat; the input gradient also flows through "
+        "the group's mean and variance, which all its elements share",
+        "GroupNorm: dL/dgamma = sum over (n, positions) of dL/dy * x_hat; dL/dbeta = sum "
+        "over (n, positions) of dL/dy; " + _STANDARDIZE_DX.format(group="(sample, group)"))
+
+
+def _layer_norm(layer: LayerNorm) -> Derivative:
+    return Derivative(
+        f"y = gamma * x_hat + beta, x_hat = (x - mean) / sqrt(var + eps) over the last "
+        f"{len(layer.normalized_shape)} axes {layer.normalized_shape} of each sample",
+        "gamma and beta act elementwise on x_hat; the input gradient also flows through "
+        "the sample's mean and variance, which all its normalized elements share",
+        "LayerNorm: dL/dgamma = sum over the leading axes of dL/dy * x_hat; dL/dbeta = sum "
+        "over the leading axes of dL/dy; " + _STANDARDIZE_DX.format(group="sample"))
+
+
+def _instance_norm(layer: InstanceNorm2d) -> Derivative:
+    running = layer.track_running_stats and not layer.training
+    stats = "the running statistics" if running else "each (sample, channel) over H, W"
+    dx = ("dL/dx = g / sqrt(running_var + eps); where g = dL/dy * gamma" if running
+          else _STANDARDIZE_DX.format(group="(sample, channel) over H, W"))
+    return Derivative(
+        f"y = gamma * x_hat + beta, x_hat = (x - mean) / sqrt(var + eps) with {stats}",
+        "gamma and beta act per channel on x_hat; " + (
+            "the running statistics are constants, so x_hat is linear in x" if running else
+            "the input gradient also flows through the mean and variance of each channel of "
+            "each sample"),
+        "InstanceNorm2d: dL/dgamma = sum over (n, h, w) of dL/dy * x_hat; dL/dbeta = sum "
+        "over (n, h, w) of dL/dy; " + dx)
+
+
+def _local_response_norm(layer: LocalResponseNorm) -> Derivative:
+    n = layer.size
+    return Derivative(
+        f"y_c = x_c / s_c^{layer.beta:g}, s_c = {layer.k:g} + {layer.alpha:g}/{n} * sum of "
+        f"x^2 over channels [c - {n // 2}, c + {(n - 1) // 2}]",
+        "each output depends on its own input directly and, through s, on the squares of "
+        "its neighbouring channels",
+        f"LocalResponseNorm: dL/dx_c = dL/dy_c / s_c^beta - 2 alpha beta / size * x_c * sum "
+        f"over the c' whose window holds c of dL/dy_c' * x_c' * s_c'^(-beta-1)")
+
+
 def _flatten(layer: Flatten) -> Derivative:
     return Derivative(
         "y = reshape(x, (N, -1))",
@@ -139,6 +370,104 @@ def _dropout(layer: Dropout) -> Derivative:
         f"y = x * mask / (1 - p), mask ~ Bernoulli(1 - p), p = {layer.p:g}",
         "kept elements were scaled by 1/(1 - p), dropped ones did not count",
         "Dropout: dL/dx = dL/dy * mask / (1 - p), with the forward pass's mask")
+
+
+# padding and shape
+def _unflatten(layer: Unflatten) -> Derivative:
+    return Derivative(
+        f"y = reshape(x), axis {layer.dim} split into {layer.unflattened_size}",
+        "a reshape moves no value, so the gradient is only reshaped back",
+        "Unflatten: dL/dx = reshape(dL/dy, shape of x)")
+
+
+def _dropout2d(layer: Dropout2d) -> Derivative:
+    return Derivative(
+        f"y = x * mask / (1 - p), one mask value ~ Bernoulli(1 - p) per (sample, channel), "
+        f"p = {layer.p:g}",
+        "kept channels were scaled by 1/(1 - p), dropped channels did not count",
+        "Dropout2d: dL/dx = dL/dy * mask / (1 - p), with the forward pass's per-channel mask")
+
+
+def _pad2d(layer: ConstantPad2d | ReflectionPad2d | ReplicationPad2d) -> Derivative:
+    name = type(layer).__name__
+    left, right, top, bottom = layer.padding
+    if min(layer.padding) >= 0:
+        middle = f"dL/dx = the middle of dL/dy, dL/dy[..., {top}:{top} + H, {left}:{left} + W]"
+        crops = ""
+    else:   # a negative side crops: that part of x reached no output
+        middle = "dL/dx = the middle of dL/dy on the part of x that was kept, 0 where x was cropped"
+        crops = " (negative sides crop)"
+    if isinstance(layer, ConstantPad2d):
+        border = f"the value {layer.value:g}"
+        words = ("x was copied into the middle and the border is a constant, so the gradient "
+                 "of the middle goes back to x and the border's is dropped")
+        formula = f"{name}: {middle}"
+    else:
+        reflect = isinstance(layer, ReflectionPad2d)
+        border = ("x's rows and columns mirrored at its edges" if reflect
+                  else "copies of x's edge rows and columns")
+        words = ("x was copied into the middle and into the border, so each input element "
+                 "gets the gradient of every output that copied it")
+        added = ("each border's gradient, flipped, added onto the rows/columns it mirrored"
+                 if reflect else "each border's gradient summed onto the edge row/column it "
+                 "repeated")
+        formula = (f"{name}: {middle}; plus {added}, columns first then rows (so corners "
+                   "reach their pixel through both axes)")
+    def grown(axis: str, n: int) -> str:
+        return f"{axis} {'-' if n < 0 else '+'} {abs(n)}"
+    return Derivative(
+        f"y = x copied into the middle of an ({grown('H', top + bottom)}) x "
+        f"({grown('W', left + right)}) map, "
+        f"padding (left, right, top, bottom) = {layer.padding}{crops}, the border filled with "
+        f"{border}", words, formula)
+
+
+def _upsample(layer: Upsample) -> Derivative:
+    name = type(layer).__name__
+    how = (f"scale_factor {layer.scale_factor}" if layer.scale_factor is not None
+           else f"size {layer.size}")
+    if layer.mode in ("nearest", "nearest-exact"):
+        forward = (f"y = A_h x A_w^T ({how}, {layer.mode}): each output copies the input pixel "
+                   "nearest to its source point")
+        words = ("a copy has slope 1 to the pixel it copied and 0 to the others; a pixel "
+                 "copied by several outputs collects all their gradients")
+    else:
+        corners = "corner pixels aligned" if layer.align_corners else "pixel centres aligned"
+        forward = (f"y = A_h x A_w^T ({how}, {layer.mode}, {corners}): each output "
+                   "interpolates the input pixels around its source point, weighted by nearness")
+        words = ("each output is linear in the pixels it interpolated, with slope equal to "
+                 "their weights; a pixel that fed several outputs collects all their "
+                 "gradients")
+    return Derivative(forward, words,
+                      f"{name}: dL/dx = A_h^T dL/dy A_w; each output's gradient goes back to "
+                      "its source pixels with the forward's weights")
+
+
+def _pixel_shuffle(layer: PixelShuffle) -> Derivative:
+    r = layer.upscale_factor
+    return Derivative(
+        f"y[c, h*{r} + i, w*{r} + j] = x[c*{r * r} + i*{r} + j, h, w]: each group of {r * r} "
+        f"channels becomes one {r}x{r} block of pixels",
+        "a rearrangement moves values without changing them, so the gradient is moved back",
+        f"PixelShuffle: dL/dx = pixel_unshuffle(dL/dy, {r})")
+
+
+def _pixel_unshuffle(layer: PixelUnshuffle) -> Derivative:
+    r = layer.downscale_factor
+    return Derivative(
+        f"y[c*{r * r} + i*{r} + j, h, w] = x[c, h*{r} + i, w*{r} + j]: each {r}x{r} block of "
+        f"pixels becomes {r * r} channels",
+        "a rearrangement moves values without changing them, so the gradient is moved back",
+        f"PixelUnshuffle: dL/dx = pixel_shuffle(dL/dy, {r})")
+
+
+def _channel_shuffle(layer: ChannelShuffle) -> Derivative:
+    g = layer.groups
+    return Derivative(
+        f"y = x with channel k*(C/{g}) + j moved to j*{g} + k: the channels of {g} groups "
+        "interleaved",
+        "a permutation moves values without changing them, so the gradient is moved back",
+        f"ChannelShuffle: dL/dx = channel_shuffle(dL/dy, C/{g}), the inverse permutation")
 
 
 def _residual(layer: Residual) -> Derivative:
@@ -156,22 +485,60 @@ def _residual(layer: Residual) -> Derivative:
 _DERIVATIVES: dict[type, Callable[[Any], Derivative]] = {
     # convolution
     Conv2d: _conv2d,
+    Conv1d: _conv1d,
+    ConvTranspose2d: _conv_transpose2d,
     # linear and shape
     Linear: _linear,
     Flatten: _flatten,
+    Unflatten: _unflatten,
     # activations
     ReLU: _relu,
     LeakyReLU: _leaky_relu,
     Sigmoid: _sigmoid,
     Tanh: _tanh,
+    Hardtanh: _hardtanh,
+    ReLU6: _hardtanh,
+    ELU: _elu,
+    SELU: _selu,
+    CELU: _celu,
+    GELU: _gelu,
+    SiLU: _silu,
+    Mish: _mish,
+    Hardswish: _hardswish,
+    Hardsigmoid: _hardsigmoid,
+    Softplus: _softplus,
+    PReLU: _prelu,
+    Softmax: _softmax,
+    LogSoftmax: _log_softmax,
+    Identity: _identity,
     # pooling
     MaxPool2d: _max_pool2d,
-    AvgPool2d: _avg_pool2d,
+    AvgPool2d: _avg_pool,
     AdaptiveAvgPool2d: _adaptive_avg_pool2d,
+    MaxPool1d: _max_pool1d,
+    AvgPool1d: _avg_pool,
+    AdaptiveMaxPool2d: _adaptive_max_pool2d,
     # normalization
     _BatchNorm: _batch_norm,
+    GroupNorm: _group_norm,
+    LayerNorm: _layer_norm,
+    InstanceNorm2d: _instance_norm,
+    LocalResponseNorm: _local_response_norm,
     # regularization
     Dropout: _dropout,
+    Dropout2d: _dropout2d,
+    # resampling
+    Upsample: _upsample,
+    UpsamplingNearest2d: _upsample,
+    UpsamplingBilinear2d: _upsample,
+    PixelShuffle: _pixel_shuffle,
+    PixelUnshuffle: _pixel_unshuffle,
+    ChannelShuffle: _channel_shuffle,
+    # padding
+    ZeroPad2d: _pad2d,
+    ConstantPad2d: _pad2d,
+    ReflectionPad2d: _pad2d,
+    ReplicationPad2d: _pad2d,
     # containers
     Residual: _residual,
 }

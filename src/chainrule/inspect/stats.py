@@ -3,7 +3,9 @@
 Definitions (tests/inspect checks the recorded values against them, computed there in
 plain NumPy):
 
-- ``zero_fraction`` of a ReLU output: the fraction of elements exactly 0.
+- ``zero_fraction`` of a ReLU output: the fraction of elements exactly 0. ReLU6 counts
+  as a ReLU here: its output is 0 exactly where its input is <= 0, where no gradient
+  passes, as for ReLU (its other flat part, at 6, is rare and not a dead unit).
 - ``fired_channels`` of a ReLU output (N, C, ...): whether each channel is positive for
   at least one sample and position of the batch. A channel that did not fire is *dead*
   on that batch: no gradient reaches the weights that feed it. (The recorder flags a
@@ -28,7 +30,7 @@ import math
 
 import numpy as np
 
-from ..layers.activation import ReLU, Sigmoid, Tanh
+from ..layers.activation import ReLU, ReLU6, Sigmoid, Tanh
 from ..layers.base import Layer
 
 SIGMOID_SATURATION = 0.01   # y < 0.01 or y > 1 - 0.01
@@ -37,8 +39,9 @@ DEFAULT_RATIO_THRESHOLD = 1e3
 
 
 def activation_kind(layer: Layer) -> str:
-    """``"relu"``, ``"sigmoid"``, ``"tanh"`` or ``"other"``: which extra statistics apply."""
-    if isinstance(layer, ReLU):
+    """``"relu"`` (ReLU and ReLU6), ``"sigmoid"``, ``"tanh"`` or ``"other"``: which extra
+    statistics apply."""
+    if isinstance(layer, (ReLU, ReLU6)):
         return "relu"
     if isinstance(layer, Sigmoid):
         return "sigmoid"

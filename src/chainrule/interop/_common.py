@@ -8,7 +8,7 @@ class UnsupportedModuleError(ValueError):
     """A module (or an option of one) that a converter cannot translate exactly.
 
     The message starts with the module's path in the model and its class, e.g.
-    ``"3: torch.nn.GELU"``, so the offending layer can be found in a printed model.
+    ``"3: torch.nn.Softsign"``, so the offending layer can be found in a printed model.
     """
 
 

@@ -9,20 +9,75 @@ domain at opset 17 (IR version 8, read by every ONNX Runtime since 1.12), with o
 chainrule                     ONNX
 ============================  ==================================================
 Conv2d                        Conv (pads, strides, dilations, group)
-MaxPool2d                     MaxPool (pads, strides, dilations)
-AvgPool2d                     AveragePool (count_include_pad)
+Conv1d                        Conv with 1-D kernel_shape, pads, strides, dilations
+ConvTranspose2d               ConvTranspose (pads, strides, output_padding,
+                              dilations, group); an output_padding not below the
+                              stride (legal with a larger dilation; ONNX Runtime
+                              refuses it) becomes smaller end pads, then a Pad with
+                              zeros and an Add of the bias where the pads run out
+MaxPool2d, MaxPool1d          MaxPool (pads, strides, dilations); with ceil_mode
+                              windows hanging past the padded input, a Pad with -inf
+                              first (explicit end padding in place of ceil_mode)
+AvgPool2d, AvgPool1d          AveragePool (count_include_pad); ceil_mode as explicit
+                              end pads, count_include_pad=1 then as a Pad with zeros
+                              and AveragePool count_include_pad=0 over the overhang
+                              (torch's divisor); divisor_override: Pad with zeros,
+                              AveragePool, Mul by kh*kw/divisor
+AdaptiveMaxPool2d             GlobalMaxPool for output 1x1; MaxPool when the output
+                              size divides the input size; otherwise per axis a Gather
+                              of the windows (padded by repeating their last element)
+                              and a ReduceMax
 AdaptiveAvgPool2d             GlobalAveragePool for output 1x1; AveragePool when the
                               output size divides the input size; otherwise two
                               MatMuls with the pooling matrices, P_h @ x @ P_w.T
 Linear                        Gemm on (N, in); MatMul + Add on (N, *, in)
 Flatten                       Flatten (axis 1 .. end) or Reshape (other axis ranges)
+Unflatten                     Reshape (0 keeps the dynamic batch; not on the batch axis)
 ReLU, LeakyReLU, Sigmoid,     Relu, LeakyRelu, Sigmoid, Tanh
 Tanh
+ReLU6, Hardtanh               Clip (min and max as inputs)
+ELU, SELU, CELU               Elu, Selu (torch's alpha and scale), Celu (float32;
+                              Celu's formula with Where/Exp for float64)
+Hardswish, Hardsigmoid        HardSwish, HardSigmoid (alpha 1/6, beta 1/2)
+GELU                          0.5 x (1 + Erf(x / sqrt 2)); with approximate="tanh"
+                              0.5 x (1 + Tanh(sqrt(2/pi) (x + 0.044715 x^3))) (no Gelu
+                              operator before opset 20)
+SiLU, Mish                    x * Sigmoid(x), x * Tanh(Softplus(x)) (no Mish before
+                              opset 18)
+Softplus                      Where(beta x > threshold, x, Softplus(beta x) / beta)
+PReLU                         PRelu, the slope shaped (C, 1, ..., 1)
+Softmax, LogSoftmax           Softmax, LogSoftmax (axis dim, the implicit one for
+                              dim=None)
+Identity                      Identity
 Dropout                       Identity
+Dropout2d                     Identity
 BatchNorm1d/2d                BatchNormalization with the running statistics; without
                               running statistics (track_running_stats=False, which
                               normalizes with the batch's own statistics even in eval)
                               ReduceMean/Sub/Mul/Sqrt/Div
+GroupNorm                     Reshape (N, G, -1), InstanceNormalization (scale 1,
+                              shift 0), Reshape back, Mul/Add per channel
+LayerNorm                     LayerNormalization (axis -len(normalized_shape); scale
+                              1 and shift 0 where the layer has none)
+InstanceNorm2d                InstanceNormalization (the input's own statistics);
+                              BatchNormalization with track_running_stats=True
+LocalResponseNorm             LRN for an odd size and a 4-D input; otherwise Mul,
+                              AveragePool of the squares over a (size, 1) window of
+                              (N, 1, C, -1) padded size//2 before and (size-1)//2
+                              after (ONNX's LRN window is torch's mirrored for an
+                              even size), Mul/Add/Pow/Div
+Upsample, UpsamplingNearest2d, Resize: nearest as asymmetric + floor, linear as
+UpsamplingBilinear2d          half_pixel or align_corners; the scale from sizes
+                              (size given, recompute_scale_factor) or scales (torch's
+                              1/scale_factor), checked to give torch's source pixels
+                              (refused where Resize's float32 arithmetic would not,
+                              and for mode nearest-exact)
+PixelShuffle                  DepthToSpace, mode CRD (4-D input)
+PixelUnshuffle, ChannelShuffle  Reshape, Transpose, Reshape (0 keeps the batch)
+ZeroPad2d, ConstantPad2d      Pad, mode constant with the value; a negative amount
+                              crops with a Slice after the Pad
+ReflectionPad2d               Pad, mode reflect; negative amounts: Slice after the Pad
+ReplicationPad2d              Pad, mode edge; negative amounts: Slice after the Pad
 Residual                      Add of the two branches
 Sequential                    the chain of its children
 ============================  ==================================================
@@ -34,6 +89,7 @@ only: ``import chainrule`` does not need it.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable, Sequence
 
@@ -41,6 +97,7 @@ import numpy as np
 
 from .. import layers as L
 from ..functional import adaptive_pool_matrix
+from ..functional import adaptive_windows, pool_output_size, pool_overhang
 from ._common import UnsupportedModuleError, child_path, shown_path
 
 OPSET = 17
@@ -111,21 +168,132 @@ def _conv(g: _Graph, c: L.Conv2d, x: str, shape: tuple, path: str) -> str:
                   pads=[top, left, bottom, right], dilations=list(c.dilation), group=c.groups)
 
 
-def _max_pool(g: _Graph, c: L.MaxPool2d, x: str, shape: tuple, path: str) -> str:
-    ph, pw = c.padding
-    return g.node("MaxPool", [x], path, kernel_shape=list(c.kernel_size), strides=list(c.stride),
-                  pads=[ph, pw, ph, pw], dilations=list(c.dilation))
+def _conv1d(g: _Graph, c: L.Conv1d, x: str, shape: tuple, path: str) -> str:
+    _, _, left, right = c._pad4          # "same" already resolved
+    inputs = [x, g.weight(child_path(path, "weight"), c.weight.data)]
+    if c.bias is not None:
+        inputs.append(g.weight(child_path(path, "bias"), c.bias.data))
+    return g.node("Conv", inputs, path, kernel_shape=list(c.kernel_size), strides=list(c.stride),
+                  pads=[left, right], dilations=list(c.dilation), group=c.groups)
 
 
-def _avg_pool(g: _Graph, c: L.AvgPool2d, x: str, shape: tuple, path: str) -> str:
-    ph, pw = c.padding
-    return g.node("AveragePool", [x], path, kernel_shape=list(c.kernel_size),
-                  strides=list(c.stride), pads=[ph, pw, ph, pw],
-                  count_include_pad=int(c.count_include_pad))
+def _conv_transpose(g: _Graph, c: L.ConvTranspose2d, x: str, shape: tuple, path: str) -> str:
+    # ONNX's output size formula has torch's output_padding, but ONNX Runtime refuses an
+    # output_padding >= stride (torch allows it below the dilation). Such a dimension
+    # crops fewer rows at the end instead (output = full[p : full - (p - extra)]) and,
+    # where the padding is smaller than the extra rows, gets zeros appended: rows no
+    # kernel reaches, which hold the bias alone.
+    kept = [extra if extra < s else 0 for extra, s in zip(c.output_padding, c.stride)]
+    moved = [extra - k for extra, k in zip(c.output_padding, kept)]
+    end_pads = [max(p - m, 0) for p, m in zip(c.padding, moved)]
+    tails = [max(m - p, 0) for p, m in zip(c.padding, moved)]
+    inputs = [x, g.weight(child_path(path, "weight"), c.weight.data)]
+    bias_inside = c.bias is not None and not any(tails)
+    if bias_inside:
+        inputs.append(g.weight(child_path(path, "bias"), c.bias.data))
+    out = g.node("ConvTranspose", inputs, path, kernel_shape=list(c.kernel_size),
+                 strides=list(c.stride), pads=[*c.padding, *end_pads], output_padding=kept,
+                 dilations=list(c.dilation), group=c.groups)
+    if any(tails):
+        pads = np.array([0, 0, 0, 0, 0, 0, *tails], np.int64)     # (N, C, H, W) begins, ends
+        out = g.node("Pad", [out, g.constant(child_path(path, "pads"), pads)], path)
+        if c.bias is not None:
+            out = g.node("Add", [out, g.weight(child_path(path, "bias"),
+                                               c.bias.data.reshape(-1, 1, 1))], path)
+    return out
+
+
+def _pool_axes(c: Any, shape: tuple) -> tuple[list[int], ...]:
+    """Kernel, stride, padding, dilation and ceil_mode overhang (the extra end padding
+    its last windows hang into, 0 without ceil_mode) per spatial axis of a windowed pool
+    (MaxPool1d/2d, AvgPool1d/2d) on an input of ``shape``; a 1-D pool has one axis."""
+    n = len(shape) - 2
+    kernel, stride, padding, dilation = (list(pair[-n:]) for pair in c._pairs())
+    extra = [pool_overhang(size, k, s, p, d, pool_output_size(size, k, s, p, d, c.ceil_mode))
+             for size, k, s, p, d in zip(shape[2:], kernel, stride, padding, dilation)]
+    return kernel, stride, padding, dilation, extra
+
+
+def _pad(g: _Graph, x: str, begin: list[int], end: list[int], value: float, path: str) -> str:
+    """Pad the spatial axes of (N, C, *spatial) with a constant (no node for no padding)."""
+    if not any(begin) and not any(end):
+        return x
+    pads = np.array([0, 0, *begin, 0, 0, *end], dtype=np.int64)
+    return g.node("Pad", [x, g.constant(child_path(path, "pads"), pads),
+                          g.weight(child_path(path, "pad_value"), np.array(value))], path,
+                  mode="constant")
+
+
+# ceil_mode is exported as explicit end padding, not as ONNX's ceil_mode attribute: ONNX
+# Runtime computes torch's output size and numbers with that attribute, but onnx's shape
+# inference (onnx 1.23) does not drop a last window that would start in the padding, so
+# the checker would find a graph whose declared shapes contradict its inferred ones.
+
+def _max_pool(g: _Graph, c: Any, x: str, shape: tuple, path: str) -> str:
+    kernel, stride, padding, dilation, extra = _pool_axes(c, shape)
+    end = padding
+    if any(extra):
+        # Pad with -inf by a Pad node (MaxPool's pads must stay below the kernel size, which
+        # padding plus a dilated overhang can exceed): the max of what each window covers.
+        x = _pad(g, x, padding, [p + e for p, e in zip(padding, extra)], -np.inf, path)
+        padding = end = [0] * len(kernel)
+    return g.node("MaxPool", [x], path, kernel_shape=kernel, strides=stride, pads=padding + end,
+                  dilations=dilation)
+
+
+def _avg_pool(g: _Graph, c: Any, x: str, shape: tuple, path: str) -> str:
+    kernel, stride, padding, _, extra = _pool_axes(c, shape)
+    end = [p + e for p, e in zip(padding, extra)]
+    divisor = getattr(c, "divisor_override", None)
+    if divisor is not None:
+        # AveragePool has no divisor_override. Zero-padded by a Pad node (overhang
+        # included), every window is whole: AveragePool divides each sum by kh*kw, and a
+        # Mul by kh*kw/divisor makes that sum/divisor.
+        x = _pad(g, x, padding, end, 0.0, path)
+        mean = g.node("AveragePool", [x], path, kernel_shape=kernel, strides=stride)
+        scale = g.weight(child_path(path, "divisor_scale"), np.array(math.prod(kernel) / divisor))
+        return g.node("Mul", [mean, scale], path)
+    if not any(extra) or not c.count_include_pad:
+        # Without overhang the divisors agree; count_include_pad=0 leaves the overhang out
+        # of the divisor as torch does (it counts real elements only).
+        return g.node("AveragePool", [x], path, kernel_shape=kernel, strides=stride,
+                      pads=padding + end, count_include_pad=int(c.count_include_pad))
+    # count_include_pad with overhang: torch's divisor counts the padding but not the
+    # overhang past it. Padding made real by a Pad node, then count_include_pad=0 with
+    # the overhang as pads divides by exactly that.
+    x = _pad(g, x, padding, padding, 0.0, path)
+    return g.node("AveragePool", [x], path, kernel_shape=kernel, strides=stride,
+                  pads=[0] * len(kernel) + extra, count_include_pad=0)
+
+
+def _adaptive_max_pool(g: _Graph, c: L.AdaptiveMaxPool2d, x: str, shape: tuple, path: str) -> str:
+    (h, w) = shape[-2:]
+    oh, ow = c._output_hw(h, w)
+    if (oh, ow) == (1, 1):
+        return g.node("GlobalMaxPool", [x], path)
+    if h % oh == 0 and w % ow == 0:
+        # Even division: adaptive window i spans [i*k, (i+1)*k), a plain max pool.
+        kernel = [h // oh, w // ow]
+        return g.node("MaxPool", [x], path, kernel_shape=kernel, strides=kernel)
+    # Windows of different sizes. A max is separable (columns, then rows); along each
+    # axis a Gather reads every window padded to the longest by repeating its last
+    # element, which changes no max, and a ReduceMax takes the window's max.
+    out = x
+    for axis, size, n in ((3, w, ow), (2, h, oh)):
+        if n == size:
+            continue                                            # windows of one element
+        starts, ends = adaptive_windows(size, n)
+        length = int((ends - starts).max())
+        index = np.minimum(starts[:, None] + np.arange(length), ends[:, None] - 1)  # (n, length)
+        windows = g.node("Gather", [out, g.constant(child_path(path, f"windows_{axis}"), index)],
+                         path, axis=axis)                       # (n, length) at ``axis``
+        out = g.node("ReduceMax", [windows], path, axes=[axis + 1], keepdims=0)
+    return out
 
 
 def _adaptive_avg_pool(g: _Graph, c: L.AdaptiveAvgPool2d, x: str, shape: tuple, path: str) -> str:
-    (h, w), (oh, ow) = shape[-2:], c.output_size
+    (h, w) = shape[-2:]
+    oh, ow = c._output_hw(h, w)
     if (oh, ow) == (1, 1):
         return g.node("GlobalAveragePool", [x], path)
     if h % oh == 0 and w % ow == 0:
@@ -169,6 +337,45 @@ def _flatten(g: _Graph, c: L.Flatten, x: str, shape: tuple, path: str) -> str:
                   path)
 
 
+def _unflatten(g: _Graph, c: L.Unflatten, x: str, shape: tuple, path: str) -> str:
+    axis = c.dim % len(shape)
+    if axis == 0:
+        raise UnsupportedModuleError(
+            f"{shown_path(path)}: {c!r} splits the batch axis, so the exported graph could not "
+            "keep its dynamic batch dimension")
+    sizes = c._sizes(shape[axis], shape)                    # -1 resolved on the sample shape
+    target = [0, *shape[1:axis], *sizes, *shape[axis + 1:]]  # Reshape: 0 copies the batch size
+    return g.node("Reshape", [x, g.constant(child_path(path, "shape"), np.array(target, np.int64))],
+                  path)
+
+
+_PAD_MODES = {L.ConstantPad2d: "constant", L.ZeroPad2d: "constant",
+              L.ReflectionPad2d: "reflect", L.ReplicationPad2d: "edge"}
+
+
+def _pad2d(g: _Graph, c: Any, x: str, shape: tuple, path: str) -> str:
+    # torch pads first and crops after (for reflection and replication the crop may cut
+    # into the padded border); ONNX Runtime crops first for a negative pad. So the Pad gets
+    # the positive amounts alone and a Slice crops the negative ones off its result.
+    left, right, top, bottom = c.padding
+    lead = [0] * (len(shape) - 2)                           # the axes before (H, W)
+    grow = [max(v, 0) for v in (top, left, bottom, right)]
+    pads = np.array([*lead, *grow[:2], *lead, *grow[2:]], np.int64)  # begins, then ends
+    inputs = [x, g.constant(child_path(path, "pads"), pads)]
+    if isinstance(c, L.ConstantPad2d):
+        inputs.append(g.weight(child_path(path, "value"), np.array(c.value)))
+    out = g.node("Pad", inputs, path, mode=_PAD_MODES[type(c)])
+    if min(c.padding) >= 0:
+        return out
+    h, w = shape[-2] + grow[0] + grow[2], shape[-1] + grow[1] + grow[3]   # the padded size
+    starts = np.array([max(-top, 0), max(-left, 0)], np.int64)
+    ends = np.array([h - max(-bottom, 0), w - max(-right, 0)], np.int64)
+    return g.node("Slice", [out, g.constant(child_path(path, "starts"), starts),
+                            g.constant(child_path(path, "ends"), ends),
+                            g.constant(child_path(path, "axes"), np.array([-2, -1], np.int64))],
+                  path)
+
+
 def _batch_norm(g: _Graph, c: Any, x: str, shape: tuple, path: str) -> str:
     ones, zeros = np.ones(c.num_features), np.zeros(c.num_features)
     weight = c.weight.data if c.affine else ones
@@ -195,29 +402,322 @@ def _batch_norm(g: _Graph, c: Any, x: str, shape: tuple, path: str) -> str:
     return out
 
 
+def _group_norm(g: _Graph, c: L.GroupNorm, x: str, shape: tuple, path: str) -> str:
+    # Standardizing each (sample, group) is InstanceNormalization of the (N, G, -1) view
+    # with a unit scale and no shift; the per-channel affine follows on the (N, C, *) shape.
+    groups = c.num_groups
+    grouped = g.node("Reshape", [x, g.constant(child_path(path, "group_shape"),
+                                                np.array([0, groups, -1], np.int64))], path)
+    out = g.node("InstanceNormalization",
+                 [grouped, g.weight(child_path(path, "group_scale"), np.ones(groups)),
+                  g.weight(child_path(path, "group_shift"), np.zeros(groups))],
+                 path, epsilon=c.eps)
+    out = g.node("Reshape", [out, g.constant(child_path(path, "shape"),
+                                             np.array([0, *shape[1:]], np.int64))], path)
+    channel = (c.num_channels,) + (1,) * (len(shape) - 2)        # broadcasts over (N, C, *)
+    if c.weight is not None:
+        out = g.node("Mul", [out, g.weight(child_path(path, "weight"),
+                                           c.weight.data.reshape(channel))], path)
+    if c.bias is not None:
+        out = g.node("Add", [out, g.weight(child_path(path, "bias"),
+                                           c.bias.data.reshape(channel))], path)
+    return out
+
+
+def _layer_norm(g: _Graph, c: L.LayerNorm, x: str, shape: tuple, path: str) -> str:
+    ns = c.normalized_shape
+    weight = c.weight.data if c.weight is not None else np.ones(ns)
+    bias = c.bias.data if c.bias is not None else np.zeros(ns)
+    return g.node("LayerNormalization", [x, g.weight(child_path(path, "weight"), weight),
+                                         g.weight(child_path(path, "bias"), bias)],
+                  path, axis=-len(ns), epsilon=c.eps)
+
+
+def _instance_norm(g: _Graph, c: L.InstanceNorm2d, x: str, shape: tuple, path: str) -> str:
+    channels = shape[1]      # num_features, or (affine=False, no running stats) any count
+    weight = c.weight.data if c.weight is not None else np.ones(channels)
+    bias = c.bias.data if c.bias is not None else np.zeros(channels)
+    inputs = [x, g.weight(child_path(path, "weight"), weight),
+              g.weight(child_path(path, "bias"), bias)]
+    if c.track_running_stats:  # the export is in eval mode: the running statistics are used
+        inputs += [g.weight(child_path(path, "running_mean"), c.running_mean),
+                   g.weight(child_path(path, "running_var"), c.running_var)]
+        return g.node("BatchNormalization", inputs, path, epsilon=c.eps)
+    return g.node("InstanceNormalization", inputs, path, epsilon=c.eps)
+
+
+def _local_response_norm(g: _Graph, c: L.LocalResponseNorm, x: str, shape: tuple,
+                         path: str) -> str:
+    size = c.size
+    if size % 2 == 1 and len(shape) == 4:
+        # ONNX's window is [c - (size-1)//2, c + ceil((size-1)/2)], torch's for an odd size.
+        return g.node("LRN", [x], path, size=size, alpha=c.alpha, beta=c.beta, bias=c.k)
+    # An even size (the windows mirror each other) or another rank (ONNX Runtime's LRN is
+    # 4-D only): average the squares over torch's window on an (N, 1, C, -1) view.
+    squares = g.node("Mul", [x, x], path)
+    squares = g.node("Reshape", [squares, g.constant(child_path(path, "window_shape"),
+                                                     np.array([0, 1, shape[1], -1], np.int64))],
+                     path)
+    mean = g.node("AveragePool", [squares], path, kernel_shape=[size, 1], strides=[1, 1],
+                  pads=[size // 2, 0, (size - 1) // 2, 0], count_include_pad=1)
+    mean = g.node("Reshape", [mean, g.constant(child_path(path, "shape"),
+                                               np.array([0, *shape[1:]], np.int64))], path)
+    s = g.node("Add", [g.node("Mul", [mean, g.weight(child_path(path, "alpha"),
+                                                     np.array(c.alpha))], path),
+                       g.weight(child_path(path, "k"), np.array(c.k))], path)
+    div = g.node("Pow", [s, g.weight(child_path(path, "beta"), np.array(c.beta))], path)
+    return g.node("Div", [x, div], path)
+
+
+# activations
+def _scalar(g: _Graph, path: str, name: str, value: float) -> str:
+    """A 0-d constant in the model's dtype (broadcasts against any input)."""
+    return g.weight(child_path(path, name), np.array(value))
+
+
+def _clip(g: _Graph, c: L.Hardtanh, x: str, shape: tuple, path: str) -> str:
+    # ReLU6 and Hardtanh: Clip takes its bounds as inputs since opset 11.
+    return g.node("Clip", [x, _scalar(g, path, "min_val", c.min_val),
+                           _scalar(g, path, "max_val", c.max_val)], path)
+
+
+def _celu(g: _Graph, c: L.CELU, x: str, shape: tuple, path: str) -> str:
+    if g.dtype == np.float32:
+        return g.node("Celu", [x], path, alpha=c.alpha)
+    # ONNX's Celu is float32 only: other dtypes get its definition,
+    # Where(x > 0, x, alpha * (Exp(x / alpha) - 1)) (an Exp that overflows is not chosen).
+    alpha = _scalar(g, path, "alpha", c.alpha)
+    negative = g.node("Mul", [g.node("Sub", [g.node("Exp", [g.node("Div", [x, alpha], path)], path),
+                                             _scalar(g, path, "one", 1.0)], path), alpha], path)
+    positive = g.node("Greater", [x, _scalar(g, path, "zero", 0.0)], path)
+    return g.node("Where", [positive, x, negative], path)
+
+
+def _gelu(g: _Graph, c: L.GELU, x: str, shape: tuple, path: str) -> str:
+    # No Gelu operator before opset 20: the formula, node by node.
+    if c.approximate == "tanh":
+        cube = g.node("Mul", [g.node("Mul", [x, x], path), x], path)
+        inner = g.node("Add", [x, g.node("Mul", [cube, _scalar(g, path, "kappa", 0.044715)],
+                                         path)], path)
+        inner = g.node("Mul", [inner, _scalar(g, path, "sqrt_2_over_pi",
+                                              math.sqrt(2.0 / math.pi))], path)
+        smooth = g.node("Tanh", [inner], path)                      # 0.5 x (1 + tanh(u))
+    else:
+        smooth = g.node("Erf", [g.node("Mul", [x, _scalar(g, path, "sqrt1_2", math.sqrt(0.5))],
+                                       path)], path)               # 0.5 x (1 + erf(x/sqrt 2))
+    one_plus = g.node("Add", [smooth, _scalar(g, path, "one", 1.0)], path)
+    return g.node("Mul", [g.node("Mul", [x, one_plus], path), _scalar(g, path, "half", 0.5)], path)
+
+
+def _softplus(g: _Graph, c: L.Softplus, x: str, shape: tuple, path: str) -> str:
+    # Where(beta x > threshold, x, Softplus(beta x) / beta): torch's linear regime.
+    scaled = g.node("Mul", [x, _scalar(g, path, "beta", c.beta)], path)
+    smooth = g.node("Div", [g.node("Softplus", [scaled], path), _scalar(g, path, "beta", c.beta)],
+                    path)
+    linear = g.node("Greater", [scaled, _scalar(g, path, "threshold", c.threshold)], path)
+    return g.node("Where", [linear, x, smooth], path)
+
+
+def _prelu(g: _Graph, c: L.PReLU, x: str, shape: tuple, path: str) -> str:
+    # The slope broadcasts from the right: (C, 1, ..., 1) puts C on axis 1 of (N, C, *).
+    slope = c.weight.data if c.num_parameters == 1 else \
+        c.weight.data.reshape((c.num_parameters,) + (1,) * (len(shape) - 2))
+    return g.node("PRelu", [x, g.weight(child_path(path, "weight"), slope)], path)
+
+
+def _softmax(op: str) -> Converter:
+    def convert(g: _Graph, c: Any, x: str, shape: tuple, path: str) -> str:
+        # opset 13+ semantics: normalize along the one axis (not the flattened tail).
+        dim = c.dim if c.dim is not None else (0 if len(shape) in (0, 1, 3) else 1)
+        return g.node(op, [x], path, axis=dim % len(shape))
+    return convert
+
+
+# resampling ------------------------------------------------------------------------------
+_F32 = np.float32
+# Resize's coordinate_transformation_mode for each interpolation kind of Upsample.
+_RESIZE_MODES = {"nearest": ("nearest", "asymmetric"), "linear": ("linear", "half_pixel"),
+                 "align_corners": ("linear", "align_corners")}
+
+
+def _resize_matrix(size: int, out: int, scale: np.float32, kind: str, copy: bool) -> np.ndarray:
+    """The (out, size) matrix ONNX Resize applies along one axis of ``kind`` (see
+    ``_RESIZE_MODES``; nearest_mode "floor"), computed as ONNX Runtime's CPU kernel
+    computes it: float32 coordinates, ``scale`` = out/size or the given scale; ``copy``
+    (a scale of exactly 1, or an output shape equal to the input's) copies the axis."""
+    a = np.zeros((out, size))
+    rows = np.arange(out)
+    if copy:
+        a[rows, rows] = 1
+        return a
+    x = np.arange(out, dtype=np.float32)
+    if kind == "nearest":
+        a[rows, np.clip(np.floor(x / scale).astype(np.int64), 0, size - 1)] = 1
+        return a
+    if kind == "align_corners":
+        src = np.zeros(out, np.float32) if out == 1 else x * _F32(size - 1) / _F32(out - 1)
+    else:
+        src = (x + _F32(0.5)) / scale - _F32(0.5)
+    src = np.clip(src, _F32(0), _F32(size - 1))
+    i1 = src.astype(np.int64)
+    i2 = np.minimum(i1 + 1, size - 1)
+    same = i1 == i2                                       # clamped at the last pixel
+    np.add.at(a, (rows, i1), np.where(same, 0.5, np.abs(src - i2.astype(np.float32))))
+    np.add.at(a, (rows, i2), np.where(same, 0.5, np.abs(src - i1.astype(np.float32))))
+    return a
+
+
+def _upsample(g: _Graph, c: L.Upsample, x: str, shape: tuple, path: str) -> str:
+    """Resize with torch's coordinates: nearest as asymmetric + floor, linear as half_pixel
+    (torch's clamp of negative coordinates included; half_pixel, unlike pytorch_half_pixel,
+    keeps torch's coordinate for an output of length 1) or align_corners. The scale comes
+    from ``sizes`` (out/size, torch's rule with ``size`` or recompute_scale_factor) or from
+    ``scales`` (torch's 1/scale_factor otherwise); the export checks, axis by axis, that
+    Resize's float32 arithmetic lands on torch's pixels, and refuses where it does not."""
+    where = f"{shown_path(path)}: {c!r}"
+    if c.mode == "nearest-exact":
+        raise UnsupportedModuleError(
+            f"{where} has no exact ONNX export: Resize's half-pixel nearest rounds its float32 "
+            "coordinates to other pixels than torch's nearest-exact next to ties")
+    plans = c.plans(shape, g.dtype)
+    spatial, outs = shape[2:], [p.out_size for p in plans]
+    kind = "nearest" if c.mode == "nearest" else "align_corners" if c.align_corners else "linear"
+    options = [("sizes", [_F32(o) / _F32(n) for n, o in zip(spatial, outs)])]
+    if c.scale_factor is not None:
+        factors = c.scale_factor if isinstance(c.scale_factor, tuple) else (c.scale_factor,) * len(
+            spatial)
+        scales = [_F32(f) for f in factors]
+        # With scales, ONNX Runtime sizes an axis as trunc(float32(size) * scale) and ONNX's
+        # shape inference as floor(size * scale) in double: both must be torch's length.
+        if all(int(_F32(n) * s) == o == math.floor(n * float(s))
+               for n, o, s in zip(spatial, outs, scales)):
+            options.append(("scales", scales))
+    # Resize rounds the source coordinate (numbers up to max(size, out)) up to three times
+    # in float32, torch once: weights may differ by a few units of that rounding; another
+    # pixel or coordinate rule differs by far more. (A float64 model gets the same check:
+    # ONNX Runtime has no float64 Resize to compare with; the file is valid ONNX.)
+    tol = 4 * float(np.finfo(np.float32).eps) / 2 * max(*spatial, *outs)
+    unchanged = tuple(outs) == tuple(spatial)               # ONNX Runtime copies the input
+    for via, axis_scales in options:
+        if all(np.abs(plan.matrix(np.float64)
+                      - _resize_matrix(n, o, s, kind, unchanged or s == 1)).max() <= tol
+               for plan, n, o, s in zip(plans, spatial, outs, axis_scales)):
+            break
+    else:
+        raise UnsupportedModuleError(
+            f"{where} has no exact ONNX export for input shape {tuple(shape[1:])}: Resize's "
+            "float32 coordinates (ONNX Runtime) pick other source pixels or weights than "
+            "torch's for this size")
+    mode, transform = _RESIZE_MODES[kind]
+    attributes = {"nearest_mode": "floor"} if mode == "nearest" else {}
+    if via == "scales":
+        inputs = [x, "", g.constant(child_path(path, "scales"),
+                                    np.array([1, 1, *axis_scales], np.float32))]
+    else:
+        lead = g.node("Shape", [x], path, start=0, end=2)              # (N, C), N dynamic
+        sizes = g.node("Concat", [lead, g.constant(child_path(path, "sizes"),
+                                                   np.array(outs, np.int64))], path, axis=0)
+        inputs = [x, "", "", sizes]
+    return g.node("Resize", inputs, path, mode=mode, coordinate_transformation_mode=transform,
+                  **attributes)
+
+
+def _reshape(g: _Graph, x: str, target: list[int], path: str, name: str) -> str:
+    return g.node("Reshape", [x, g.constant(child_path(path, name), np.array(target, np.int64))],
+                  path)
+
+
+def _pixel_shuffle(g: _Graph, c: L.PixelShuffle, x: str, shape: tuple, path: str) -> str:
+    if len(shape) != 4:
+        raise UnsupportedModuleError(
+            f"{shown_path(path)}: {c!r} reads a 3-D input as one unbatched (C, H, W) image, so "
+            "the exported graph's batch axis would be its channels")
+    # CRD: channel c*r*r + i*r + j goes to (c, h*r + i, w*r + j), torch's order.
+    return g.node("DepthToSpace", [x], path, blocksize=c.upscale_factor, mode="CRD")
+
+
+def _pixel_unshuffle(g: _Graph, c: L.PixelUnshuffle, x: str, shape: tuple, path: str) -> str:
+    if len(shape) != 4:
+        raise UnsupportedModuleError(
+            f"{shown_path(path)}: {c!r} reads a 3-D input as one unbatched (C, H, W) image, so "
+            "the exported graph's batch axis would be its channels")
+    # SpaceToDepth orders the new channels (i, j, c) (DCR); torch orders them (c, i, j).
+    _, channels, h, w = shape
+    r = c.downscale_factor
+    t = _reshape(g, x, [0, channels, h // r, r, w // r, r], path, "shape")  # (N, C, H, i, W, j)
+    t = g.node("Transpose", [t], path, perm=[0, 1, 3, 5, 2, 4])            # (N, C, i, j, H, W)
+    return _reshape(g, t, [0, channels * r * r, h // r, w // r], path, "shape_out")
+
+
+def _channel_shuffle(g: _Graph, c: L.ChannelShuffle, x: str, shape: tuple, path: str) -> str:
+    channels = shape[1]
+    t = _reshape(g, x, [0, c.groups, channels // c.groups, -1], path, "shape")  # (N, g, C/g, *)
+    t = g.node("Transpose", [t], path, perm=[0, 2, 1, 3])                       # (N, C/g, g, *)
+    return _reshape(g, t, [0, *shape[1:]], path, "shape_out")
+
+
 _CONVERTERS: dict[type, Converter] = {
     # convolution
     L.Conv2d: _conv,
+    L.Conv1d: _conv1d,
+    L.ConvTranspose2d: _conv_transpose,
     # pooling
     L.MaxPool2d: _max_pool,
     L.AvgPool2d: _avg_pool,
     L.AdaptiveAvgPool2d: _adaptive_avg_pool,
+    L.MaxPool1d: _max_pool,
+    L.AvgPool1d: _avg_pool,
+    L.AdaptiveMaxPool2d: _adaptive_max_pool,
     # linear and shape
     L.Linear: _linear,
     L.Flatten: _flatten,
+    L.Unflatten: _unflatten,
     # normalization
     L.BatchNorm1d: _batch_norm,
     L.BatchNorm2d: _batch_norm,
+    L.GroupNorm: _group_norm,
+    L.LayerNorm: _layer_norm,
+    L.InstanceNorm2d: _instance_norm,
+    L.LocalResponseNorm: _local_response_norm,
     # activations
     L.ReLU: lambda g, c, x, shape, path: g.node("Relu", [x], path),
     L.LeakyReLU: lambda g, c, x, shape, path: g.node("LeakyRelu", [x], path,
                                                      alpha=c.negative_slope),
     L.Sigmoid: lambda g, c, x, shape, path: g.node("Sigmoid", [x], path),
     L.Tanh: lambda g, c, x, shape, path: g.node("Tanh", [x], path),
+    L.ReLU6: _clip,
+    L.Hardtanh: _clip,
+    L.ELU: lambda g, c, x, shape, path: g.node("Elu", [x], path, alpha=c.alpha),
+    L.SELU: lambda g, c, x, shape, path: g.node("Selu", [x], path, alpha=L.SELU.ALPHA,
+                                                gamma=L.SELU.SCALE),
+    L.CELU: _celu,
+    L.GELU: _gelu,
+    L.SiLU: lambda g, c, x, shape, path: g.node("Mul", [x, g.node("Sigmoid", [x], path)], path),
+    L.Mish: lambda g, c, x, shape, path: g.node(
+        "Mul", [x, g.node("Tanh", [g.node("Softplus", [x], path)], path)], path),
+    L.Hardswish: lambda g, c, x, shape, path: g.node("HardSwish", [x], path),
+    L.Hardsigmoid: lambda g, c, x, shape, path: g.node("HardSigmoid", [x], path,
+                                                       alpha=1.0 / 6.0, beta=0.5),
+    L.Softplus: _softplus,
+    L.PReLU: _prelu,
+    L.Softmax: _softmax("Softmax"),
+    L.LogSoftmax: _softmax("LogSoftmax"),
+    L.Identity: lambda g, c, x, shape, path: g.node("Identity", [x], path),
     # regularization
     L.Dropout: lambda g, c, x, shape, path: g.node("Identity", [x], path),
+    L.Dropout2d: lambda g, c, x, shape, path: g.node("Identity", [x], path),
     # resampling
+    L.Upsample: _upsample,
+    L.UpsamplingNearest2d: _upsample,
+    L.UpsamplingBilinear2d: _upsample,
+    L.PixelShuffle: _pixel_shuffle,
+    L.PixelUnshuffle: _pixel_unshuffle,
+    L.ChannelShuffle: _channel_shuffle,
     # padding
+    L.ZeroPad2d: _pad2d,
+    L.ConstantPad2d: _pad2d,
+    L.ReflectionPad2d: _pad2d,
+    L.ReplicationPad2d: _pad2d,
 }
 
 

@@ -127,6 +127,19 @@ def _float_dtype(layer: L.Layer) -> np.dtype:
 
 
 # ---------------------------------------------------------------------------- torch -> chainrule
+def _upsample_from_torch(cls: type, m: Any, path: str, **options: Any) -> L.Layer:
+    """torch's Upsample (or a subclass) as ``cls``; modes chainrule lacks are refused, and
+    so is an option set its torch twin would refuse at its first forward."""
+    _require_options(m, path, {f"mode={m.mode!r}": m.mode not in ("nearest", "nearest-exact",
+                                                                 "linear", "bilinear")})
+    size = tuple(m.size) if isinstance(m.size, list) else m.size
+    try:
+        return cls(size=size, scale_factor=m.scale_factor, **options)
+    except (TypeError, ValueError) as err:
+        raise _unsupported(path, f"{_torch_name(m)}({m.extra_repr()})",
+                           f"cannot be converted: {err}") from err
+
+
 def _leaf_from_torch(torch: Any) -> dict[type, Callable[[Any, str], L.Layer]]:
     """torch.nn leaf class -> function(module, path) building the chainrule layer
     (weights are loaded afterwards from the module's state dict)."""
@@ -139,28 +152,67 @@ def _leaf_from_torch(torch: Any) -> dict[type, Callable[[Any, str], L.Layer]]:
                         dilation=tuple(m.dilation), groups=m.groups, bias=m.bias is not None,
                         dtype=_module_dtype(m, path), rng=0)
 
+    def conv1d(m: Any, path: str) -> L.Layer:
+        _require_options(m, path, {f"padding_mode={m.padding_mode!r}": m.padding_mode != "zeros"})
+        return L.Conv1d(m.in_channels, m.out_channels, tuple(m.kernel_size), stride=tuple(m.stride),
+                        padding=m.padding if isinstance(m.padding, str) else tuple(m.padding),
+                        dilation=tuple(m.dilation), groups=m.groups, bias=m.bias is not None,
+                        dtype=_module_dtype(m, path), rng=0)
+
+    def conv_transpose(m: Any, path: str) -> L.Layer:
+        # torch builds a ConvTranspose2d with padding="same" but cannot run it
+        _require_options(m, path, {f"padding={m.padding!r}": isinstance(m.padding, str),
+                                   f"padding_mode={m.padding_mode!r}": m.padding_mode != "zeros"})
+        return L.ConvTranspose2d(m.in_channels, m.out_channels, tuple(m.kernel_size),
+                                 stride=tuple(m.stride), padding=tuple(m.padding),
+                                 output_padding=tuple(m.output_padding), groups=m.groups,
+                                 bias=m.bias is not None, dilation=tuple(m.dilation),
+                                 dtype=_module_dtype(m, path), rng=0)
+
     def linear(m: Any, path: str) -> L.Layer:
         return L.Linear(m.in_features, m.out_features, bias=m.bias is not None,
                         dtype=_module_dtype(m, path), rng=0)
 
-    def max_pool(m: Any, path: str) -> L.Layer:
-        _require_options(m, path, {f"ceil_mode={m.ceil_mode!r}": bool(m.ceil_mode),
-                                   f"return_indices={m.return_indices!r}": bool(m.return_indices)})
-        return L.MaxPool2d(m.kernel_size, stride=m.stride or None, padding=m.padding,
-                           dilation=m.dilation)
+    def max_pool(cls: type) -> Callable[[Any, str], L.Layer]:
+        def build(m: Any, path: str) -> L.Layer:
+            # chainrule layers return one array: no (values, indices) pair.
+            _require_options(m, path, {f"return_indices={m.return_indices!r}":
+                                       bool(m.return_indices)})
+            return cls(m.kernel_size, stride=m.stride or None, padding=m.padding,
+                       dilation=m.dilation, ceil_mode=m.ceil_mode)
+        return build
 
     def avg_pool(m: Any, path: str) -> L.Layer:
-        _require_options(m, path, {f"ceil_mode={m.ceil_mode!r}": bool(m.ceil_mode),
-                                   f"divisor_override={m.divisor_override!r}":
-                                       m.divisor_override is not None})
+        divisor = m.divisor_override
+        # torch takes any int here; a zero divisor fails in its forward, a negative one
+        # flips the sign: chainrule accepts positive divisors only.
+        _require_options(m, path, {f"divisor_override={divisor!r}":
+                                   divisor is not None and not divisor > 0})
         return L.AvgPool2d(m.kernel_size, stride=m.stride or None, padding=m.padding,
-                           count_include_pad=m.count_include_pad)
+                           ceil_mode=m.ceil_mode, count_include_pad=m.count_include_pad,
+                           divisor_override=divisor)
 
-    def adaptive_avg_pool(m: Any, path: str) -> L.Layer:
-        size = m.output_size
-        keeps_input_size = size is None or (isinstance(size, tuple) and None in size)
-        _require_options(m, path, {f"output_size={size!r}": keeps_input_size})
-        return L.AdaptiveAvgPool2d(tuple(size) if isinstance(size, (tuple, list)) else size)
+    def avg_pool1d(m: Any, path: str) -> L.Layer:
+        return L.AvgPool1d(m.kernel_size, stride=m.stride or None, padding=m.padding,
+                           ceil_mode=m.ceil_mode, count_include_pad=m.count_include_pad)
+
+    def adaptive_size(size: Any) -> Any:
+        return tuple(size) if isinstance(size, (tuple, list)) else size
+
+    def adaptive_max_pool(m: Any, path: str) -> L.Layer:
+        _require_options(m, path, {f"return_indices={m.return_indices!r}": bool(m.return_indices)})
+        return L.AdaptiveMaxPool2d(adaptive_size(m.output_size))
+
+    # padding and shape
+    def pad4(m: Any, path: str) -> tuple:
+        # torch takes any even-length tuple (it then pads fewer or more axes); chainrule's
+        # 2-D pads take (left, right, top, bottom).
+        _require_options(m, path, {f"padding={m.padding!r}": len(m.padding) != 4})
+        return tuple(m.padding)
+
+    def constant_pad(m: Any, path: str) -> L.Layer:
+        _require_options(m, path, {f"value={m.value!r}": not np.isfinite(m.value)})
+        return L.ConstantPad2d(pad4(m, path), m.value)
 
     def batch_norm(cls: type) -> Callable[[Any, str], L.Layer]:
         def build(m: Any, path: str) -> L.Layer:
@@ -174,25 +226,74 @@ def _leaf_from_torch(torch: Any) -> dict[type, Callable[[Any, str], L.Layer]]:
     return {
         # convolution
         nn.Conv2d: conv,
+        nn.Conv1d: conv1d,
+        nn.ConvTranspose2d: conv_transpose,
         # linear and shape
         nn.Linear: linear,
         nn.Flatten: lambda m, path: L.Flatten(m.start_dim, m.end_dim),
+        nn.Unflatten: lambda m, path: L.Unflatten(m.dim, tuple(m.unflattened_size)),
         # pooling
-        nn.MaxPool2d: max_pool,
+        nn.MaxPool2d: max_pool(L.MaxPool2d),
         nn.AvgPool2d: avg_pool,
-        nn.AdaptiveAvgPool2d: adaptive_avg_pool,
+        nn.AdaptiveAvgPool2d: lambda m, path: L.AdaptiveAvgPool2d(adaptive_size(m.output_size)),
+        nn.MaxPool1d: max_pool(L.MaxPool1d),
+        nn.AvgPool1d: avg_pool1d,
+        nn.AdaptiveMaxPool2d: adaptive_max_pool,
         # normalization
         nn.BatchNorm1d: batch_norm(L.BatchNorm1d),
         nn.BatchNorm2d: batch_norm(L.BatchNorm2d),
+        nn.GroupNorm: lambda m, path: L.GroupNorm(
+            m.num_groups, m.num_channels, eps=m.eps, affine=m.affine,
+            dtype=_module_dtype(m, path) or np.float32, bias=m.bias is not None),
+        nn.LayerNorm: lambda m, path: L.LayerNorm(
+            m.normalized_shape, eps=m.eps, elementwise_affine=m.elementwise_affine,
+            bias=m.bias is not None, dtype=_module_dtype(m, path) or np.float32),
+        nn.InstanceNorm2d: lambda m, path: L.InstanceNorm2d(
+            m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
+            track_running_stats=m.track_running_stats,
+            dtype=_module_dtype(m, path) or np.float32, bias=m.bias is not None),
+        nn.LocalResponseNorm: lambda m, path: L.LocalResponseNorm(m.size, alpha=m.alpha,
+                                                                  beta=m.beta, k=m.k),
         # activations
         nn.ReLU: lambda m, path: L.ReLU(),
         nn.LeakyReLU: lambda m, path: L.LeakyReLU(m.negative_slope),
         nn.Sigmoid: lambda m, path: L.Sigmoid(),
         nn.Tanh: lambda m, path: L.Tanh(),
+        nn.ReLU6: lambda m, path: L.ReLU6(),
+        nn.Hardtanh: lambda m, path: L.Hardtanh(m.min_val, m.max_val),
+        nn.ELU: lambda m, path: L.ELU(m.alpha),
+        nn.SELU: lambda m, path: L.SELU(),
+        nn.CELU: lambda m, path: L.CELU(m.alpha),
+        nn.GELU: lambda m, path: L.GELU(m.approximate),
+        nn.SiLU: lambda m, path: L.SiLU(),
+        nn.Mish: lambda m, path: L.Mish(),
+        nn.Hardswish: lambda m, path: L.Hardswish(),
+        nn.Hardsigmoid: lambda m, path: L.Hardsigmoid(),
+        nn.Softplus: lambda m, path: L.Softplus(m.beta, m.threshold),
+        nn.PReLU: lambda m, path: L.PReLU(m.num_parameters, init=m.init,
+                                          dtype=_module_dtype(m, path) or np.float32),
+        nn.Softmax: lambda m, path: L.Softmax(m.dim),
+        nn.LogSoftmax: lambda m, path: L.LogSoftmax(m.dim),
+        nn.Identity: lambda m, path: L.Identity(),
         # regularization
         nn.Dropout: lambda m, path: L.Dropout(m.p),
+        nn.Dropout2d: lambda m, path: L.Dropout2d(m.p, inplace=bool(m.inplace)),
         # resampling
+        nn.Upsample: lambda m, path: _upsample_from_torch(
+            L.Upsample, m, path, mode=m.mode, align_corners=m.align_corners,
+            recompute_scale_factor=m.recompute_scale_factor),
+        nn.UpsamplingNearest2d: lambda m, path: _upsample_from_torch(L.UpsamplingNearest2d, m,
+                                                                     path),
+        nn.UpsamplingBilinear2d: lambda m, path: _upsample_from_torch(L.UpsamplingBilinear2d, m,
+                                                                      path),
+        nn.PixelShuffle: lambda m, path: L.PixelShuffle(m.upscale_factor),
+        nn.PixelUnshuffle: lambda m, path: L.PixelUnshuffle(m.downscale_factor),
+        nn.ChannelShuffle: lambda m, path: L.ChannelShuffle(m.groups),
         # padding
+        nn.ZeroPad2d: lambda m, path: L.ZeroPad2d(pad4(m, path)),
+        nn.ConstantPad2d: constant_pad,
+        nn.ReflectionPad2d: lambda m, path: L.ReflectionPad2d(pad4(m, path)),
+        nn.ReplicationPad2d: lambda m, path: L.ReplicationPad2d(pad4(m, path)),
     }
 
 
@@ -201,9 +302,18 @@ def from_torch(module: "torch.nn.Module") -> L.Layer:
 
     Args:
         module: a ``torch.nn.Sequential`` (nested ones allowed), a ``TorchResidual``, or a
-            single supported layer: Conv2d (padding_mode="zeros"), MaxPool2d and AvgPool2d
-            (no ceil_mode, return_indices or divisor_override), AdaptiveAvgPool2d, Linear,
-            Flatten, ReLU, LeakyReLU, Sigmoid, Tanh, Dropout, BatchNorm1d, BatchNorm2d;
+            single supported layer: Conv2d and Conv1d (padding_mode="zeros"),
+            ConvTranspose2d, MaxPool1d, MaxPool2d and AdaptiveMaxPool2d (no
+            return_indices), AvgPool1d, AvgPool2d (divisor_override > 0 if any),
+            AdaptiveAvgPool2d, Linear,
+            Flatten, ReLU, LeakyReLU, Sigmoid, Tanh, ReLU6, Hardtanh, ELU, SELU, CELU, GELU,
+            SiLU, Mish, Hardswish, Hardsigmoid, Softplus, PReLU, Softmax, LogSoftmax, Identity
+            (``inplace`` is ignored: same outputs), Dropout, BatchNorm1d, BatchNorm2d,
+            GroupNorm, LayerNorm, InstanceNorm2d, LocalResponseNorm;
+            ZeroPad2d, ConstantPad2d (a finite value), ReflectionPad2d, ReplicationPad2d
+            (padding of four ints), Unflatten, Dropout2d; Upsample (modes nearest,
+            nearest-exact, linear, bilinear), UpsamplingNearest2d, UpsamplingBilinear2d,
+            PixelShuffle, PixelUnshuffle, ChannelShuffle;
             float32 or float64, on any device.
 
     Returns:
@@ -212,7 +322,7 @@ def from_torch(module: "torch.nn.Module") -> L.Layer:
 
     Raises:
         UnsupportedModuleError: naming the first (depth-first) module that cannot be
-            converted exactly and its path, e.g. ``"3: torch.nn.GELU ..."``.
+            converted exactly and its path, e.g. ``"3: torch.nn.LSTM ..."``.
     """
     torch = _import_torch()
     return _convert_from(module, "", torch, _leaf_from_torch(torch), _residual_class())
@@ -261,6 +371,17 @@ def _leaf_to_torch(torch: Any) -> dict[type, Callable[[Any, Any], Any]]:
                          padding=c.padding, dilation=c.dilation, groups=c.groups,
                          bias=c.bias is not None, dtype=dtype)
 
+    def conv1d(c: L.Conv1d, dtype: Any) -> Any:
+        return nn.Conv1d(c.in_channels, c.out_channels, c.kernel_size, stride=c.stride,
+                         padding=c.padding, dilation=c.dilation, groups=c.groups,
+                         bias=c.bias is not None, dtype=dtype)
+
+    def conv_transpose(c: L.ConvTranspose2d, dtype: Any) -> Any:
+        return nn.ConvTranspose2d(c.in_channels, c.out_channels, c.kernel_size, stride=c.stride,
+                                  padding=c.padding, output_padding=c.output_padding,
+                                  groups=c.groups, bias=c.bias is not None,
+                                  dilation=c.dilation, dtype=dtype)
+
     def batch_norm(cls: type) -> Callable[[Any, Any], Any]:
         def build(c: Any, dtype: Any) -> Any:
             return cls(c.num_features, eps=c.eps, momentum=c.momentum, affine=c.affine,
@@ -270,29 +391,80 @@ def _leaf_to_torch(torch: Any) -> dict[type, Callable[[Any, Any], Any]]:
     return {
         # convolution
         L.Conv2d: conv,
+        L.Conv1d: conv1d,
+        L.ConvTranspose2d: conv_transpose,
         # linear and shape
         L.Linear: lambda c, dtype: nn.Linear(c.in_features, c.out_features,
                                              bias=c.bias is not None, dtype=dtype),
         L.Flatten: lambda c, dtype: nn.Flatten(c.start_dim, c.end_dim),
+        L.Unflatten: lambda c, dtype: nn.Unflatten(c.dim, c.unflattened_size),
         # pooling
         L.MaxPool2d: lambda c, dtype: nn.MaxPool2d(c.kernel_size, stride=c.stride,
-                                                   padding=c.padding, dilation=c.dilation),
+                                                   padding=c.padding, dilation=c.dilation,
+                                                   ceil_mode=c.ceil_mode),
         L.AvgPool2d: lambda c, dtype: nn.AvgPool2d(c.kernel_size, stride=c.stride,
-                                                   padding=c.padding,
-                                                   count_include_pad=c.count_include_pad),
+                                                   padding=c.padding, ceil_mode=c.ceil_mode,
+                                                   count_include_pad=c.count_include_pad,
+                                                   divisor_override=c.divisor_override),
         L.AdaptiveAvgPool2d: lambda c, dtype: nn.AdaptiveAvgPool2d(c.output_size),
+        L.MaxPool1d: lambda c, dtype: nn.MaxPool1d(c.kernel_size, stride=c.stride,
+                                                   padding=c.padding, dilation=c.dilation,
+                                                   ceil_mode=c.ceil_mode),
+        L.AvgPool1d: lambda c, dtype: nn.AvgPool1d(c.kernel_size, stride=c.stride,
+                                                   padding=c.padding, ceil_mode=c.ceil_mode,
+                                                   count_include_pad=c.count_include_pad),
+        L.AdaptiveMaxPool2d: lambda c, dtype: nn.AdaptiveMaxPool2d(c.output_size),
         # normalization
         L.BatchNorm1d: batch_norm(nn.BatchNorm1d),
         L.BatchNorm2d: batch_norm(nn.BatchNorm2d),
+        L.GroupNorm: lambda c, dtype: nn.GroupNorm(c.num_groups, c.num_channels, eps=c.eps,
+                                                   affine=c.affine, bias=c.bias is not None,
+                                                   dtype=dtype),
+        L.LayerNorm: lambda c, dtype: nn.LayerNorm(c.normalized_shape, eps=c.eps,
+                                                   elementwise_affine=c.elementwise_affine,
+                                                   bias=c.bias is not None, dtype=dtype),
+        L.InstanceNorm2d: lambda c, dtype: nn.InstanceNorm2d(
+            c.num_features, eps=c.eps, momentum=c.momentum, affine=c.affine,
+            track_running_stats=c.track_running_stats, bias=c.bias is not None, dtype=dtype),
+        L.LocalResponseNorm: lambda c, dtype: nn.LocalResponseNorm(c.size, alpha=c.alpha,
+                                                                   beta=c.beta, k=c.k),
         # activations
         L.ReLU: lambda c, dtype: nn.ReLU(),
         L.LeakyReLU: lambda c, dtype: nn.LeakyReLU(c.negative_slope),
         L.Sigmoid: lambda c, dtype: nn.Sigmoid(),
         L.Tanh: lambda c, dtype: nn.Tanh(),
+        L.ReLU6: lambda c, dtype: nn.ReLU6(),
+        L.Hardtanh: lambda c, dtype: nn.Hardtanh(c.min_val, c.max_val),
+        L.ELU: lambda c, dtype: nn.ELU(c.alpha),
+        L.SELU: lambda c, dtype: nn.SELU(),
+        L.CELU: lambda c, dtype: nn.CELU(c.alpha),
+        L.GELU: lambda c, dtype: nn.GELU(approximate=c.approximate),
+        L.SiLU: lambda c, dtype: nn.SiLU(),
+        L.Mish: lambda c, dtype: nn.Mish(),
+        L.Hardswish: lambda c, dtype: nn.Hardswish(),
+        L.Hardsigmoid: lambda c, dtype: nn.Hardsigmoid(),
+        L.Softplus: lambda c, dtype: nn.Softplus(c.beta, c.threshold),
+        L.PReLU: lambda c, dtype: nn.PReLU(c.num_parameters, init=c.init, dtype=dtype),
+        L.Softmax: lambda c, dtype: nn.Softmax(c.dim),
+        L.LogSoftmax: lambda c, dtype: nn.LogSoftmax(c.dim),
+        L.Identity: lambda c, dtype: nn.Identity(),
         # regularization
         L.Dropout: lambda c, dtype: nn.Dropout(c.p),
+        L.Dropout2d: lambda c, dtype: nn.Dropout2d(c.p, inplace=c.inplace),
         # resampling
+        L.Upsample: lambda c, dtype: nn.Upsample(
+            size=c.size, scale_factor=c.scale_factor, mode=c.mode, align_corners=c.align_corners,
+            recompute_scale_factor=c.recompute_scale_factor),
+        L.UpsamplingNearest2d: lambda c, dtype: nn.UpsamplingNearest2d(c.size, c.scale_factor),
+        L.UpsamplingBilinear2d: lambda c, dtype: nn.UpsamplingBilinear2d(c.size, c.scale_factor),
+        L.PixelShuffle: lambda c, dtype: nn.PixelShuffle(c.upscale_factor),
+        L.PixelUnshuffle: lambda c, dtype: nn.PixelUnshuffle(c.downscale_factor),
+        L.ChannelShuffle: lambda c, dtype: nn.ChannelShuffle(c.groups),
         # padding
+        L.ZeroPad2d: lambda c, dtype: nn.ZeroPad2d(c.padding),
+        L.ConstantPad2d: lambda c, dtype: nn.ConstantPad2d(c.padding, c.value),
+        L.ReflectionPad2d: lambda c, dtype: nn.ReflectionPad2d(c.padding),
+        L.ReplicationPad2d: lambda c, dtype: nn.ReplicationPad2d(c.padding),
     }
 
 

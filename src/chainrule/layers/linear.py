@@ -1,4 +1,4 @@
-"""Linear (fully connected) and Flatten."""
+"""Linear (fully connected), Flatten and Unflatten."""
 
 from __future__ import annotations
 
@@ -77,28 +77,115 @@ class Linear(Layer):
         return matmul(g2, self.weight.data).reshape(x_shape)
 
 
+def _dim_arg(value: Any, name: str, layer: str) -> int:
+    """An axis argument: an int (NumPy integers too), never a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{layer}: {name} must be an int, got {value!r}")
+    return int(value)
+
+
+def _axis(dim: int, ndim: int, name: str, layer: Layer, shape: tuple[int, ...]) -> int:
+    """``dim`` as a non-negative axis of an ``ndim``-D input, with torch's range rule: a
+    0-D input counts as 1-D; anything outside [-ndim, ndim - 1] is an error, not wrapped."""
+    rank = max(ndim, 1)
+    if not -rank <= dim < rank:
+        raise ValueError(f"{layer!r}: {name}={dim} is out of range for input of shape {shape} "
+                         f"(expected a dim in [{-rank}, {rank - 1}])")
+    return dim % rank
+
+
 class Flatten(Layer):
     """Flatten axes ``start_dim .. end_dim`` into one (torch's defaults: all but the batch).
 
-    Shape: (N, C, H, W) -> (N, C*H*W). Backward reshapes the gradient back.
+    Negative dims count from the end; a dim outside ``[-ndim, ndim - 1]`` or
+    ``start_dim`` after ``end_dim`` is a ValueError, as in torch. A 0-D input becomes (1,).
+
+    Shape: (N, C, H, W) -> (N, C*H*W); in general (*a, d_start..d_end, *b) ->
+    (*a, d_start*...*d_end, *b). Backward reshapes the gradient back.
     """
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         super().__init__()
-        self.start_dim = start_dim
-        self.end_dim = end_dim
+        self.start_dim = _dim_arg(start_dim, "start_dim", "Flatten")
+        self.end_dim = _dim_arg(end_dim, "end_dim", "Flatten")
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self._cast_input(x)
-        start = self.start_dim % max(x.ndim, 1)
-        end = self.end_dim % max(x.ndim, 1)
-        if x.ndim == 0 or start > end:
-            raise ValueError(f"{self!r}: cannot flatten axes {self.start_dim}..{self.end_dim} of "
-                             f"input of shape {x.shape}")
-        out = x.reshape(*x.shape[:start], -1, *x.shape[end + 1:])
+        start = _axis(self.start_dim, x.ndim, "start_dim", self, x.shape)
+        end = _axis(self.end_dim, x.ndim, "end_dim", self, x.shape)
+        if start > end:
+            raise ValueError(f"{self!r}: start_dim comes after end_dim for input of shape "
+                             f"{x.shape} (axes {start} > {end})")
+        if x.ndim == 0:
+            out = x.reshape(1)
+        else:
+            out = x.reshape(*x.shape[:start], -1, *x.shape[end + 1:])
+        if self.keeps_cache:
+            self._cache = (x.shape, out.shape, out.dtype)
+        return out
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        x_shape, out_shape, dtype = self._take_cache()
+        return self._check_grad(grad, out_shape, dtype).reshape(x_shape)
+
+
+class Unflatten(Layer):
+    """Split axis ``dim`` into the axes ``unflattened_size`` (the inverse of Flatten).
+
+    Args:
+        dim: the axis to split; negative counts from the end, as in torch.
+        unflattened_size: a non-empty tuple (or list) of sizes whose product is the size
+            of axis ``dim``; one of them may be -1, inferred from the others.
+
+    Shape: (*a, d, *b) -> (*a, *unflattened_size, *b) with ``prod(unflattened_size) == d``,
+        e.g. Unflatten(1, (C, H, W)): (N, C*H*W) -> (N, C, H, W). Backward reshapes the
+        gradient back.
+    """
+
+    def __init__(self, dim: int, unflattened_size: Any) -> None:
+        super().__init__()
+        name = f"Unflatten(dim={dim!r}, unflattened_size={unflattened_size!r})"
+        self.dim = _dim_arg(dim, "dim", name)
+        if not isinstance(unflattened_size, (tuple, list)) or not all(
+                isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+                for s in unflattened_size):
+            raise TypeError(f"{name}: unflattened_size must be a tuple or list of ints, got "
+                            f"{unflattened_size!r}")
+        sizes = tuple(int(s) for s in unflattened_size)
+        if not sizes:
+            raise ValueError(f"{name}: unflattened_size must not be empty")
+        if any(s < -1 for s in sizes) or sizes.count(-1) > 1:
+            raise ValueError(f"{name}: unflattened_size must hold sizes >= 0 and at most one -1 "
+                             f"(inferred), got {unflattened_size!r}")
+        self.unflattened_size = sizes
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
+
+    def _sizes(self, d: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """unflattened_size with its -1 resolved for an axis of size ``d``."""
+        known = math.prod(s for s in self.unflattened_size if s != -1)
+        if -1 in self.unflattened_size:
+            if known == 0 or d % known:
+                raise ValueError(f"{self!r}: cannot split an axis of size {d} into "
+                                 f"{self.unflattened_size} for input of shape {shape}")
+            return tuple(d // known if s == -1 else s for s in self.unflattened_size)
+        if known != d:
+            raise ValueError(f"{self!r}: the sizes {self.unflattened_size} multiply to {known}, "
+                             f"not to the size {d} of axis {self.dim} of input of shape {shape}")
+        return self.unflattened_size
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = self._cast_input(x)
+        if x.ndim == 0:
+            raise ValueError(f"{self!r}: expected an input with at least one axis, got shape "
+                             f"{x.shape}")
+        axis = _axis(self.dim, x.ndim, "dim", self, x.shape)
+        sizes = self._sizes(x.shape[axis], x.shape)
+        out = x.reshape(*x.shape[:axis], *sizes, *x.shape[axis + 1:])
         if self.keeps_cache:
             self._cache = (x.shape, out.shape, out.dtype)
         return out
