@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .layers import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Layer, Linear,
-                     MaxPool2d, ReLU, Residual, Sequential)
+                     MaxPool2d, ReLU, ReLU6, Residual, Sequential)
 from .layers._args import positive_int
 
-__all__ = ["lenet5", "cifar_cnn", "resnet_mini", "MODELS", "describe_models"]
+__all__ = ["lenet5", "cifar_cnn", "resnet_mini", "mobilenet_v2_mini", "MODELS", "describe_models"]
 
 MIN_INPUT_SIZE = 8
 
@@ -139,10 +139,69 @@ def resnet_mini(in_channels: int = 3, input_size: int = 32, num_classes: int = 1
     return _seeded(model, seed)
 
 
+def _inverted_residual(in_channels: int, out_channels: int, stride: int, expansion: int) -> Layer:
+    """MobileNetV2's inverted residual block (Sandler et al., 2018).
+
+    A 1x1 convolution widens the ``in_channels`` to ``expansion`` times as many (left out
+    when ``expansion`` is 1), a 3x3 depthwise convolution (``groups`` = channels: each
+    channel filtered alone, 9 weights each) works at ``stride``, and a 1x1 convolution
+    projects to ``out_channels``: with BatchNorm after each convolution, ReLU6 after the
+    first two and no activation after the projection (the linear bottleneck). Together
+    the depthwise and the projecting convolution are a depthwise-separable convolution.
+    With stride 1 and as many channels out as in, the block is a ``Residual`` with the
+    identity shortcut, which adds the narrow bottleneck maps.
+    """
+    hidden = in_channels * expansion
+    layers: list[Layer] = []
+    if expansion != 1:
+        layers += [Conv2d(in_channels, hidden, 1, bias=False), BatchNorm2d(hidden), ReLU6()]
+    layers += [Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
+               BatchNorm2d(hidden), ReLU6(),
+               Conv2d(hidden, out_channels, 1, bias=False), BatchNorm2d(out_channels)]
+    block = Sequential(*layers)
+    return Residual(block) if stride == 1 and in_channels == out_channels else block
+
+
+# MobileNetV2-mini's stages: (expansion t, output channels c, blocks n, first stride s),
+# MobileNetV2's table shortened for 28-32 pixel images (its first stages run at 112x112).
+MOBILENET_V2_MINI_STAGES = ((1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 2, 2), (4, 64, 2, 2))
+
+
+def mobilenet_v2_mini(in_channels: int = 3, input_size: int = 32, num_classes: int = 10,
+                      seed: int | None = None) -> Sequential:
+    """Small MobileNetV2: depthwise-separable inverted residual blocks with ReLU6.
+
+    Layout: conv 3x3 16 - BN - ReLU6 (stride 1: the images are small), then the stages
+    of ``MOBILENET_V2_MINI_STAGES`` (expansion, channels, blocks, stride): 16 (x1), 24 (x2,
+    stride 2), 32 (x2, stride 2), 64 (x2, stride 2), each block an inverted residual
+    (1x1 expand - 3x3 depthwise - 1x1 linear projection; the repeated blocks of a stage
+    add their input through ``Residual``), then conv 1x1 128 - BN - ReLU6,
+    AdaptiveAvgPool2d(1) - Flatten - Dropout 0.2 - Linear ``num_classes``. Three stride-2
+    stages take 28x28 to 4x4; global average pooling makes the head independent of
+    ``input_size``.
+
+    Shape: (N, in_channels, input_size, input_size) -> (N, num_classes).
+    """
+    _check_args("mobilenet_v2_mini", in_channels, input_size, num_classes)
+    layers: list[Layer] = [Conv2d(in_channels, 16, 3, padding=1, bias=False), BatchNorm2d(16),
+                           ReLU6()]
+    channels = 16
+    for expansion, out_channels, blocks, stride in MOBILENET_V2_MINI_STAGES:
+        for index in range(blocks):
+            layers.append(_inverted_residual(channels, out_channels, stride if index == 0 else 1,
+                                             expansion))
+            channels = out_channels
+    layers += [Conv2d(channels, 128, 1, bias=False), BatchNorm2d(128), ReLU6(),
+               AdaptiveAvgPool2d(1), Flatten(),     # (N, 128)
+               Dropout(0.2, rng=seed), Linear(128, num_classes)]
+    return _seeded(Sequential(*layers), seed)
+
+
 MODELS: dict[str, Callable[..., Sequential]] = {
     "lenet5": lenet5,
     "cifar_cnn": cifar_cnn,
     "resnet_mini": resnet_mini,
+    "mobilenet_v2_mini": mobilenet_v2_mini,
 }
 
 
