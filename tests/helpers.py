@@ -1,10 +1,14 @@
-"""Shared test helpers: relative error, and parity of a chainrule layer with torch.nn."""
+"""Shared test helpers: relative error, parity of a chainrule layer with torch.nn,
+finite differences, and the grids of cases the layer tests parametrize over."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pytest
+
+import chainrule as cr
 
 # Unit roundoff of float32 (2**-24): the relative error of one rounded operation.
 FLOAT32_UNIT_ROUNDOFF = float(np.finfo(np.float32).eps) / 2
@@ -82,3 +86,27 @@ def assert_torch_parity(layer, torch_module, x: np.ndarray, dtype=np.float64, se
     assert not bad, f"{layer!r} differs from torch beyond {tol} ({dtype}): {errors}"
     assert y.dtype == dtype and dx.dtype == dtype, f"dtype changed: {y.dtype}, {dx.dtype}"
     return errors
+
+
+def assert_gradcheck(layer, x: np.ndarray, tol: float) -> float:
+    """``chainrule.gradcheck`` of ``layer`` at ``x`` (float64 central differences against
+    a random upstream gradient) below ``tol``; returns the relative error."""
+    error = cr.gradcheck(layer, x)
+    assert error < tol, f"{layer!r} on {np.shape(x)}: gradcheck relative error {error:.2e}"
+    return error
+
+
+# ---------------------------------------------------------------- grids of cases
+
+# Both float dtypes, as a parametrize mark: ``@each_dtype`` gives a test its ``dtype``.
+each_dtype = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+
+
+def params(cases: dict) -> list:
+    """``{id: (keyword arguments, input shape)}`` as pytest parameters ``kwargs, shape``."""
+    return [pytest.param(kwargs, shape, id=name) for name, (kwargs, shape) in cases.items()]
+
+
+def pair(value) -> tuple[int, ...]:
+    """An int as (value, value); a tuple or list as a tuple."""
+    return (value, value) if isinstance(value, int) else tuple(value)

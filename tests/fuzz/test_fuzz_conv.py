@@ -53,6 +53,20 @@ def _randomize_torch_parameters(module, rng: np.random.Generator) -> None:
             p.copy_(torch.from_numpy(rng.standard_normal(tuple(p.shape))))
 
 
+def _check_against_torch(ours_cls, torch_cls, kwargs: dict, shape: tuple, rng):
+    """Our layer and torch's built from ``kwargs`` with torch's parameters drawn from
+    ``rng``: output shape, forward, input gradient and parameter gradients at 1e-9 in
+    float64. Returns our layer, the input and the output shape."""
+    theirs = torch_cls(**kwargs, dtype=torch.float64)
+    _randomize_torch_parameters(theirs, rng)
+    ours = ours_cls(**kwargs, dtype=np.float64)
+    x = rng.standard_normal(shape)
+    expected_shape = tuple(theirs(torch.from_numpy(x)).shape)
+    assert ours.output_shape(shape) == expected_shape
+    assert_torch_parity(ours, theirs, x, dtype=np.float64, seed=int(rng.integers(2**31)))
+    return ours, x, expected_shape
+
+
 def _channels(draw, wide_ok: bool) -> tuple[int, int, int, str]:
     kinds = ["plain", "grouped", "depthwise"] + (["wide"] if wide_ok else [])
     kind = draw(st.sampled_from(kinds))
@@ -103,14 +117,8 @@ def conv_transpose_cases(draw):
 def check_conv_transpose2d(case) -> None:
     kwargs, shape, seed = case
     rng = np.random.default_rng(seed)
-    theirs = torch.nn.ConvTranspose2d(**kwargs, dtype=torch.float64)
-    _randomize_torch_parameters(theirs, rng)
-    ours = cr.ConvTranspose2d(**kwargs, dtype=np.float64)
-    x = rng.standard_normal(shape)
-    expected_shape = tuple(theirs(torch.from_numpy(x)).shape)
-    assert ours.output_shape(shape) == expected_shape
-    assert_torch_parity(ours, theirs, x, dtype=np.float64, seed=int(rng.integers(2**31)))
-
+    ours, x, expected_shape = _check_against_torch(cr.ConvTranspose2d, torch.nn.ConvTranspose2d,
+                                                   kwargs, shape, rng)
     grad = rng.standard_normal(expected_shape)
     ours.zero_grad()
     ours.forward(x)
@@ -175,13 +183,7 @@ def conv1d_cases(draw):
 
 def check_conv1d(case) -> None:
     kwargs, shape, seed = case
-    rng = np.random.default_rng(seed)
-    theirs = torch.nn.Conv1d(**kwargs, dtype=torch.float64)
-    _randomize_torch_parameters(theirs, rng)
-    ours = cr.Conv1d(**kwargs, dtype=np.float64)
-    x = rng.standard_normal(shape)
-    assert ours.output_shape(shape) == tuple(theirs(torch.from_numpy(x)).shape)
-    assert_torch_parity(ours, theirs, x, dtype=np.float64, seed=int(rng.integers(2**31)))
+    _check_against_torch(cr.Conv1d, torch.nn.Conv1d, kwargs, shape, np.random.default_rng(seed))
 
 
 @QUICK

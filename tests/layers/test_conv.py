@@ -11,7 +11,9 @@ import pytest
 
 import chainrule as cr
 from tests import reference as ref
-from tests.helpers import assert_torch_parity, rel_error
+from tests.helpers import assert_gradcheck, assert_torch_parity, rel_error
+from tests.layers.conv_cases import (assert_backward_needs_a_cached_forward,
+                                     assert_gradients_accumulate, make_input)
 
 torch = pytest.importorskip("torch")
 
@@ -97,15 +99,9 @@ def make(kwargs, dtype=np.float64, seed: int = 0) -> cr.Conv2d:
     return cr.Conv2d(**kwargs, dtype=dtype, rng=seed)
 
 
-def make_input(shape, seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape)
-
-
 @pytest.mark.parametrize("kwargs, shape", PARAMS)
 def test_gradcheck(kwargs, shape):
-    layer = make(kwargs)
-    error = cr.gradcheck(layer, make_input(shape))
-    assert error < 1e-6, f"{layer!r}: gradcheck relative error {error:.2e}"
+    assert_gradcheck(make(kwargs), make_input(shape), 1e-6)
 
 
 # torch warns that an even 'same' kernel pads a copy of the input: true, and irrelevant here.
@@ -202,21 +198,8 @@ def test_same_padding_keeps_spatial_size(kernel, dilation):
 def test_gradient_accumulates_across_backward_calls():
     layer = cr.Conv2d(2, 3, 3, padding=1, dtype=np.float64, rng=0)
     rng = np.random.default_rng(2)
-    x1, x2 = rng.standard_normal((2, 2, 2, 5, 4))
-    g1, g2 = rng.standard_normal((2, 2, 3, 5, 4))
-    single = []
-    for x, g in ((x1, g1), (x2, g2)):
-        layer.zero_grad()
-        layer.forward(x)
-        layer.backward(g)
-        single.append({name: p.grad.copy() for name, p in layer.named_parameters()})
-    layer.zero_grad()
-    for x, g in ((x1, g1), (x2, g2)):
-        layer.forward(x)
-        layer.backward(g)
-    for name, p in layer.named_parameters():
-        np.testing.assert_allclose(p.grad, single[0][name] + single[1][name], rtol=1e-12)
-        assert np.any(single[0][name] != 0)
+    xs, grads = rng.standard_normal((2, 2, 2, 5, 4)), rng.standard_normal((2, 2, 3, 5, 4))
+    assert_gradients_accumulate(layer, xs, grads)
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -282,16 +265,8 @@ def test_columns_are_kept_only_when_small_and_used():
 # ---------------------------------------------------------------- errors
 
 def test_backward_needs_a_cached_forward():
-    layer = cr.Conv2d(1, 1, 3, rng=0)
-    with pytest.raises(RuntimeError, match="without a cached forward"):
-        layer.backward(np.zeros((1, 1, 2, 2), np.float32))
-    y = layer.forward(np.zeros((1, 1, 4, 4)))
-    with pytest.raises(ValueError, match="gradient of shape"):
-        layer.backward(np.zeros((1, 1, 3, 3), np.float32))
-    layer.eval()
-    layer.forward(np.zeros((1, 1, 4, 4)))
-    with pytest.raises(RuntimeError):
-        layer.backward(np.zeros_like(y))
+    assert_backward_needs_a_cached_forward(cr.Conv2d(1, 1, 3, rng=0), np.zeros((1, 1, 4, 4)),
+                                           wrong_shape=(1, 1, 3, 3))
 
 
 @pytest.mark.parametrize("kwargs, match", [

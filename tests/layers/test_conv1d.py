@@ -11,7 +11,9 @@ import pytest
 
 import chainrule as cr
 from tests import reference as ref
-from tests.helpers import assert_torch_parity, rel_error
+from tests.helpers import assert_gradcheck, assert_torch_parity, rel_error
+from tests.layers.conv_cases import (assert_backward_needs_a_cached_forward,
+                                     assert_unbatched_matches_a_batch_of_one, make_input)
 
 torch = pytest.importorskip("torch")
 
@@ -67,10 +69,6 @@ def make(kwargs, dtype=np.float64, seed: int = 0) -> cr.Conv1d:
     return cr.Conv1d(**kwargs, dtype=dtype, rng=seed)
 
 
-def make_input(shape, seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape)
-
-
 def most_terms(kwargs, shape) -> int:
     """The most terms any sum adds: an output C_in/G * k, an input gradient C_out/G * k,
     the weight and bias gradients N * L_out."""
@@ -82,9 +80,7 @@ def most_terms(kwargs, shape) -> int:
 
 @pytest.mark.parametrize("kwargs, shape", PARAMS)
 def test_gradcheck(kwargs, shape):
-    layer = make(kwargs)
-    error = cr.gradcheck(layer, make_input(shape))
-    assert error < 1e-6, f"{layer!r}: gradcheck relative error {error:.2e}"
+    assert_gradcheck(make(kwargs), make_input(shape), 1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
@@ -126,16 +122,7 @@ def test_forward_matches_loop_reference(kwargs, shape):
 def test_unbatched_input_matches_a_batch_of_one_and_torch(kwargs):
     layer = make(kwargs)
     x = make_input((kwargs["in_channels"], 7))
-    y = layer.forward(x)
-    assert y.shape == layer.output_shape(x.shape) and y.ndim == 2
-    grad = make_input(y.shape, seed=2)
-    dx = layer.backward(grad)
-    assert dx.shape == x.shape
-    dw = layer.weight.grad.copy()
-    layer.zero_grad()
-    np.testing.assert_array_equal(layer.forward(x[None])[0], y)
-    np.testing.assert_array_equal(layer.backward(grad[None])[0], dx)
-    np.testing.assert_array_equal(layer.weight.grad, dw)
+    assert_unbatched_matches_a_batch_of_one(layer, x)
     torch.manual_seed(0)
     assert_torch_parity(make(kwargs), torch.nn.Conv1d(**kwargs), x)
 
@@ -245,13 +232,5 @@ def test_input_errors_are_clear():
 
 
 def test_backward_needs_a_cached_forward():
-    layer = cr.Conv1d(1, 1, 3, rng=0)
-    with pytest.raises(RuntimeError, match="without a cached forward"):
-        layer.backward(np.zeros((1, 1, 2), np.float32))
-    y = layer.forward(np.zeros((1, 1, 4)))
-    with pytest.raises(ValueError, match="gradient of shape"):
-        layer.backward(np.zeros((1, 2), np.float32))
-    layer.eval()
-    layer.forward(np.zeros((1, 1, 4)))
-    with pytest.raises(RuntimeError):
-        layer.backward(np.zeros_like(y))
+    assert_backward_needs_a_cached_forward(cr.Conv1d(1, 1, 3, rng=0), np.zeros((1, 1, 4)),
+                                           wrong_shape=(1, 2))

@@ -12,7 +12,10 @@ import pytest
 
 import chainrule as cr
 from tests import reference as ref
-from tests.helpers import assert_torch_parity, rel_error
+from tests.helpers import assert_gradcheck, assert_torch_parity, rel_error
+from tests.layers.conv_cases import (assert_backward_needs_a_cached_forward,
+                                     assert_gradients_accumulate,
+                                     assert_unbatched_matches_a_batch_of_one, make_input)
 
 torch = pytest.importorskip("torch")
 
@@ -85,10 +88,6 @@ def make(kwargs, dtype=np.float64, seed: int = 0) -> cr.ConvTranspose2d:
     return cr.ConvTranspose2d(**kwargs, dtype=dtype, rng=seed)
 
 
-def make_input(shape, seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape)
-
-
 def most_terms(kwargs, shape) -> int:
     """The most terms any sum of the forward or backward adds: an output pixel sums at
     most C_in/G * kh*kw products, an input gradient C_out/G * kh*kw, the weight
@@ -103,9 +102,7 @@ def most_terms(kwargs, shape) -> int:
 
 @pytest.mark.parametrize("kwargs, shape", PARAMS)
 def test_gradcheck(kwargs, shape):
-    layer = make(kwargs)
-    error = cr.gradcheck(layer, make_input(shape))
-    assert error < 1e-6, f"{layer!r}: gradcheck relative error {error:.2e}"
+    assert_gradcheck(make(kwargs), make_input(shape), 1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
@@ -166,16 +163,8 @@ def test_unbatched_input_matches_a_batch_of_one_and_torch():
                   output_padding=1)
     layer = make(kwargs)
     x = make_input((2, 4, 5))
-    y = layer.forward(x)
-    assert y.shape == layer.output_shape(x.shape) == (3, 8, 10)
-    grad = make_input(y.shape, seed=2)
-    dx = layer.backward(grad)
-    assert dx.shape == x.shape
-    dw = layer.weight.grad.copy()
-    layer.zero_grad()
-    np.testing.assert_allclose(layer.forward(x[None])[0], y, rtol=0, atol=0)
-    np.testing.assert_allclose(layer.backward(grad[None])[0], dx, rtol=0, atol=0)
-    np.testing.assert_allclose(layer.weight.grad, dw, rtol=0, atol=0)
+    y, grad = assert_unbatched_matches_a_batch_of_one(layer, x)
+    assert y.shape == (3, 8, 10)
     torch.manual_seed(0)
     assert_torch_parity(make(kwargs), torch.nn.ConvTranspose2d(**kwargs), x)
     with pytest.raises(ValueError, match="gradient of shape"):
@@ -224,20 +213,8 @@ def test_skipping_the_input_gradient_and_chunking_keep_the_gradients(kwargs, chu
 def test_gradient_accumulates_across_backward_calls():
     layer = make(dict(in_channels=2, out_channels=3, kernel_size=3, stride=2))
     rng = np.random.default_rng(2)
-    x1, x2 = rng.standard_normal((2, 2, 2, 3, 4))
-    g1, g2 = rng.standard_normal((2, 2, 3, 7, 9))
-    single = []
-    for x, g in ((x1, g1), (x2, g2)):
-        layer.zero_grad()
-        layer.forward(x)
-        layer.backward(g)
-        single.append({name: p.grad.copy() for name, p in layer.named_parameters()})
-    layer.zero_grad()
-    for x, g in ((x1, g1), (x2, g2)):
-        layer.forward(x)
-        layer.backward(g)
-    for name, p in layer.named_parameters():
-        np.testing.assert_allclose(p.grad, single[0][name] + single[1][name], rtol=1e-12)
+    xs, grads = rng.standard_normal((2, 2, 2, 3, 4)), rng.standard_normal((2, 2, 3, 7, 9))
+    assert_gradients_accumulate(layer, xs, grads)
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -341,14 +318,6 @@ def test_input_errors_are_clear():
 
 
 def test_backward_needs_a_cached_forward():
-    layer = cr.ConvTranspose2d(1, 1, 3, rng=0)
-    with pytest.raises(RuntimeError, match="without a cached forward"):
-        layer.backward(np.zeros((1, 1, 4, 4), np.float32))
-    y = layer.forward(np.zeros((1, 1, 2, 2)))
-    with pytest.raises(ValueError, match="gradient of shape"):
-        layer.backward(np.zeros((1, 1, 3, 3), np.float32))
-    layer.eval()
-    layer.forward(np.zeros((1, 1, 2, 2)))
-    with pytest.raises(RuntimeError):
-        layer.backward(np.zeros_like(y))
+    assert_backward_needs_a_cached_forward(cr.ConvTranspose2d(1, 1, 3, rng=0),
+                                           np.zeros((1, 1, 2, 2)), wrong_shape=(1, 1, 3, 3))
 

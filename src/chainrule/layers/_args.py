@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 
 def to_pair(value: Any, name: str, layer: str, minimum: int) -> tuple[int, int]:
     """Turn an int or a pair of ints into a pair, each at least ``minimum``."""
@@ -20,6 +22,17 @@ def to_pair(value: Any, name: str, layer: str, minimum: int) -> tuple[int, int]:
     if min(pair) < minimum:
         raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value!r}")
     return pair
+
+
+def to_single(value: Any, name: str, layer: str, minimum: int) -> int:
+    """Turn an int, or a 1-tuple or 1-list of an int (torch's 1-D layers take ``(3,)``
+    too), into an int at least ``minimum``."""
+    item = value[0] if isinstance(value, (tuple, list)) and len(value) == 1 else value
+    if isinstance(item, bool) or not isinstance(item, (int, np.integer)):
+        raise TypeError(f"{layer}: {name} must be an int or a 1-tuple of an int, got {value!r}")
+    if item < minimum:
+        raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value!r}")
+    return int(item)
 
 
 def positive_int(value: Any, name: str, layer: str) -> int:

@@ -10,28 +10,207 @@ import numpy as np
 
 from .. import functional as F
 from ..parameter import Parameter
-from ._args import positive_int, to_pair
+from ._args import positive_int, to_pair, to_single
 from .base import DEFAULT_DTYPE, Layer, as_float_dtype
 
 
-def _kaiming_uniform(weight: Parameter, bias: Parameter | None, rng: np.random.Generator) -> None:
-    """torch's initialization of every convolution: kaiming_uniform_(a=sqrt(5)), which
-    gives U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the same bound for the bias. torch's
-    fan_in is the weight's axis 1 times the kernel size, ``weight[0].size``: C_in/G * k
-    for a convolution, C_out/G * k for a transposed one (weight (C_in, C_out/G, ...))."""
-    bound = 1.0 / math.sqrt(weight.data[0].size)
-    weight.data[...] = rng.uniform(-bound, bound, weight.shape)
-    if bias is not None:
-        bias.data[...] = rng.uniform(-bound, bound, bias.shape)
+class _ConvBase(Layer):
+    """What every convolution shares: the checks of its channels, kernel, stride,
+    dilation and groups, its weight and bias with torch's initialization, and its repr.
+
+    A subclass sets ``_spatial_dims`` (2: each size an int or an (h, w) pair; 1: an int
+    or a 1-tuple, kept as a 1-tuple as torch does) and ``_transposed`` (a weight of
+    shape (C_in, C_out // groups, *k) instead of (C_out, C_in // groups, *k)), and
+    checks and keeps ``padding`` itself.
+    """
+
+    _spatial_dims: int
+    _transposed = False
+
+    max_workspace_bytes: int = 512 << 20
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any,
+                 dilation: Any, groups: int, bias: bool, dtype: Any,
+                 rng: np.random.Generator | int | None) -> None:
+        super().__init__()
+        name = self._called_as(in_channels, out_channels, kernel_size)
+        self.in_channels = positive_int(in_channels, "in_channels", name)
+        self.out_channels = positive_int(out_channels, "out_channels", name)
+        self.kernel_size = self._sizes(kernel_size, "kernel_size", name, 1)
+        self.stride = self._sizes(stride, "stride", name, 1)
+        self.dilation = self._sizes(dilation, "dilation", name, 1)
+        self.groups = positive_int(groups, "groups", name)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"{name}: groups must divide in_channels and out_channels, got "
+                             f"groups={groups} for {in_channels} -> {out_channels} channels")
+        dtype = as_float_dtype(dtype, name)
+        rows, grouped = ((in_channels, out_channels) if self._transposed
+                         else (out_channels, in_channels))
+        self.weight = Parameter(np.zeros((rows, grouped // groups) + self.kernel_size, dtype))
+        self.bias = Parameter(np.zeros(out_channels, dtype)) if bias else None
+        self._reset_own_parameters(np.random.default_rng(rng))
+
+    def _called_as(self, in_channels: Any, out_channels: Any, kernel_size: Any) -> str:
+        """The layer as it was called, say ``Conv2d(3, 8, kernel_size=3)``: the start of
+        every argument error."""
+        return f"{type(self).__name__}({in_channels}, {out_channels}, kernel_size={kernel_size!r})"
+
+    def _sizes(self, value: Any, name: str, layer: str, minimum: int) -> tuple[int, ...]:
+        """One size per spatial dimension, each at least ``minimum``."""
+        if self._spatial_dims == 1:
+            return (to_single(value, name, layer, minimum),)
+        return to_pair(value, name, layer, minimum)
+
+    def _reset_own_parameters(self, rng: np.random.Generator) -> None:
+        """torch's initialization of every convolution: kaiming_uniform_(a=sqrt(5)), which
+        gives U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the same bound for the bias. torch's
+        fan_in is the weight's axis 1 times the kernel size, ``weight[0].size``: C_in/G * k
+        for a convolution, C_out/G * k for a transposed one (weight (C_in, C_out/G, ...))."""
+        bound = 1.0 / math.sqrt(self.weight.data[0].size)
+        self.weight.data[...] = rng.uniform(-bound, bound, self.weight.shape)
+        if self.bias is not None:
+            self.bias.data[...] = rng.uniform(-bound, bound, self.bias.shape)
+
+    def extra_repr(self) -> str:
+        zeros, ones = (0,) * self._spatial_dims, (1,) * self._spatial_dims
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}")
+        if self.padding not in (zeros, "valid"):
+            text += f", padding={self.padding!r}"
+        if self.dilation != ones:
+            text += f", dilation={self.dilation}"
+        if self._transposed and self.output_padding != zeros:
+            text += f", output_padding={self.output_padding}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text
 
 
-def _check_groups(name: str, in_channels: int, out_channels: int, groups: int) -> None:
-    if in_channels % groups or out_channels % groups:
-        raise ValueError(f"{name}: groups must divide in_channels and out_channels, got "
-                         f"groups={groups} for {in_channels} -> {out_channels} channels")
+class _ConvNd(_ConvBase):
+    """Conv1d and Conv2d: int, ``"same"`` or ``"valid"`` padding, the output size, and
+    forward and backward by the 2-D kernels (``F.conv2d_forward``, ``F.conv2d_backward``)
+    on a 4-D view: a 2-D layer's arrays as they are, a 1-D layer's (N, C, L) or (C, L)
+    arrays as (N, C, 1, L) and its kernel (C_out, C_in // G, k) as (C_out, C_in // G, 1, k).
+    """
+
+    can_skip_input_grad = True
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 dtype: Any = DEFAULT_DTYPE, rng: np.random.Generator | int | None = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, dilation, groups, bias,
+                         dtype, rng)
+        name = self._called_as(in_channels, out_channels, kernel_size)
+        dims = self._spatial_dims
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                sizes = "a pair" if dims == 2 else "a 1-tuple"
+                raise ValueError(f"{name}: padding must be an int, {sizes}, 'same' or 'valid', "
+                                 f"got {padding!r}")
+            if padding == "same" and self.stride != (1,) * dims:
+                raise ValueError(f"{name}: padding='same' needs stride 1, got stride={stride!r}")
+            self.padding: Any = padding
+            # torch's "same": dilation*(k - 1) zeros in all, the odd one at the bottom/right
+            totals = [d * (k - 1) if padding == "same" else 0
+                      for k, d in zip(self.kernel_size, self.dilation)]
+            sides = [(total // 2, total - total // 2) for total in totals]
+        else:
+            self.padding = self._sizes(padding, "padding", name, 0)
+            sides = [(p, p) for p in self.padding]
+        # (top, bottom, left, right) of the 4-D view, whose height a 1-D layer never pads
+        self._pad4 = tuple(p for side in [(0, 0)] * (2 - dims) + sides for p in side)
+
+    def _as_2d(self, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        """A stride, dilation or output size as that of the 4-D view: (1, s) for 1-D."""
+        return sizes if self._spatial_dims == 2 else (1,) + sizes
+
+    def _view4(self, a: np.ndarray) -> np.ndarray:
+        """An input or an upstream gradient as the 4-D view (N, C, H, W), not a copy."""
+        if self._spatial_dims == 2:
+            return a
+        return (a[None] if a.ndim == 2 else a)[:, :, None, :]       # (N, C, 1, L)
+
+    def _unview(self, a4: np.ndarray, ndim: int) -> np.ndarray:
+        """The inverse of ``_view4`` for an array that had ``ndim`` dimensions."""
+        if self._spatial_dims == 2:
+            return a4
+        a3 = a4[:, :, 0]                                            # (N, C, L)
+        return a3[0] if ndim == 2 else a3
+
+    def _weight4(self) -> np.ndarray:
+        w = self.weight.data
+        return w if self._spatial_dims == 2 else w[:, :, None, :]   # (C_out, C_in // G, 1, k)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(N, C_out, H_out, W_out) for an input of shape (N, C_in, H, W) (Conv2d);
+        (N, C_out, L_out) for one of shape (N, C_in, L), (C_out, L_out) for (C_in, L)
+        (Conv1d). Raises a clear ValueError when the input is wrong or the kernel does
+        not fit."""
+        shape = tuple(input_shape)
+        dims = self._spatial_dims
+        ndims, layout = ((4,), "(N, C, H, W)") if dims == 2 else ((3, 2), "(N, C, L) or (C, L)")
+        if len(shape) not in ndims:
+            raise ValueError(f"{self!r}: expected input of shape {layout} "
+                             f"({' or '.join(f'{n}-D' for n in ndims)}), got shape {shape}")
+        c, sizes = shape[-dims - 1], shape[-dims:]
+        if c != self.in_channels:
+            raise ValueError(f"{self!r}: expected {self.in_channels} input channels, got input of "
+                             f"shape {shape} with {c}")
+        sides = self._pad4[4 - 2 * dims:]                    # (before, after) per dimension
+        before, after = sides[0::2], sides[1::2]
+        # From a list, not tuple(generator): that shrinks a fresh 10-tuple, and each call
+        # then leaves one more small tuple in CPython's free list (test_memory sees it).
+        out = tuple([F.conv_output_size(*args) for args in zip(
+            sizes, self.kernel_size, self.stride, before, after, self.dilation)])
+        if min(out) < 1:
+            padded = tuple(n + b + a for n, b, a in zip(sizes, before, after))
+            shown, bigger = (padded, "larger") if dims == 2 else (f"({padded[0]})", "longer")
+            raise ValueError(
+                f"{self!r}: the dilated kernel {self.kernel_size} (dilation {self.dilation}) is "
+                f"{bigger} than the padded input {shown} for input of shape {shape}")
+        return shape[:-dims - 1] + (self.out_channels,) + out
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """(N, C_in, H, W) -> (N, C_out, H_out, W_out) (Conv2d); (N, C_in, L) ->
+        (N, C_out, L_out) and (C_in, L) -> (C_out, L_out) (Conv1d)."""
+        x = self._cast_input(x)
+        out_shape = self.output_shape(x.shape)
+        xp = F.pad_channel_major(self._view4(x), self._pad4)          # (C_in, N, Hp, Wp)
+        bias = None if self.bias is None else self.bias.data
+        args = (xp, self._weight4(), bias, self._as_2d(self.stride), self._as_2d(self.dilation),
+                self._as_2d(out_shape[-self._spatial_dims:]), self.max_workspace_bytes)
+        if self.keeps_cache:
+            # The padded input, and its columns only when they are small (see
+            # functional.conv.KEEP_COLUMNS_BYTES): otherwise backward unfolds the input
+            # again chunk by chunk, which keeps a 9x (kh*kw x) larger matrix out of memory.
+            out, columns = F.conv2d_forward(*args, return_columns=True)
+            self._cache = (xp, out_shape, columns)
+        else:
+            out = F.conv2d_forward(*args)                  # (C_out, N, H_out, W_out)
+        # Channel-major memory seen as (N, C_out, H_out, W_out): the next layers work
+        # on it as it is, and the next convolution's transpose-and-pad copy is then a
+        # straight copy per channel.
+        return self._unview(out.transpose(1, 0, 2, 3), x.ndim)
+
+    def backward(self, grad: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
+        """dL/dy of the output's shape -> dL/dx of the input's shape (None when
+        ``needs_input_grad`` is False); adds into weight.grad and bias.grad."""
+        xp, out_shape, columns = self._take_cache()
+        grad = self._check_grad(grad, out_shape, self.weight.dtype)
+        dx, dweight, dbias = F.conv2d_backward(
+            xp, self._weight4(), self._view4(grad).transpose(1, 0, 2, 3),
+            self._as_2d(self.stride), self._as_2d(self.dilation), self._pad4,
+            self.bias is not None, self.max_workspace_bytes, input_grad=needs_input_grad,
+            columns=columns)                                      # dx (C_in, N, H, W)
+        self.weight.grad += dweight.reshape(self.weight.shape)  # a 1-D kernel's unit row dropped
+        if self.bias is not None:
+            self.bias.grad += dbias
+        return None if dx is None else self._unview(dx.transpose(1, 0, 2, 3), len(out_shape))
 
 
-class Conv2d(Layer):
+class Conv2d(_ConvNd):
     """2-D convolution over an (N, C_in, H, W) batch, with PyTorch's arguments.
 
     Args:
@@ -70,131 +249,13 @@ class Conv2d(Layer):
     (a first layer's input gradient is not needed for training).
     """
 
+    # Said again by each class: a backward set on the class itself (a spy in a test, a
+    # wrapper) is still passed needs_input_grad (see base._backward_can_skip_input_grad).
     can_skip_input_grad = True
-
-    max_workspace_bytes: int = 512 << 20
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
-                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
-                 dtype: Any = DEFAULT_DTYPE, rng: np.random.Generator | int | None = None) -> None:
-        super().__init__()
-        name = f"Conv2d({in_channels}, {out_channels}, kernel_size={kernel_size!r})"
-        self.in_channels = positive_int(in_channels, "in_channels", name)
-        self.out_channels = positive_int(out_channels, "out_channels", name)
-        self.kernel_size = to_pair(kernel_size, "kernel_size", name, 1)
-        self.stride = to_pair(stride, "stride", name, 1)
-        self.dilation = to_pair(dilation, "dilation", name, 1)
-        self.groups = positive_int(groups, "groups", name)
-        _check_groups(name, in_channels, out_channels, groups)
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(f"{name}: padding must be an int, a pair, 'same' or 'valid', "
-                                 f"got {padding!r}")
-            if padding == "same" and self.stride != (1, 1):
-                raise ValueError(f"{name}: padding='same' needs stride 1, got stride={stride!r}")
-            self.padding: Any = padding
-            self._pad4 = self._same_padding() if padding == "same" else (0, 0, 0, 0)
-        else:
-            self.padding = to_pair(padding, "padding", name, 0)
-            ph, pw = self.padding
-            self._pad4 = (ph, ph, pw, pw)
-        dtype = as_float_dtype(dtype, name)
-        kh, kw = self.kernel_size
-        self.weight = Parameter(np.zeros((out_channels, in_channels // groups, kh, kw), dtype))
-        self.bias = Parameter(np.zeros(out_channels, dtype)) if bias else None
-        self._reset_own_parameters(np.random.default_rng(rng))
-
-    def _same_padding(self) -> tuple[int, int, int, int]:
-        pads = []
-        for k, d in zip(self.kernel_size, self.dilation):
-            total = d * (k - 1)
-            pads += [total // 2, total - total // 2]
-        return tuple(pads)  # type: ignore[return-value]
-
-    def _reset_own_parameters(self, rng: np.random.Generator) -> None:
-        _kaiming_uniform(self.weight, self.bias, rng)
-
-    def extra_repr(self) -> str:
-        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}")
-        if self.padding not in ((0, 0), "valid"):
-            text += f", padding={self.padding!r}"
-        if self.dilation != (1, 1):
-            text += f", dilation={self.dilation}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        return text
-
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-        """(N, C_out, H_out, W_out) for an input of shape (N, C_in, H, W); raises a clear
-        ValueError when the input is wrong or the kernel does not fit."""
-        if len(input_shape) != 4:
-            raise ValueError(f"{self!r}: expected input of shape (N, C, H, W) (4-D), got shape "
-                             f"{tuple(input_shape)}")
-        n, c, h, w = input_shape
-        if c != self.in_channels:
-            raise ValueError(f"{self!r}: expected {self.in_channels} input channels, got input of "
-                             f"shape {tuple(input_shape)} with {c}")
-        top, bottom, left, right = self._pad4
-        oh = F.conv_output_size(h, self.kernel_size[0], self.stride[0], top, bottom, self.dilation[0])
-        ow = F.conv_output_size(w, self.kernel_size[1], self.stride[1], left, right, self.dilation[1])
-        if oh < 1 or ow < 1:
-            raise ValueError(
-                f"{self!r}: the dilated kernel {self.kernel_size} (dilation {self.dilation}) is larger "
-                f"than the padded input {(h + top + bottom, w + left + right)} for input of shape "
-                f"{tuple(input_shape)}")
-        return n, self.out_channels, oh, ow
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """(N, C_in, H, W) -> (N, C_out, H_out, W_out)."""
-        x = self._cast_input(x)
-        n, c_out, oh, ow = self.output_shape(x.shape)
-        xp = F.pad_channel_major(x, self._pad4)                       # (C_in, N, Hp, Wp)
-        bias = None if self.bias is None else self.bias.data
-        args = (xp, self.weight.data, bias, self.stride, self.dilation, (oh, ow),
-                self.max_workspace_bytes)
-        if self.keeps_cache:
-            # The padded input, and its columns only when they are small (see
-            # functional.conv.KEEP_COLUMNS_BYTES): otherwise backward unfolds the input
-            # again chunk by chunk, which keeps a 9x (kh*kw x) larger matrix out of memory.
-            out, columns = F.conv2d_forward(*args, return_columns=True)
-            self._cache = (xp, out.shape, columns)
-        else:
-            out = F.conv2d_forward(*args)                  # (C_out, N, H_out, W_out)
-        # Channel-major memory seen as (N, C_out, H_out, W_out): the next layers work
-        # on it as it is, and the next convolution's transpose-and-pad copy is then a
-        # straight copy per channel.
-        return out.transpose(1, 0, 2, 3)
-
-    def backward(self, grad: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
-        """dL/dy (N, C_out, H_out, W_out) -> dL/dx (N, C_in, H, W) (None when
-        ``needs_input_grad`` is False); adds into weight.grad and bias.grad."""
-        xp, cn_shape, columns = self._take_cache()
-        c_out, n, oh, ow = cn_shape
-        grad = self._check_grad(grad, (n, c_out, oh, ow), self.weight.dtype)
-        dx, dweight, dbias = F.conv2d_backward(
-            xp, self.weight.data, grad.transpose(1, 0, 2, 3), self.stride, self.dilation,
-            self._pad4, self.bias is not None, self.max_workspace_bytes,
-            input_grad=needs_input_grad, columns=columns)                 # (C_in, N, H, W)
-        self.weight.grad += dweight
-        if self.bias is not None:
-            self.bias.grad += dbias
-        return None if dx is None else dx.transpose(1, 0, 2, 3)
+    _spatial_dims = 2
 
 
-def _to_single(value: Any, name: str, layer: str, minimum: int) -> tuple[int]:
-    """An int or a 1-tuple of an int (torch's ``(3,)``) as a 1-tuple, at least ``minimum``."""
-    item = value[0] if isinstance(value, (tuple, list)) and len(value) == 1 else value
-    if isinstance(item, bool) or not isinstance(item, (int, np.integer)):
-        raise TypeError(f"{layer}: {name} must be an int or a 1-tuple of an int, got {value!r}")
-    if item < minimum:
-        raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value!r}")
-    return (int(item),)
-
-
-class Conv1d(Layer):
+class Conv1d(_ConvNd):
     """1-D convolution over an (N, C_in, L) batch or one (C_in, L) sequence, with
     PyTorch's arguments.
 
@@ -224,125 +285,22 @@ class Conv1d(Layer):
     """
 
     can_skip_input_grad = True
-
-    max_workspace_bytes: int = 512 << 20
+    _spatial_dims = 1
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
                  padding_mode: str = "zeros", dtype: Any = DEFAULT_DTYPE,
                  rng: np.random.Generator | int | None = None) -> None:
-        super().__init__()
-        name = f"Conv1d({in_channels}, {out_channels}, kernel_size={kernel_size!r})"
-        self.in_channels = positive_int(in_channels, "in_channels", name)
-        self.out_channels = positive_int(out_channels, "out_channels", name)
-        self.kernel_size = _to_single(kernel_size, "kernel_size", name, 1)
-        self.stride = _to_single(stride, "stride", name, 1)
-        self.dilation = _to_single(dilation, "dilation", name, 1)
-        self.groups = positive_int(groups, "groups", name)
-        _check_groups(name, in_channels, out_channels, groups)
         if padding_mode != "zeros":
-            raise ValueError(f"{name}: padding_mode must be 'zeros' (torch's 'reflect', "
-                             f"'replicate' and 'circular' are not supported), got {padding_mode!r}")
+            raise ValueError(f"{self._called_as(in_channels, out_channels, kernel_size)}: "
+                             f"padding_mode must be 'zeros' (torch's 'reflect', 'replicate' and "
+                             f"'circular' are not supported), got {padding_mode!r}")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, dtype, rng)
         self.padding_mode = padding_mode
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(f"{name}: padding must be an int, a 1-tuple, 'same' or 'valid', "
-                                 f"got {padding!r}")
-            if padding == "same" and self.stride != (1,):
-                raise ValueError(f"{name}: padding='same' needs stride 1, got stride={stride!r}")
-            self.padding: Any = padding
-            total = self.dilation[0] * (self.kernel_size[0] - 1) if padding == "same" else 0
-            left, right = total // 2, total - total // 2
-        else:
-            self.padding = _to_single(padding, "padding", name, 0)
-            left = right = self.padding[0]
-        self._pad4 = (0, 0, left, right)               # the (N, C, 1, L) view's padding
-        dtype = as_float_dtype(dtype, name)
-        self.weight = Parameter(np.zeros((out_channels, in_channels // groups,
-                                          self.kernel_size[0]), dtype))
-        self.bias = Parameter(np.zeros(out_channels, dtype)) if bias else None
-        self._reset_own_parameters(np.random.default_rng(rng))
-
-    def _reset_own_parameters(self, rng: np.random.Generator) -> None:
-        _kaiming_uniform(self.weight, self.bias, rng)
-
-    def extra_repr(self) -> str:
-        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}")
-        if self.padding not in ((0,), "valid"):
-            text += f", padding={self.padding!r}"
-        if self.dilation != (1,):
-            text += f", dilation={self.dilation}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        return text
-
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """(N, C_out, L_out) for an input of shape (N, C_in, L), (C_out, L_out) for one
-        of shape (C_in, L); raises a clear ValueError when the input is wrong or the
-        kernel does not fit."""
-        shape = tuple(input_shape)
-        if len(shape) not in (2, 3):
-            raise ValueError(f"{self!r}: expected input of shape (N, C, L) or (C, L) (3-D or "
-                             f"2-D), got shape {shape}")
-        c, length = shape[-2:]
-        if c != self.in_channels:
-            raise ValueError(f"{self!r}: expected {self.in_channels} input channels, got input of "
-                             f"shape {shape} with {c}")
-        _, _, left, right = self._pad4
-        out = F.conv_output_size(length, self.kernel_size[0], self.stride[0], left, right,
-                                 self.dilation[0])
-        if out < 1:
-            raise ValueError(
-                f"{self!r}: the dilated kernel {self.kernel_size} (dilation {self.dilation}) is "
-                f"longer than the padded input ({length + left + right}) for input of shape {shape}")
-        return shape[:-2] + (self.out_channels, out)
-
-    def _weight4(self) -> np.ndarray:
-        return self.weight.data[:, :, None, :]                    # (C_out, C_in // G, 1, k)
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """(N, C_in, L) -> (N, C_out, L_out); (C_in, L) -> (C_out, L_out)."""
-        x = self._cast_input(x)
-        out_shape = self.output_shape(x.shape)
-        unbatched = x.ndim == 2
-        x3 = x[None] if unbatched else x                          # (N, C_in, L)
-        xp = F.pad_channel_major(x3[:, :, None, :], self._pad4)    # (C_in, N, 1, Lp)
-        bias = None if self.bias is None else self.bias.data
-        args = (xp, self._weight4(), bias, (1,) + self.stride, (1,) + self.dilation,
-                (1, out_shape[-1]), self.max_workspace_bytes)
-        if self.keeps_cache:
-            out, columns = F.conv2d_forward(*args, return_columns=True)
-            self._cache = (xp, out.shape, columns, unbatched)
-        else:
-            out = F.conv2d_forward(*args)                          # (C_out, N, 1, L_out)
-        y = out[:, :, 0].transpose(1, 0, 2)                        # (N, C_out, L_out) view
-        return y[0] if unbatched else y
-
-    def backward(self, grad: np.ndarray, needs_input_grad: bool = True) -> np.ndarray | None:
-        """dL/dy (N, C_out, L_out) or (C_out, L_out) -> dL/dx of the input's shape (None
-        when ``needs_input_grad`` is False); adds into weight.grad and bias.grad."""
-        xp, cn_shape, columns, unbatched = self._take_cache()
-        c_out, n, _, l_out = cn_shape
-        expected = (c_out, l_out) if unbatched else (n, c_out, l_out)
-        grad = self._check_grad(grad, expected, self.weight.dtype)
-        g3 = grad[None] if unbatched else grad                     # (N, C_out, L_out)
-        dx, dweight, dbias = F.conv2d_backward(
-            xp, self._weight4(), g3.transpose(1, 0, 2)[:, :, None, :], (1,) + self.stride,
-            (1,) + self.dilation, self._pad4, self.bias is not None, self.max_workspace_bytes,
-            input_grad=needs_input_grad, columns=columns)          # dx (C_in, N, 1, L)
-        self.weight.grad += dweight.reshape(self.weight.shape)
-        if self.bias is not None:
-            self.bias.grad += dbias
-        if dx is None:
-            return None
-        dx = dx[:, :, 0].transpose(1, 0, 2)                        # (N, C_in, L)
-        return dx[0] if unbatched else dx
 
 
-class ConvTranspose2d(Layer):
+class ConvTranspose2d(_ConvBase):
     """2-D transposed convolution (the adjoint of Conv2d, sometimes called
     "deconvolution") over an (N, C_in, H, W) batch or one (C_in, H, W) image, with
     PyTorch's arguments in PyTorch's order.
@@ -384,53 +342,24 @@ class ConvTranspose2d(Layer):
     """
 
     can_skip_input_grad = True
-
-    max_workspace_bytes: int = 512 << 20
+    _spatial_dims = 2
+    _transposed = True
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, output_padding: Any = 0, groups: int = 1, bias: bool = True,
                  dilation: Any = 1, dtype: Any = DEFAULT_DTYPE,
                  rng: np.random.Generator | int | None = None) -> None:
-        super().__init__()
-        name = f"ConvTranspose2d({in_channels}, {out_channels}, kernel_size={kernel_size!r})"
-        self.in_channels = positive_int(in_channels, "in_channels", name)
-        self.out_channels = positive_int(out_channels, "out_channels", name)
-        self.kernel_size = to_pair(kernel_size, "kernel_size", name, 1)
-        self.stride = to_pair(stride, "stride", name, 1)
+        super().__init__(in_channels, out_channels, kernel_size, stride, dilation, groups, bias,
+                         dtype, rng)
+        name = self._called_as(in_channels, out_channels, kernel_size)
         self.padding = to_pair(padding, "padding", name, 0)
         self.output_padding = to_pair(output_padding, "output_padding", name, 0)
-        self.dilation = to_pair(dilation, "dilation", name, 1)
-        self.groups = positive_int(groups, "groups", name)
-        _check_groups(name, in_channels, out_channels, groups)
         for extra, s, d in zip(self.output_padding, self.stride, self.dilation):
             if extra >= s and extra >= d:   # torch's condition, checked at its forward
                 raise ValueError(
                     f"{name}: output_padding must be smaller than either stride or dilation in "
                     f"each dimension, got output_padding={output_padding!r} with "
                     f"stride={stride!r}, dilation={dilation!r}")
-        dtype = as_float_dtype(dtype, name)
-        kh, kw = self.kernel_size
-        self.weight = Parameter(np.zeros((in_channels, out_channels // groups, kh, kw), dtype))
-        self.bias = Parameter(np.zeros(out_channels, dtype)) if bias else None
-        self._reset_own_parameters(np.random.default_rng(rng))
-
-    def _reset_own_parameters(self, rng: np.random.Generator) -> None:
-        _kaiming_uniform(self.weight, self.bias, rng)
-
-    def extra_repr(self) -> str:
-        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}")
-        if self.padding != (0, 0):
-            text += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            text += f", dilation={self.dilation}"
-        if self.output_padding != (0, 0):
-            text += f", output_padding={self.output_padding}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        return text
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """(N, C_out, H_out, W_out) for an input of shape (N, C_in, H, W), (C_out, H_out,

@@ -16,22 +16,10 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
-from ._args import to_pair
+from ._args import to_pair, to_single
 from .base import Layer
 
 Pair = tuple[int, int]
-
-
-def _to_single(value: Any, name: str, layer: str, minimum: int) -> int:
-    """An int, or a tuple/list of one int (torch's 1-D pools accept both), at least
-    ``minimum``."""
-    if isinstance(value, (tuple, list)) and len(value) == 1:
-        value = value[0]
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{layer}: {name} must be an int or a tuple of one int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _refuse_return_indices(return_indices: Any, layer: str) -> None:
@@ -133,10 +121,10 @@ class _Pool1d(_WindowPool):
                  ceil_mode: bool) -> None:
         super().__init__()
         name = f"{type(self).__name__}(kernel_size={kernel_size!r})"
-        self.kernel_size = _to_single(kernel_size, "kernel_size", name, 1)
-        self.stride = self.kernel_size if stride is None else _to_single(stride, "stride", name, 1)
-        self.padding = _to_single(padding, "padding", name, 0)
-        self.dilation = _to_single(dilation, "dilation", name, 1)
+        self.kernel_size = to_single(kernel_size, "kernel_size", name, 1)
+        self.stride = self.kernel_size if stride is None else to_single(stride, "stride", name, 1)
+        self.padding = to_single(padding, "padding", name, 0)
+        self.dilation = to_single(dilation, "dilation", name, 1)
         self.ceil_mode = bool(ceil_mode)
         _check_padding((self.kernel_size,), (self.padding,), name, kernel_size, padding)
 
