@@ -85,89 +85,6 @@ def im2col(x: np.ndarray, kernel, stride=(1, 1), padding=(0, 0, 0, 0), dilation=
     return cols
 
 
-def _pool_out_hw(x, kernel, stride, padding, dilation):
-    h, w = x.shape[-2:]
-    return (out_size(h, kernel[0], stride[0], padding[0], padding[0], dilation[0]),
-            out_size(w, kernel[1], stride[1], padding[1], padding[1], dilation[1]))
-
-
-def max_pool2d(x: np.ndarray, kernel, stride, padding=(0, 0), dilation=(1, 1)):
-    """Max over the real (non-padding) elements of each window.
-
-    x: (N, C, H, W). Returns (out, argmax): out (N, C, H_out, W_out) and, per output,
-    the (y, x) input position of the *first* maximum in row-major window order (a later
-    equal value does not take over), as an (N, C, H_out, W_out, 2) int array.
-    """
-    n, c, h, w = x.shape
-    oh, ow = _pool_out_hw(x, kernel, stride, padding, dilation)
-    out = np.zeros((n, c, oh, ow), dtype=np.float64)
-    argmax = np.zeros((n, c, oh, ow, 2), dtype=np.int64)
-    for b in range(n):
-        for ch in range(c):
-            for oy in range(oh):
-                for ox in range(ow):
-                    best, where = -math.inf, None
-                    for _, _, y, xx in _window(oy, ox, kernel, stride, dilation, *padding):
-                        if _inside(y, xx, h, w) and (where is None or x[b, ch, y, xx] > best):
-                            best, where = x[b, ch, y, xx], (y, xx)
-                    out[b, ch, oy, ox] = best
-                    argmax[b, ch, oy, ox] = where
-    return out, argmax
-
-
-def max_pool2d_backward(grad: np.ndarray, argmax: np.ndarray, input_shape) -> np.ndarray:
-    """Each output's gradient goes, whole, to its window's first maximum; windows that
-    share a winner add. grad: (N, C, H_out, W_out) -> (N, C, H, W)."""
-    dx = np.zeros(input_shape, dtype=np.float64)
-    n, c, oh, ow = grad.shape
-    for b in range(n):
-        for ch in range(c):
-            for oy in range(oh):
-                for ox in range(ow):
-                    y, xx = argmax[b, ch, oy, ox]
-                    dx[b, ch, y, xx] += grad[b, ch, oy, ox]
-    return dx
-
-
-def avg_pool2d(x: np.ndarray, kernel, stride, padding=(0, 0), count_include_pad: bool = True):
-    """Mean of each window: the sum of its real elements divided by kh*kw
-    (``count_include_pad=True``, padding counts as zeros) or by the number of real
-    elements (``False``). x: (N, C, H, W) -> (N, C, H_out, W_out)."""
-    n, c, h, w = x.shape
-    oh, ow = _pool_out_hw(x, kernel, stride, padding, (1, 1))
-    out = np.zeros((n, c, oh, ow), dtype=np.float64)
-    for b in range(n):
-        for ch in range(c):
-            for oy in range(oh):
-                for ox in range(ow):
-                    total, count = 0.0, 0
-                    for _, _, y, xx in _window(oy, ox, kernel, stride, (1, 1), *padding):
-                        if _inside(y, xx, h, w):
-                            total += x[b, ch, y, xx]
-                            count += 1
-                    out[b, ch, oy, ox] = total / (kernel[0] * kernel[1] if count_include_pad else count)
-    return out
-
-
-def adaptive_avg_pool2d(x: np.ndarray, output_size) -> np.ndarray:
-    """Output cell (i, j) averages rows floor(i*H/H_out) .. ceil((i+1)*H/H_out) - 1 and
-    the columns alike. x: (N, C, H, W) -> (N, C, H_out, W_out)."""
-    n, c, h, w = x.shape
-    oh, ow = output_size
-    out = np.zeros((n, c, oh, ow), dtype=np.float64)
-    for b in range(n):
-        for ch in range(c):
-            for i in range(oh):
-                for j in range(ow):
-                    y0, y1 = (i * h) // oh, math.ceil((i + 1) * h / oh)
-                    x0, x1 = (j * w) // ow, math.ceil((j + 1) * w / ow)
-                    out[b, ch, i, j] = x[b, ch, y0:y1, x0:x1].mean()
-    return out
-
-
-# ---------------------------------------------------------------- pooling: ceil_mode, divisor_override,
-# adaptive max (appended for the pooling catalog)
-
 def pool_out_size(size: int, k: int, stride: int, pad: int, dilation: int = 1,
                   ceil_mode: bool = False) -> int:
     """torch's number of pooling windows along one axis: the quotient rounded down, or
@@ -179,12 +96,17 @@ def pool_out_size(size: int, k: int, stride: int, pad: int, dilation: int = 1,
     return out
 
 
-def max_pool2d_ceil(x: np.ndarray, kernel, stride, padding=(0, 0), dilation=(1, 1),
-                    ceil_mode: bool = False):
-    """max_pool2d with torch's ceil_mode output size: a window that hangs past the padded
-    input takes the max of the real elements it covers. Returns (out, argmax) as
-    max_pool2d does (the first maximum in row-major window order); a window without any
-    real element gives -inf and argmax (-1, -1)."""
+def max_pool2d(x: np.ndarray, kernel, stride, padding=(0, 0), dilation=(1, 1),
+               ceil_mode: bool = False):
+    """Max over the real (non-padding) elements of each window, with torch's output size
+    (``pool_out_size``): with ceil_mode, a window that hangs past the padded input takes
+    the max of the real elements it covers.
+
+    x: (N, C, H, W). Returns (out, argmax): out (N, C, H_out, W_out) and, per output,
+    the (y, x) input position of the *first* maximum in row-major window order (a later
+    equal value does not take over), as an (N, C, H_out, W_out, 2) int array. A window
+    without any real element gives -inf and argmax (-1, -1).
+    """
     n, c, h, w = x.shape
     oh = pool_out_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
     ow = pool_out_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
@@ -204,6 +126,20 @@ def max_pool2d_ceil(x: np.ndarray, kernel, stride, padding=(0, 0), dilation=(1, 
     return out, argmax
 
 
+def max_pool2d_backward(grad: np.ndarray, argmax: np.ndarray, input_shape) -> np.ndarray:
+    """Each output's gradient goes, whole, to its window's first maximum; windows that
+    share a winner add. grad: (N, C, H_out, W_out) -> (N, C, H, W)."""
+    dx = np.zeros(input_shape, dtype=np.float64)
+    n, c, oh, ow = grad.shape
+    for b in range(n):
+        for ch in range(c):
+            for oy in range(oh):
+                for ox in range(ow):
+                    y, xx = argmax[b, ch, oy, ox]
+                    dx[b, ch, y, xx] += grad[b, ch, oy, ox]
+    return dx
+
+
 def _avg_window(o: int, k: int, stride: int, pad: int, size: int) -> tuple[int, int, int]:
     """(first, end, pool_size) of average-pooling window o along one axis, as torch's CPU
     kernel: the window clipped at size + pad gives pool_size (padding counts, ceil_mode's
@@ -213,82 +149,99 @@ def _avg_window(o: int, k: int, stride: int, pad: int, size: int) -> tuple[int, 
     return max(start, 0), min(end, size), end - start
 
 
-def avg_pool2d_ceil(x: np.ndarray, kernel, stride, padding=(0, 0), ceil_mode: bool = False,
-                    count_include_pad: bool = True, divisor_override: int | None = None):
-    """Mean of each window with torch's output size and divisor: divisor_override if
-    given, else pool_size (count_include_pad) or the number of real elements.
+def _avg_windows(input_hw, out_hw, kernel, stride, padding, count_include_pad: bool,
+                 divisor_override: int | None):
+    """(oy, ox, rows, cols, divisor) for every average-pooling window: the input rows and
+    columns it covers (ranges) and the divisor of its sum, divisor_override if given,
+    else pool_size (count_include_pad) or the number of real elements."""
+    for oy in range(out_hw[0]):
+        y0, y1, pool_h = _avg_window(oy, kernel[0], stride[0], padding[0], input_hw[0])
+        for ox in range(out_hw[1]):
+            x0, x1, pool_w = _avg_window(ox, kernel[1], stride[1], padding[1], input_hw[1])
+            if divisor_override is not None:
+                divisor = divisor_override
+            elif count_include_pad:
+                divisor = pool_h * pool_w
+            else:
+                divisor = (y1 - y0) * (x1 - x0)
+            yield oy, ox, range(y0, y1), range(x0, x1), divisor
+
+
+def avg_pool2d(x: np.ndarray, kernel, stride, padding=(0, 0), count_include_pad: bool = True,
+               ceil_mode: bool = False, divisor_override: int | None = None) -> np.ndarray:
+    """Mean of each window with torch's output size and divisor (``_avg_windows``):
+    padding counts as zeros with count_include_pad, ceil_mode's overhang never does.
     x: (N, C, H, W) -> (N, C, H_out, W_out)."""
     n, c, h, w = x.shape
-    oh = pool_out_size(h, kernel[0], stride[0], padding[0], 1, ceil_mode)
-    ow = pool_out_size(w, kernel[1], stride[1], padding[1], 1, ceil_mode)
-    out = np.zeros((n, c, oh, ow), dtype=np.float64)
-    for b in range(n):
-        for ch in range(c):
-            for oy in range(oh):
-                y0, y1, pool_h = _avg_window(oy, kernel[0], stride[0], padding[0], h)
-                for ox in range(ow):
-                    x0, x1, pool_w = _avg_window(ox, kernel[1], stride[1], padding[1], w)
-                    total = sum(x[b, ch, y, xx] for y in range(y0, y1) for xx in range(x0, x1))
-                    if divisor_override is not None:
-                        divisor = divisor_override
-                    elif count_include_pad:
-                        divisor = pool_h * pool_w
-                    else:
-                        divisor = (y1 - y0) * (x1 - x0)
-                    out[b, ch, oy, ox] = total / divisor
+    out_hw = (pool_out_size(h, kernel[0], stride[0], padding[0], 1, ceil_mode),
+              pool_out_size(w, kernel[1], stride[1], padding[1], 1, ceil_mode))
+    out = np.zeros((n, c, *out_hw), dtype=np.float64)
+    for oy, ox, rows, cols, divisor in _avg_windows((h, w), out_hw, kernel, stride, padding,
+                                                    count_include_pad, divisor_override):
+        for b in range(n):
+            for ch in range(c):
+                out[b, ch, oy, ox] = sum(x[b, ch, y, xx] for y in rows for xx in cols) / divisor
     return out
 
 
-def avg_pool2d_ceil_backward(grad: np.ndarray, input_shape, kernel, stride, padding=(0, 0),
-                             count_include_pad: bool = True,
-                             divisor_override: int | None = None) -> np.ndarray:
-    """The input gradient of avg_pool2d_ceil: each output's gradient divided by its
-    window's divisor, added to every real element of the window.
+def avg_pool2d_backward(grad: np.ndarray, input_shape, kernel, stride, padding=(0, 0),
+                        count_include_pad: bool = True,
+                        divisor_override: int | None = None) -> np.ndarray:
+    """The input gradient of avg_pool2d: each output's gradient divided by its window's
+    divisor, added to every real element of the window.
     grad: (N, C, H_out, W_out) -> (N, C, H, W)."""
     n, c, h, w = input_shape
     dx = np.zeros(input_shape, dtype=np.float64)
-    for b in range(n):
-        for ch in range(c):
-            for oy in range(grad.shape[2]):
-                y0, y1, pool_h = _avg_window(oy, kernel[0], stride[0], padding[0], h)
-                for ox in range(grad.shape[3]):
-                    x0, x1, pool_w = _avg_window(ox, kernel[1], stride[1], padding[1], w)
-                    if divisor_override is not None:
-                        divisor = divisor_override
-                    elif count_include_pad:
-                        divisor = pool_h * pool_w
-                    else:
-                        divisor = (y1 - y0) * (x1 - x0)
-                    for y in range(y0, y1):
-                        for xx in range(x0, x1):
-                            dx[b, ch, y, xx] += grad[b, ch, oy, ox] / divisor
+    for oy, ox, rows, cols, divisor in _avg_windows((h, w), grad.shape[2:], kernel, stride,
+                                                    padding, count_include_pad, divisor_override):
+        for b in range(n):
+            for ch in range(c):
+                for y in rows:
+                    for xx in cols:
+                        dx[b, ch, y, xx] += grad[b, ch, oy, ox] / divisor
     return dx
 
 
-def adaptive_max_pool2d(x: np.ndarray, output_size):
-    """Output cell (i, j) is the max over rows floor(i*H/H_out) .. ceil((i+1)*H/H_out) - 1
-    and the columns alike, scanned in row-major order as torch's CPU kernel: a value
-    takes over when it is greater than the running max or is NaN (so ties stay with the
-    first maximum and the last NaN wins). Returns (out, argmax) as max_pool2d does.
+def _adaptive_windows(h: int, w: int, oh: int, ow: int):
+    """(i, j, y0, y1, x0, x1) for every output cell (i, j) of an adaptive pool: it reads
+    rows floor(i*H/H_out) .. ceil((i+1)*H/H_out) - 1 ([y0, y1)) and the columns alike."""
+    for i in range(oh):
+        for j in range(ow):
+            yield (i, j, (i * h) // oh, math.ceil((i + 1) * h / oh),
+                   (j * w) // ow, math.ceil((j + 1) * w / ow))
+
+
+def adaptive_avg_pool2d(x: np.ndarray, output_size) -> np.ndarray:
+    """Output cell (i, j) averages its window (``_adaptive_windows``).
     x: (N, C, H, W) -> (N, C, H_out, W_out)."""
     n, c, h, w = x.shape
-    oh, ow = output_size
-    out = np.zeros((n, c, oh, ow), dtype=np.float64)
-    argmax = np.zeros((n, c, oh, ow, 2), dtype=np.int64)
+    out = np.zeros((n, c, *output_size), dtype=np.float64)
     for b in range(n):
         for ch in range(c):
-            for i in range(oh):
-                for j in range(ow):
-                    y0, y1 = (i * h) // oh, math.ceil((i + 1) * h / oh)
-                    x0, x1 = (j * w) // ow, math.ceil((j + 1) * w / ow)
-                    best, where = -math.inf, (y0, x0)
-                    for y in range(y0, y1):
-                        for xx in range(x0, x1):
-                            value = x[b, ch, y, xx]
-                            if value > best or math.isnan(value):
-                                best, where = value, (y, xx)
-                    out[b, ch, i, j] = best
-                    argmax[b, ch, i, j] = where
+            for i, j, y0, y1, x0, x1 in _adaptive_windows(h, w, *output_size):
+                out[b, ch, i, j] = x[b, ch, y0:y1, x0:x1].mean()
+    return out
+
+
+def adaptive_max_pool2d(x: np.ndarray, output_size):
+    """Output cell (i, j) is the max over its window (``_adaptive_windows``), scanned in
+    row-major order as torch's CPU kernel: a value takes over when it is greater than the
+    running max or is NaN (so ties stay with the first maximum and the last NaN wins).
+    Returns (out, argmax) as max_pool2d does. x: (N, C, H, W) -> (N, C, H_out, W_out)."""
+    n, c, h, w = x.shape
+    out = np.zeros((n, c, *output_size), dtype=np.float64)
+    argmax = np.zeros((n, c, *output_size, 2), dtype=np.int64)
+    for b in range(n):
+        for ch in range(c):
+            for i, j, y0, y1, x0, x1 in _adaptive_windows(h, w, *output_size):
+                best, where = -math.inf, (y0, x0)
+                for y in range(y0, y1):
+                    for xx in range(x0, x1):
+                        value = x[b, ch, y, xx]
+                        if value > best or math.isnan(value):
+                            best, where = value, (y, xx)
+                out[b, ch, i, j] = best
+                argmax[b, ch, i, j] = where
     return out, argmax
 
 

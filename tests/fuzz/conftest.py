@@ -3,7 +3,8 @@
 Every property in this directory exists twice: a quick test that runs in the default
 suite with the ``chainrule-quick`` profile (25 examples), and a ``@pytest.mark.fuzz``
 twin with the ``chainrule-fuzz`` profile (``CHAINRULE_FUZZ_EXAMPLES`` examples, 2000
-unless set). The fuzz twins are skipped unless the run selects them::
+unless set); ``twins.quick_and_fuzz`` makes both from one test. The fuzz twins are
+skipped unless the run selects them::
 
     pytest -m fuzz tests/fuzz                              # 2000 examples per property
     CHAINRULE_FUZZ_EXAMPLES=10000 pytest -m fuzz tests/fuzz

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import event, given, settings
+from hypothesis import event
 from hypothesis import strategies as st
 
 import chainrule as cr
+from tests.fuzz.twins import quick_and_fuzz
 from tests.helpers import assert_torch_parity
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-QUICK = settings.get_profile("chainrule-quick")
-FUZZ = settings.get_profile("chainrule-fuzz")
 
 # Values at which some activation of the catalog has a kink.
 KINKS = np.array([0.0, -0.0, 1.0, -1.0, 3.0, -3.0, 6.0, 2.5, -2.0, 20.0])
@@ -95,14 +94,6 @@ class _AccurateGELU(nn.Module):
         return x * 0.5 * torch.erfc(-x * 0.5 ** 0.5)
 
 
-@QUICK
-@given(activation_cases())
+@quick_and_fuzz(activation_cases())
 def test_activations_match_torch(case):
-    check_activation(case)
-
-
-@pytest.mark.fuzz
-@FUZZ
-@given(activation_cases())
-def test_activations_match_torch_fuzz(case):
     check_activation(case)

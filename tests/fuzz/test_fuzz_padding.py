@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import event, given, settings
+from hypothesis import event
 from hypothesis import strategies as st
 
 import chainrule as cr
+from tests.fuzz.twins import quick_and_fuzz
 from tests.helpers import assert_torch_parity
 
 torch = pytest.importorskip("torch")
 
-QUICK = settings.get_profile("chainrule-quick")
-FUZZ = settings.get_profile("chainrule-fuzz")
 TOL = 1e-9
 
 KINDS = {
@@ -82,14 +81,6 @@ def check_padding(case) -> None:
     assert max(errors.values()) <= TOL, errors
 
 
-@QUICK
-@given(pad_cases())
+@quick_and_fuzz(pad_cases())
 def test_padding_matches_torch(case):
-    check_padding(case)
-
-
-@pytest.mark.fuzz
-@FUZZ
-@given(pad_cases())
-def test_padding_matches_torch_fuzz(case):
     check_padding(case)

@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import assume, event, given, settings
+from hypothesis import assume, event
 from hypothesis import strategies as st
 
 import chainrule as cr
 from tests import reference as ref
+from tests.fuzz.twins import quick_and_fuzz
 from tests.helpers import assert_torch_parity, rel_error
 
 torch = pytest.importorskip("torch")
 
-QUICK = settings.get_profile("chainrule-quick")
-FUZZ = settings.get_profile("chainrule-fuzz")
 TOL = 1e-9
 
 seeds = st.integers(0, 2**32 - 1)
@@ -158,81 +157,33 @@ def check_avg_pool(dims: int, case) -> None:
                         dtype=np.float64, seed=int(rng.integers(2**31)))
 
 
-@QUICK
-@given(window_cases(2, max_pool=True))
+@quick_and_fuzz(window_cases(2, max_pool=True))
 def test_max_pool2d_ceil_mode_matches_torch_without_ties(case):
     check_max_pool_no_ties(2, case)
 
 
-@pytest.mark.fuzz
-@FUZZ
-@given(window_cases(2, max_pool=True))
-def test_max_pool2d_ceil_mode_matches_torch_without_ties_fuzz(case):
-    check_max_pool_no_ties(2, case)
-
-
-@QUICK
-@given(window_cases(2, max_pool=True))
+@quick_and_fuzz(window_cases(2, max_pool=True))
 def test_max_pool2d_ceil_mode_ties_route_exactly_like_torch(case):
     check_max_pool_ties(2, case)
 
 
-@pytest.mark.fuzz
-@FUZZ
-@given(window_cases(2, max_pool=True))
-def test_max_pool2d_ceil_mode_ties_route_exactly_like_torch_fuzz(case):
-    check_max_pool_ties(2, case)
-
-
-@QUICK
-@given(window_cases(2, max_pool=False))
+@quick_and_fuzz(window_cases(2, max_pool=False))
 def test_avg_pool2d_ceil_mode_and_divisor_match_torch(case):
     check_avg_pool(2, case)
 
 
-@pytest.mark.fuzz
-@FUZZ
-@given(window_cases(2, max_pool=False))
-def test_avg_pool2d_ceil_mode_and_divisor_match_torch_fuzz(case):
-    check_avg_pool(2, case)
-
-
-@QUICK
-@given(window_cases(1, max_pool=True))
+@quick_and_fuzz(window_cases(1, max_pool=True))
 def test_max_pool1d_matches_torch_without_ties(case):
     check_max_pool_no_ties(1, case)
 
 
-@pytest.mark.fuzz
-@FUZZ
-@given(window_cases(1, max_pool=True))
-def test_max_pool1d_matches_torch_without_ties_fuzz(case):
-    check_max_pool_no_ties(1, case)
-
-
-@QUICK
-@given(window_cases(1, max_pool=True))
+@quick_and_fuzz(window_cases(1, max_pool=True))
 def test_max_pool1d_ties_route_exactly_like_torch(case):
     check_max_pool_ties(1, case)
 
 
-@pytest.mark.fuzz
-@FUZZ
-@given(window_cases(1, max_pool=True))
-def test_max_pool1d_ties_route_exactly_like_torch_fuzz(case):
-    check_max_pool_ties(1, case)
-
-
-@QUICK
-@given(window_cases(1, max_pool=False))
+@quick_and_fuzz(window_cases(1, max_pool=False))
 def test_avg_pool1d_matches_torch(case):
-    check_avg_pool(1, case)
-
-
-@pytest.mark.fuzz
-@FUZZ
-@given(window_cases(1, max_pool=False))
-def test_avg_pool1d_matches_torch_fuzz(case):
     check_avg_pool(1, case)
 
 
@@ -285,27 +236,11 @@ def check_adaptive_max_ties(case) -> None:
                                       f"routes tied maxima differently from torch ({np.dtype(dtype)})")
 
 
-@QUICK
-@given(adaptive_cases())
+@quick_and_fuzz(adaptive_cases())
 def test_adaptive_max_pool_matches_torch_without_ties(case):
     check_adaptive_max_no_ties(case)
 
 
-@pytest.mark.fuzz
-@FUZZ
-@given(adaptive_cases())
-def test_adaptive_max_pool_matches_torch_without_ties_fuzz(case):
-    check_adaptive_max_no_ties(case)
-
-
-@QUICK
-@given(adaptive_cases())
+@quick_and_fuzz(adaptive_cases())
 def test_adaptive_max_pool_ties_route_exactly_like_torch(case):
-    check_adaptive_max_ties(case)
-
-
-@pytest.mark.fuzz
-@FUZZ
-@given(adaptive_cases())
-def test_adaptive_max_pool_ties_route_exactly_like_torch_fuzz(case):
     check_adaptive_max_ties(case)

@@ -24,17 +24,16 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import assume, event, given, settings
+from hypothesis import assume, event
 from hypothesis import strategies as st
 
 import chainrule as cr
 from chainrule.functional import resample as R
+from tests.fuzz.twins import quick_and_fuzz
 from tests.helpers import assert_torch_parity, rel_error
 
 torch = pytest.importorskip("torch")
 
-QUICK = settings.get_profile("chainrule-quick")
-FUZZ = settings.get_profile("chainrule-fuzz")
 TOL = 1e-9
 
 seeds = st.integers(0, 2**32 - 1)
@@ -108,16 +107,8 @@ def _check_upsample(case) -> None:
         event("torch's nearest backward reads other pixels than its forward")
 
 
-@QUICK
-@given(upsample_cases())
+@quick_and_fuzz(upsample_cases())
 def test_upsample_matches_torch(case):
-    _check_upsample(case)
-
-
-@pytest.mark.fuzz
-@FUZZ
-@given(upsample_cases())
-def test_upsample_matches_torch_fuzz(case):
     _check_upsample(case)
 
 
@@ -142,16 +133,8 @@ def _check_pixel_shuffle(case) -> None:
     assert max(errors.values()) == 0.0
 
 
-@QUICK
-@given(pixel_shuffle_cases())
+@quick_and_fuzz(pixel_shuffle_cases())
 def test_pixel_shuffle_and_unshuffle_match_torch(case):
-    _check_pixel_shuffle(case)
-
-
-@pytest.mark.fuzz
-@FUZZ
-@given(pixel_shuffle_cases())
-def test_pixel_shuffle_and_unshuffle_match_torch_fuzz(case):
     _check_pixel_shuffle(case)
 
 
@@ -172,14 +155,6 @@ def _check_channel_shuffle(case) -> None:
     assert max(errors.values()) == 0.0
 
 
-@QUICK
-@given(channel_shuffle_cases())
+@quick_and_fuzz(channel_shuffle_cases())
 def test_channel_shuffle_matches_torch(case):
-    _check_channel_shuffle(case)
-
-
-@pytest.mark.fuzz
-@FUZZ
-@given(channel_shuffle_cases())
-def test_channel_shuffle_matches_torch_fuzz(case):
     _check_channel_shuffle(case)

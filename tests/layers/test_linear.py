@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import chainrule as cr
-from tests.helpers import assert_torch_parity
+from tests.helpers import assert_gradcheck, assert_torch_parity
 
 torch = pytest.importorskip("torch")
 
@@ -27,18 +27,20 @@ LINEAR_CASES = [
 ]
 
 
+def _dims(shape) -> str:
+    return "x".join(map(str, shape))
+
+
 def _linear_id(case) -> str:
     fin, fout, bias, shape = case
-    return f"{fin}->{fout}-bias{int(bias)}-x{'x'.join(map(str, shape))}"
+    return f"{fin}->{fout}-bias{int(bias)}-x{_dims(shape)}"
 
 
 @pytest.mark.parametrize("case", LINEAR_CASES, ids=_linear_id)
 def test_linear_gradcheck(case):
     fin, fout, bias, shape = case
     layer = cr.Linear(fin, fout, bias=bias, dtype=np.float64, rng=1)
-    x = np.random.default_rng(2).standard_normal(shape)
-    err = cr.gradcheck(layer, x)
-    assert err < 1e-6, f"Linear{case}: gradcheck relative error {err:.3g}"
+    assert_gradcheck(layer, np.random.default_rng(2).standard_normal(shape), 1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -106,20 +108,22 @@ FLATTEN_CASES = [
 ]
 
 
+def check_shape_and_gradcheck(layer, torch_module, x: np.ndarray, tol: float) -> None:
+    """The output has torch's shape, and finite differences agree below ``tol``."""
+    assert layer.forward(x).shape == tuple(torch_module(torch.tensor(x)).shape)
+    assert_gradcheck(layer, x, tol)
+
+
 def _flatten_id(case) -> str:
     start, end, shape = case
-    return f"{start}..{end}-x{'x'.join(map(str, shape))}"
+    return f"{start}..{end}-x{_dims(shape)}"
 
 
 @pytest.mark.parametrize("case", FLATTEN_CASES, ids=_flatten_id)
 def test_flatten_shape_and_gradcheck(case):
     start, end, shape = case
-    layer = cr.Flatten(start, end)
-    x = np.random.default_rng(5).standard_normal(shape)
-    expected = torch.flatten(torch.tensor(x), start, end).shape
-    assert layer.forward(x).shape == tuple(expected)
-    err = cr.gradcheck(layer, x)
-    assert err < 1e-6, f"Flatten{case}: gradcheck relative error {err:.3g}"
+    check_shape_and_gradcheck(cr.Flatten(start, end), torch.nn.Flatten(start, end),
+                              np.random.default_rng(5).standard_normal(shape), 1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -214,18 +218,14 @@ UNFLATTEN_CASES = [
 
 def _unflatten_id(case) -> str:
     dim, sizes, shape = case
-    return f"dim{dim}-{'x'.join(map(str, sizes))}-of-{'x'.join(map(str, shape))}"
+    return f"dim{dim}-{_dims(sizes)}-of-{_dims(shape)}"
 
 
 @pytest.mark.parametrize("case", UNFLATTEN_CASES, ids=_unflatten_id)
 def test_unflatten_shape_and_gradcheck(case):
     dim, sizes, shape = case
-    layer = cr.Unflatten(dim, sizes)
-    x = np.random.default_rng(7).standard_normal(shape)
-    expected = torch.nn.Unflatten(dim, sizes)(torch.tensor(x)).shape
-    assert layer.forward(x).shape == tuple(expected)
-    err = cr.gradcheck(layer, x)
-    assert err < 1e-7, f"Unflatten{case}: gradcheck relative error {err:.3g}"
+    check_shape_and_gradcheck(cr.Unflatten(dim, sizes), torch.nn.Unflatten(dim, sizes),
+                              np.random.default_rng(7).standard_normal(shape), 1e-7)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)

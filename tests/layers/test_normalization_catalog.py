@@ -11,7 +11,7 @@ import pytest
 
 import chainrule as cr
 from chainrule import serialize
-from tests.helpers import assert_torch_parity, copy_torch_weights, rel_error
+from tests.helpers import assert_gradcheck, assert_torch_parity, copy_torch_weights, rel_error
 
 torch = pytest.importorskip("torch")
 
@@ -47,9 +47,17 @@ def ours_like(ours, ref):
     return ours
 
 
-def check_gradients(layer, x):
-    err = cr.gradcheck(layer, x)
-    assert err < 1e-6, f"{layer!r} on {x.shape}: gradcheck relative error {err:.3g}"
+def check_matches_torch(ours, ref, x, dtype, terms: int) -> None:
+    """``assert_torch_parity``, then the state dict (the same keys in torch's order, the
+    same values: copied parameters, and running statistics that the one forward moved in
+    training or left in eval alike) and the repr of torch's module."""
+    assert_torch_parity(ours, ref, x, dtype=dtype, terms=terms)
+    tol = 1e-13 if dtype == np.float64 else 1e-6
+    state = ours.state_dict()
+    assert list(state) == list(ref.state_dict())
+    for key, value in ref.state_dict().items():
+        assert rel_error(state[key], value.numpy()) <= tol, key
+    assert repr(ours) == repr(ref)
 
 
 # ---------------------------------------------------------------------------- GroupNorm
@@ -83,7 +91,7 @@ def gn_terms(shape, groups) -> int:
 def test_groupnorm_gradcheck(case, options):
     shape, groups = case
     ours, ref = gn_pair(shape, groups, options)
-    check_gradients(ours_like(ours, ref), data(shape, seed=10))
+    assert_gradcheck(ours_like(ours, ref), data(shape, seed=10), 1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -92,9 +100,7 @@ def test_groupnorm_gradcheck(case, options):
 def test_groupnorm_matches_torch(case, options, dtype):
     shape, groups = case
     ours, ref = gn_pair(shape, groups, options)
-    assert_torch_parity(ours, ref, data(shape, seed=11), dtype=dtype, terms=gn_terms(*case))
-    assert list(ours.state_dict()) == list(ref.state_dict())
-    assert repr(ours) == repr(ref)
+    check_matches_torch(ours, ref, data(shape, seed=11), dtype, gn_terms(*case))
 
 
 def test_groupnorm_same_in_eval():
@@ -162,7 +168,7 @@ def ln_terms(shape, normalized_shape) -> int:
 def test_layernorm_gradcheck(case, options):
     shape, normalized_shape = case
     ours, ref = ln_pair(normalized_shape, options)
-    check_gradients(ours_like(ours, ref), data(shape, seed=13))
+    assert_gradcheck(ours_like(ours, ref), data(shape, seed=13), 1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -171,11 +177,7 @@ def test_layernorm_gradcheck(case, options):
 def test_layernorm_matches_torch(case, options, dtype):
     shape, normalized_shape = case
     ours, ref = ln_pair(normalized_shape, options)
-    assert_torch_parity(ours, ref, data(shape, seed=14), dtype=dtype, terms=ln_terms(*case))
-    assert list(ours.state_dict()) == list(ref.state_dict())
-    for key, value in ref.state_dict().items():
-        assert ours.state_dict()[key].shape == tuple(value.shape), key
-    assert repr(ours) == repr(ref)
+    check_matches_torch(ours, ref, data(shape, seed=14), dtype, ln_terms(*case))
 
 
 def test_layernorm_errors():
@@ -223,7 +225,7 @@ def in_terms(shape) -> int:
 def test_instancenorm_gradcheck(shape, options, mode):
     ours, ref = in_pair(channels_of(shape), options)
     ours_like(ours, ref).train(mode == "train")
-    check_gradients(ours, data(shape, seed=15))
+    assert_gradcheck(ours, data(shape, seed=15), 1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -235,13 +237,7 @@ def test_instancenorm_matches_torch(shape, options, mode, dtype):
     if mode == "eval":
         ours.eval().gradients_in_eval()
         ref.eval()
-    assert_torch_parity(ours, ref, data(shape, seed=16), dtype=dtype, terms=in_terms(shape))
-    # the one forward moved the running statistics (training) or left them (eval) alike
-    tol = 1e-13 if dtype == np.float64 else 1e-6
-    assert list(ours.state_dict()) == list(ref.state_dict())
-    for key, value in ref.state_dict().items():
-        assert rel_error(ours.state_dict()[key], value.numpy()) <= tol, key
-    assert repr(ours) == repr(ref)
+    check_matches_torch(ours, ref, data(shape, seed=16), dtype, in_terms(shape))
 
 
 @pytest.mark.parametrize("momentum", [0.1, 0.5, None], ids=lambda m: f"momentum{m}")
@@ -331,7 +327,7 @@ LRN_PARAMS = [dict(alpha=0.5), dict(alpha=2.0, beta=0.3, k=0.5)]
 @pytest.mark.parametrize("size", LRN_SIZES, ids=lambda s: f"size{s}")
 @pytest.mark.parametrize("shape", LRN_SHAPES, ids=str)
 def test_lrn_gradcheck(shape, size, params):
-    check_gradients(cr.LocalResponseNorm(size, **params), data(shape, seed=30))
+    assert_gradcheck(cr.LocalResponseNorm(size, **params), data(shape, seed=30), 1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -340,8 +336,7 @@ def test_lrn_gradcheck(shape, size, params):
 @pytest.mark.parametrize("shape", LRN_SHAPES, ids=str)
 def test_lrn_matches_torch(shape, size, params, dtype):
     ours, ref = cr.LocalResponseNorm(size, **params), torch.nn.LocalResponseNorm(size, **params)
-    assert_torch_parity(ours, ref, data(shape, seed=31), dtype=dtype, terms=size)
-    assert repr(ours) == repr(ref)
+    check_matches_torch(ours, ref, data(shape, seed=31), dtype, size)
 
 
 def test_lrn_window_is_torchs_asymmetric_one_for_an_even_size():

@@ -8,26 +8,13 @@ import pytest
 
 import chainrule as cr
 from tests import reference as ref
-from tests.helpers import assert_torch_parity, rel_error
+from tests.helpers import assert_gradcheck, assert_torch_parity, each_dtype, pair, params, rel_error
+from tests.layers.pool_cases import (ADAPTIVE_CASES, avg_pool_reference_args,
+                                     check_max_pool_matches_reference_with_ties,
+                                     check_max_pool_ties_route_like_torch, check_unbatched_input,
+                                     distinct, torch_pair)
 
 torch = pytest.importorskip("torch")
-
-DTYPES = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-
-
-def pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
-def distinct(shape, seed: int = 0) -> np.ndarray:
-    """A random permutation of distinct values: no ties, so the max (and its gradient)
-    is unique and finite differences (step 1e-6) never cross a kink."""
-    values = np.random.default_rng(seed).permutation(int(np.prod(shape))) / 8.0 - 2.0
-    return values.reshape(shape)
-
-
-def params(cases):
-    return [pytest.param(kwargs, shape, id=name) for name, (kwargs, shape) in cases.items()]
 
 
 # ---------------------------------------------------------------- MaxPool2d
@@ -56,12 +43,10 @@ MAX_CASES = {
 
 @pytest.mark.parametrize("kwargs, shape", params(MAX_CASES))
 def test_max_pool_gradcheck(kwargs, shape):
-    layer = cr.MaxPool2d(**kwargs)
-    error = cr.gradcheck(layer, distinct(shape))
-    assert error < 1e-6, f"{layer!r}: gradcheck relative error {error:.2e}"
+    assert_gradcheck(cr.MaxPool2d(**kwargs), distinct(shape), 1e-6)
 
 
-@DTYPES
+@each_dtype
 @pytest.mark.parametrize("kwargs, shape", params(MAX_CASES))
 def test_max_pool_torch_parity(kwargs, shape, dtype):
     assert_torch_parity(cr.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs), distinct(shape), dtype=dtype)
@@ -69,25 +54,7 @@ def test_max_pool_torch_parity(kwargs, shape, dtype):
 
 @pytest.mark.parametrize("kwargs, shape", params(MAX_CASES))
 def test_max_pool_matches_loop_reference(kwargs, shape):
-    # Integer values in {0, 1, 2}: plenty of ties, which the reference breaks in
-    # row-major window order, as the layer must.
-    rng = np.random.default_rng(1)
-    x = rng.integers(0, 3, shape).astype(np.float64)
-    layer = cr.MaxPool2d(**kwargs)
-    kernel = pair(kwargs["kernel_size"])
-    stride = pair(kwargs.get("stride") or kwargs["kernel_size"])
-    expected, argmax = ref.max_pool2d(x, kernel, stride, pair(kwargs.get("padding", 0)),
-                                      pair(kwargs.get("dilation", 1)))
-    out = layer.forward(x)
-    np.testing.assert_array_equal(out, expected)
-    grad = rng.integers(-4, 5, out.shape).astype(np.float64)  # integers: sums are exact
-    np.testing.assert_array_equal(layer.backward(grad), ref.max_pool2d_backward(grad, argmax, shape))
-
-
-def _torch_max_pool_input_grad(kwargs, x: np.ndarray, grad: np.ndarray) -> np.ndarray:
-    xt = torch.tensor(x, requires_grad=True)
-    torch.nn.MaxPool2d(**kwargs)(xt).backward(torch.tensor(grad))
-    return xt.grad.numpy()
+    check_max_pool_matches_reference_with_ties(kwargs, shape)
 
 
 TIE_CASES = {name: MAX_CASES[name] for name in (
@@ -98,18 +65,7 @@ TIE_CASES = {name: MAX_CASES[name] for name in (
 @pytest.mark.parametrize("values", ["constant", "integers-0-3"])
 @pytest.mark.parametrize("kwargs, shape", params(TIE_CASES))
 def test_max_pool_ties_route_like_torch(kwargs, shape, values):
-    """With ties the gradient is not unique; torch (and we) give the whole of it to the
-    first maximum in row-major window order. Integer upstream gradients keep every sum
-    exact, so the comparison can be exact whatever order the windows are added in."""
-    rng = np.random.default_rng(2)
-    if values == "constant":
-        x = np.full(shape, 0.5)
-    else:
-        x = rng.integers(0, 3, shape).astype(np.float64)
-    layer = cr.MaxPool2d(**kwargs)
-    out = layer.forward(x)
-    grad = rng.integers(-4, 5, out.shape).astype(np.float64)
-    np.testing.assert_array_equal(layer.backward(grad), _torch_max_pool_input_grad(kwargs, x, grad))
+    check_max_pool_ties_route_like_torch(kwargs, shape, values)
 
 
 def test_max_pool_tie_goes_to_first_in_row_major_order():
@@ -147,12 +103,10 @@ AVG_CASES = {
 
 @pytest.mark.parametrize("kwargs, shape", params(AVG_CASES))
 def test_avg_pool_gradcheck(kwargs, shape):
-    layer = cr.AvgPool2d(**kwargs)
-    error = cr.gradcheck(layer, np.random.default_rng(3).standard_normal(shape))
-    assert error < 1e-6, f"{layer!r}: gradcheck relative error {error:.2e}"
+    assert_gradcheck(cr.AvgPool2d(**kwargs), np.random.default_rng(3).standard_normal(shape), 1e-6)
 
 
-@DTYPES
+@each_dtype
 @pytest.mark.parametrize("kwargs, shape", params(AVG_CASES))
 def test_avg_pool_torch_parity(kwargs, shape, dtype):
     x = np.random.default_rng(4).standard_normal(shape)
@@ -162,37 +116,22 @@ def test_avg_pool_torch_parity(kwargs, shape, dtype):
 @pytest.mark.parametrize("kwargs, shape", params(AVG_CASES))
 def test_avg_pool_matches_loop_reference(kwargs, shape):
     x = np.random.default_rng(5).standard_normal(shape)
-    kernel = pair(kwargs["kernel_size"])
-    stride = pair(kwargs.get("stride") or kwargs["kernel_size"])
-    expected = ref.avg_pool2d(x, kernel, stride, pair(kwargs.get("padding", 0)),
-                              kwargs.get("count_include_pad", True))
+    expected = ref.avg_pool2d(x, **avg_pool_reference_args(kwargs))
     assert rel_error(cr.AvgPool2d(**kwargs).forward(x), expected) <= 1e-13
 
 
 # ---------------------------------------------------------------- AdaptiveAvgPool2d
 
-ADAPTIVE_CASES = {
-    "global-1": (dict(output_size=1), (2, 3, 5, 4)),
-    "2-divides-6x4": (dict(output_size=2), (2, 2, 6, 4)),
-    "2-not-dividing-5x7": (dict(output_size=2), (1, 2, 5, 7)),
-    "3x2-on-7x5": (dict(output_size=(3, 2)), (2, 2, 7, 5)),
-    "3-on-8x7": (dict(output_size=3), (1, 2, 8, 7)),
-    "5-bigger-than-3x4": (dict(output_size=5), (1, 2, 3, 4)),
-    "4x6-bigger-than-3x2": (dict(output_size=(4, 6)), (2, 1, 3, 2)),
-    "identity-4x5": (dict(output_size=(4, 5)), (1, 2, 4, 5)),
-    "1-on-1x1": (dict(output_size=1), (2, 3, 1, 1)),
-    "batch1-2x1": (dict(output_size=(2, 1)), (1, 3, 5, 3)),
-}
+# Output sizes and inputs: pool_cases.ADAPTIVE_CASES (AdaptiveMaxPool2d's too).
 
 
 @pytest.mark.parametrize("kwargs, shape", params(ADAPTIVE_CASES))
 def test_adaptive_avg_pool_gradcheck(kwargs, shape):
-    layer = cr.AdaptiveAvgPool2d(**kwargs)
-    error = cr.gradcheck(layer, np.random.default_rng(6).standard_normal(shape))
-    assert error < 1e-6, f"{layer!r}: gradcheck relative error {error:.2e}"
+    assert_gradcheck(cr.AdaptiveAvgPool2d(**kwargs), np.random.default_rng(6).standard_normal(shape),
+                     1e-6)
 
 
-@DTYPES
+@each_dtype
 @pytest.mark.parametrize("kwargs, shape", params(ADAPTIVE_CASES))
 def test_adaptive_avg_pool_torch_parity(kwargs, shape, dtype):
     x = np.random.default_rng(7).standard_normal(shape)
@@ -220,11 +159,7 @@ LAYERS_3D = {
 
 @pytest.mark.parametrize("ours, theirs, kwargs", LAYERS_3D.values(), ids=LAYERS_3D.keys())
 def test_unbatched_chw_input(ours, theirs, kwargs):
-    x = distinct((3, 7, 6), seed=9)
-    layer = ours(**kwargs)
-    assert_torch_parity(layer, theirs(**kwargs), x, dtype=np.float64)
-    np.testing.assert_array_equal(layer.forward(x), ours(**kwargs).forward(x[None])[0])
-    assert cr.gradcheck(layer, x) < 1e-6
+    check_unbatched_input(ours, theirs, kwargs, distinct((3, 7, 6), seed=9))
 
 
 @pytest.mark.parametrize("layer", [cr.MaxPool2d(2), cr.AvgPool2d(2), cr.AdaptiveAvgPool2d(1)],
@@ -319,7 +254,7 @@ def test_max_pool_backward_with_non_finite_gradients_matches_torch(hw, threads, 
     finally:
         _parallel.set_num_workers(None)
     assert dx.dtype == dtype
-    np.testing.assert_array_equal(dx, _torch_max_pool_input_grad(dict(kernel_size=2), x, grad))
+    np.testing.assert_array_equal(dx, torch_pair(torch.nn.MaxPool2d(2), x, grad)[1])
 
 
 @pytest.mark.parametrize("kwargs, shape", params(MAX_CASES))

@@ -16,35 +16,15 @@ import chainrule as cr
 from chainrule.inspect import derivative_of
 from chainrule.serialize import build, describe
 from tests import reference as ref
-from tests.helpers import assert_torch_parity, float32_tolerance, rel_error
+from tests.helpers import (assert_gradcheck, assert_torch_parity, each_dtype, float32_tolerance, pair,
+                           params, rel_error)
+from tests.layers.pool_cases import (ADAPTIVE_CASES, avg_pool_reference_args,
+                                     check_max_pool_matches_reference_with_ties,
+                                     check_max_pool_ties_route_like_torch, check_unbatched_input,
+                                     distinct, max_pool_reference, torch_pair)
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
-
-DTYPES = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-
-
-def pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
-def distinct(shape, seed: int = 0) -> np.ndarray:
-    """Distinct values 1/8 apart: no ties, so every max (and its gradient) is unique and
-    finite differences (step 1e-6) never cross a kink."""
-    values = np.random.default_rng(seed).permutation(int(np.prod(shape))) / 8.0 - 2.0
-    return values.reshape(shape)
-
-
-def params(cases):
-    return [pytest.param(kwargs, shape, id=name) for name, (kwargs, shape) in cases.items()]
-
-
-def torch_pair(module, x: np.ndarray, grad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """torch's output and input gradient (float64) for upstream gradient ``grad``."""
-    xt = torch.tensor(x, requires_grad=True)
-    yt = module(xt)
-    yt.backward(torch.tensor(grad))
-    return yt.detach().numpy(), xt.grad.numpy()
 
 
 def window_terms(kwargs) -> int:
@@ -80,50 +60,25 @@ MAX_CEIL_CASES = {name: (dict(kwargs, ceil_mode=True), shape)
 
 @pytest.mark.parametrize("kwargs, shape", params(MAX_CEIL_CASES))
 def test_max_pool_ceil_mode_gradcheck(kwargs, shape):
-    layer = cr.MaxPool2d(**kwargs)
-    error = cr.gradcheck(layer, distinct(shape))
-    assert error < 1e-6, f"{layer!r}: gradcheck relative error {error:.2e}"
+    assert_gradcheck(cr.MaxPool2d(**kwargs), distinct(shape), 1e-6)
 
 
-@DTYPES
+@each_dtype
 @pytest.mark.parametrize("kwargs, shape", params(MAX_CEIL_CASES))
 def test_max_pool_ceil_mode_torch_parity(kwargs, shape, dtype):
     assert_torch_parity(cr.MaxPool2d(**kwargs), nn.MaxPool2d(**kwargs), distinct(shape), dtype=dtype,
                         terms=window_terms(kwargs))
 
 
-def _reference_max_pool(kwargs, x):
-    return ref.max_pool2d_ceil(x, pair(kwargs["kernel_size"]),
-                               pair(kwargs.get("stride") or kwargs["kernel_size"]),
-                               pair(kwargs.get("padding", 0)), pair(kwargs.get("dilation", 1)),
-                               kwargs.get("ceil_mode", False))
-
-
 @pytest.mark.parametrize("kwargs, shape", params(MAX_CEIL_CASES))
 def test_max_pool_ceil_mode_matches_loop_reference_with_ties(kwargs, shape):
-    """Integers in {0, 1, 2}: ties everywhere, broken in row-major window order; integer
-    upstream gradients keep every sum exact, so the comparison is exact."""
-    rng = np.random.default_rng(1)
-    x = rng.integers(0, 3, shape).astype(np.float64)
-    layer = cr.MaxPool2d(**kwargs)
-    expected, argmax = _reference_max_pool(kwargs, x)
-    out = layer.forward(x)
-    np.testing.assert_array_equal(out, expected)
-    grad = rng.integers(-4, 5, out.shape).astype(np.float64)
-    np.testing.assert_array_equal(layer.backward(grad), ref.max_pool2d_backward(grad, argmax, shape))
+    check_max_pool_matches_reference_with_ties(kwargs, shape)
 
 
 @pytest.mark.parametrize("values", ["constant", "integers-0-3"])
 @pytest.mark.parametrize("kwargs, shape", params(MAX_CEIL_CASES))
 def test_max_pool_ceil_mode_ties_route_like_torch(kwargs, shape, values):
-    rng = np.random.default_rng(2)
-    x = np.full(shape, 0.5) if values == "constant" else rng.integers(0, 3, shape).astype(np.float64)
-    layer = cr.MaxPool2d(**kwargs)
-    out = layer.forward(x)
-    grad = rng.integers(-4, 5, out.shape).astype(np.float64)
-    theirs, dx = torch_pair(nn.MaxPool2d(**kwargs), x, grad)
-    np.testing.assert_array_equal(out, theirs)
-    np.testing.assert_array_equal(layer.backward(grad), dx)
+    check_max_pool_ties_route_like_torch(kwargs, shape, values)
 
 
 def test_ceil_mode_output_sizes_follow_torch_on_a_grid():
@@ -181,12 +136,10 @@ AVG_CASES["k3-s2-p1-divisor-2-floor"] = (dict(kernel_size=3, stride=2, padding=1
 
 @pytest.mark.parametrize("kwargs, shape", params(AVG_CASES))
 def test_avg_pool_ceil_and_divisor_gradcheck(kwargs, shape):
-    layer = cr.AvgPool2d(**kwargs)
-    error = cr.gradcheck(layer, np.random.default_rng(3).standard_normal(shape))
-    assert error < 1e-6, f"{layer!r}: gradcheck relative error {error:.2e}"
+    assert_gradcheck(cr.AvgPool2d(**kwargs), np.random.default_rng(3).standard_normal(shape), 1e-6)
 
 
-@DTYPES
+@each_dtype
 @pytest.mark.parametrize("kwargs, shape", params(AVG_CASES))
 def test_avg_pool_ceil_and_divisor_torch_parity(kwargs, shape, dtype):
     x = np.random.default_rng(4).standard_normal(shape)
@@ -194,22 +147,16 @@ def test_avg_pool_ceil_and_divisor_torch_parity(kwargs, shape, dtype):
                         terms=window_terms(kwargs))
 
 
-def _avg_reference_args(kwargs):
-    return dict(kernel=pair(kwargs["kernel_size"]), stride=pair(kwargs.get("stride") or kwargs["kernel_size"]),
-                padding=pair(kwargs.get("padding", 0)), count_include_pad=kwargs.get("count_include_pad", True),
-                divisor_override=kwargs.get("divisor_override"))
-
-
 @pytest.mark.parametrize("kwargs, shape", params(AVG_CASES))
 def test_avg_pool_ceil_and_divisor_match_loop_reference(kwargs, shape):
     rng = np.random.default_rng(5)
     x = rng.standard_normal(shape)
     layer = cr.AvgPool2d(**kwargs)
-    args = _avg_reference_args(kwargs)
+    args = avg_pool_reference_args(kwargs)
     out = layer.forward(x)
-    assert rel_error(out, ref.avg_pool2d_ceil(x, ceil_mode=kwargs.get("ceil_mode", False), **args)) <= 1e-13
+    assert rel_error(out, ref.avg_pool2d(x, ceil_mode=kwargs.get("ceil_mode", False), **args)) <= 1e-13
     grad = rng.standard_normal(out.shape)
-    assert rel_error(layer.backward(grad), ref.avg_pool2d_ceil_backward(grad, shape, **args)) <= 1e-13
+    assert rel_error(layer.backward(grad), ref.avg_pool2d_backward(grad, shape, **args)) <= 1e-13
 
 
 def test_avg_pool_ceil_mode_divisor_counts_padding_but_not_the_overhang():
@@ -263,11 +210,10 @@ def _as_2d(kwargs: dict) -> dict:
 
 @pytest.mark.parametrize("kwargs, shape", params(MAX1D_CASES))
 def test_max_pool1d_gradcheck(kwargs, shape):
-    layer = cr.MaxPool1d(**kwargs)
-    assert cr.gradcheck(layer, distinct(shape)) < 1e-6
+    assert_gradcheck(cr.MaxPool1d(**kwargs), distinct(shape), 1e-6)
 
 
-@DTYPES
+@each_dtype
 @pytest.mark.parametrize("kwargs, shape", params(MAX1D_CASES))
 def test_max_pool1d_torch_parity(kwargs, shape, dtype):
     assert_torch_parity(cr.MaxPool1d(**kwargs), nn.MaxPool1d(**kwargs), distinct(shape), dtype=dtype,
@@ -279,7 +225,7 @@ def test_max_pool1d_matches_loop_reference_and_torch_with_ties(kwargs, shape):
     rng = np.random.default_rng(6)
     x = rng.integers(0, 3, shape).astype(np.float64)
     layer = cr.MaxPool1d(**kwargs)
-    expected, argmax = _reference_max_pool(_as_2d(kwargs), x[:, :, None, :])
+    expected, argmax = max_pool_reference(_as_2d(kwargs), x[:, :, None, :])
     out = layer.forward(x)
     np.testing.assert_array_equal(out, expected[:, :, 0])
     grad = rng.integers(-4, 5, out.shape).astype(np.float64)
@@ -291,11 +237,10 @@ def test_max_pool1d_matches_loop_reference_and_torch_with_ties(kwargs, shape):
 
 @pytest.mark.parametrize("kwargs, shape", params(AVG1D_CASES))
 def test_avg_pool1d_gradcheck(kwargs, shape):
-    layer = cr.AvgPool1d(**kwargs)
-    assert cr.gradcheck(layer, np.random.default_rng(7).standard_normal(shape)) < 1e-6
+    assert_gradcheck(cr.AvgPool1d(**kwargs), np.random.default_rng(7).standard_normal(shape), 1e-6)
 
 
-@DTYPES
+@each_dtype
 @pytest.mark.parametrize("kwargs, shape", params(AVG1D_CASES))
 def test_avg_pool1d_torch_parity(kwargs, shape, dtype):
     x = np.random.default_rng(8).standard_normal(shape)
@@ -308,28 +253,19 @@ def test_avg_pool1d_matches_loop_reference(kwargs, shape):
     rng = np.random.default_rng(9)
     x = rng.standard_normal(shape)
     layer = cr.AvgPool1d(**kwargs)
-    args = _avg_reference_args(_as_2d(kwargs))
+    args = avg_pool_reference_args(_as_2d(kwargs))
     out = layer.forward(x)
-    expected = ref.avg_pool2d_ceil(x[:, :, None], ceil_mode=kwargs.get("ceil_mode", False), **args)
+    expected = ref.avg_pool2d(x[:, :, None], ceil_mode=kwargs.get("ceil_mode", False), **args)
     assert rel_error(out, expected[:, :, 0]) <= 1e-13
     grad = rng.standard_normal(out.shape)
-    expected_dx = ref.avg_pool2d_ceil_backward(grad[:, :, None], x[:, :, None].shape, **args)
+    expected_dx = ref.avg_pool2d_backward(grad[:, :, None], x[:, :, None].shape, **args)
     assert rel_error(layer.backward(grad), expected_dx[:, :, 0]) <= 1e-13
 
 
 # ---------------------------------------------------------------- AdaptiveMaxPool2d
 
 ADAPTIVE_MAX_CASES = {
-    "global-1": (dict(output_size=1), (2, 3, 5, 4)),
-    "2-divides-6x4": (dict(output_size=2), (2, 2, 6, 4)),
-    "2-not-dividing-5x7": (dict(output_size=2), (1, 2, 5, 7)),
-    "3x2-on-7x5-overlapping": (dict(output_size=(3, 2)), (2, 2, 7, 5)),
-    "3-on-8x7": (dict(output_size=3), (1, 2, 8, 7)),
-    "5-bigger-than-3x4": (dict(output_size=5), (1, 2, 3, 4)),
-    "4x6-bigger-than-3x2": (dict(output_size=(4, 6)), (2, 1, 3, 2)),
-    "identity-4x5": (dict(output_size=(4, 5)), (1, 2, 4, 5)),
-    "1-on-1x1": (dict(output_size=1), (2, 3, 1, 1)),
-    "batch1-2x1": (dict(output_size=(2, 1)), (1, 3, 5, 3)),
+    **ADAPTIVE_CASES,
     "none-keeps-rows": (dict(output_size=(None, 3)), (2, 2, 4, 7)),
     "none-keeps-columns": (dict(output_size=(3, None)), (1, 2, 7, 4)),
     "none-none-identity": (dict(output_size=(None, None)), (1, 2, 3, 4)),
@@ -346,12 +282,10 @@ def adaptive_terms(kwargs, shape) -> int:
 
 @pytest.mark.parametrize("kwargs, shape", params(ADAPTIVE_MAX_CASES))
 def test_adaptive_max_pool_gradcheck(kwargs, shape):
-    layer = cr.AdaptiveMaxPool2d(**kwargs)
-    error = cr.gradcheck(layer, distinct(shape, seed=10))
-    assert error < 1e-6, f"{layer!r}: gradcheck relative error {error:.2e}"
+    assert_gradcheck(cr.AdaptiveMaxPool2d(**kwargs), distinct(shape, seed=10), 1e-6)
 
 
-@DTYPES
+@each_dtype
 @pytest.mark.parametrize("kwargs, shape", params(ADAPTIVE_MAX_CASES))
 def test_adaptive_max_pool_torch_parity(kwargs, shape, dtype):
     assert_torch_parity(cr.AdaptiveMaxPool2d(**kwargs), nn.AdaptiveMaxPool2d(**kwargs),
@@ -405,14 +339,14 @@ def test_adaptive_max_pool_non_finite_gradients_reach_only_the_winners(dtype):
 
 # ---------------------------------------------------------------- AdaptiveAvgPool2d with None
 
-@DTYPES
+@each_dtype
 @pytest.mark.parametrize("output_size", [(None, 3), (2, None), (None, None)],
                          ids=["none-3", "2-none", "none-none"])
 def test_adaptive_avg_pool_keeps_the_input_size_where_none(output_size, dtype):
     x = np.random.default_rng(14).standard_normal((2, 3, 5, 7))
     layer = cr.AdaptiveAvgPool2d(output_size)
     assert_torch_parity(layer, nn.AdaptiveAvgPool2d(output_size), x, dtype=dtype, terms=35)
-    assert cr.gradcheck(layer, x) < 1e-6
+    assert_gradcheck(layer, x, 1e-6)
 
 
 # ---------------------------------------------------------------- every new layer
@@ -431,11 +365,7 @@ NEW_LAYERS = {
 
 @pytest.mark.parametrize("ours, theirs, kwargs, shape", NEW_LAYERS.values(), ids=NEW_LAYERS.keys())
 def test_unbatched_input(ours, theirs, kwargs, shape):
-    x = distinct(shape, seed=15)
-    layer = ours(**kwargs)
-    assert_torch_parity(layer, theirs(**kwargs), x, dtype=np.float64)
-    np.testing.assert_array_equal(layer.forward(x), ours(**kwargs).forward(x[None])[0])
-    assert cr.gradcheck(layer, x) < 1e-6
+    check_unbatched_input(ours, theirs, kwargs, distinct(shape, seed=15))
 
 
 @pytest.mark.parametrize("ours, theirs, kwargs, shape", NEW_LAYERS.values(), ids=NEW_LAYERS.keys())

@@ -15,16 +15,11 @@ import chainrule as cr
 from chainrule.functional import resample as R
 from chainrule.interop import UnsupportedModuleError
 from tests.helpers import FLOAT32_UNIT_ROUNDOFF as U
-from tests.helpers import assert_torch_parity, float32_tolerance, rel_error
+from tests.helpers import (assert_gradcheck, assert_torch_parity, each_dtype, float32_tolerance, params,
+                           rel_error)
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
-
-DTYPES = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-
-
-def params(cases: dict):
-    return [pytest.param(kwargs, shape, id=name) for name, (kwargs, shape) in cases.items()]
 
 
 def upsample_terms(layer: cr.Upsample, shape: tuple[int, ...]) -> int:
@@ -88,12 +83,10 @@ UPSAMPLE_CASES = {
 
 @pytest.mark.parametrize("kwargs, shape", params(UPSAMPLE_CASES))
 def test_upsample_gradcheck(kwargs, shape):
-    layer = cr.Upsample(**kwargs)
-    error = cr.gradcheck(layer, np.random.default_rng(0).standard_normal(shape))
-    assert error < 1e-7, f"{layer!r}: gradcheck relative error {error:.2e}"
+    assert_gradcheck(cr.Upsample(**kwargs), np.random.default_rng(0).standard_normal(shape), 1e-7)
 
 
-@DTYPES
+@each_dtype
 @pytest.mark.parametrize("kwargs, shape", params(UPSAMPLE_CASES))
 def test_upsample_torch_parity(kwargs, shape, dtype):
     layer = cr.Upsample(**kwargs)
@@ -114,14 +107,14 @@ SUBCLASS_CASES = {
 }
 
 
-@DTYPES
+@each_dtype
 @pytest.mark.parametrize("ours, theirs, kwargs, shape",
                          [pytest.param(*v, id=k) for k, v in SUBCLASS_CASES.items()])
 def test_upsampling_subclasses_match_torch(ours, theirs, kwargs, shape, dtype):
     layer = ours(**kwargs)
     x = np.random.default_rng(2).standard_normal(shape)
     assert_torch_parity(layer, theirs(**kwargs), x, dtype=dtype, terms=upsample_terms(layer, shape))
-    assert cr.gradcheck(layer, x) < 1e-7
+    assert_gradcheck(layer, x, 1e-7)
     assert repr(layer) == repr(theirs(**kwargs))
 
 
@@ -160,7 +153,7 @@ MATRIX_GRID += [(length, dict(scale_factor=f, **rc)) for length in (2, 3, 5, 8, 
 
 @pytest.mark.parametrize("mode, align", [("nearest", None), ("nearest-exact", None),
                                          ("bilinear", False), ("bilinear", True)])
-@DTYPES
+@each_dtype
 def test_interpolation_matrices_are_torchs_bit_for_bit(mode, align, dtype):
     """Every index and every float32/float64 weight is torch's own, on 4-D inputs (torch's
     "indexed" nearest kernel: the outputs are small) and 3-D ones (its generic kernel),
@@ -218,7 +211,7 @@ def test_nearest_backward_is_the_adjoint_where_torchs_is_not(kwargs, shape):
     g = rng.standard_normal(y.shape)
     dx = layer.backward(g)
     assert abs(np.sum(y * g) - np.sum(x * dx)) <= 1e-12 * np.sum(np.abs(y * g))
-    assert cr.gradcheck(layer, x) < 1e-7
+    assert_gradcheck(layer, x, 1e-7)
 
 
 def test_float64_generic_kernel_differs_from_float32_where_torch_does():
@@ -396,7 +389,7 @@ SHUFFLE_CASES = {
 }
 
 
-@DTYPES
+@each_dtype
 @pytest.mark.parametrize("r, shape", [pytest.param(*v, id=k) for k, v in SHUFFLE_CASES.items()])
 def test_pixel_shuffle_and_unshuffle_match_torch(r, shape, dtype):
     x = np.random.default_rng(7).standard_normal(shape)
@@ -413,9 +406,9 @@ def test_pixel_shuffle_and_unshuffle_match_torch(r, shape, dtype):
 def test_shuffles_gradcheck_and_invert_each_other(r, shape):
     x = np.random.default_rng(8).standard_normal(shape)
     shuffle, unshuffle = cr.PixelShuffle(r), cr.PixelUnshuffle(r)
-    assert cr.gradcheck(shuffle, x) < 1e-7
+    assert_gradcheck(shuffle, x, 1e-7)
     y = shuffle.forward(x)
-    assert cr.gradcheck(unshuffle, y) < 1e-7
+    assert_gradcheck(unshuffle, y, 1e-7)
     np.testing.assert_array_equal(unshuffle.forward(y), x)
     np.testing.assert_array_equal(shuffle.backward(y), x)   # backward = the inverse
 
@@ -436,7 +429,7 @@ CHANNEL_CASES = {
 }
 
 
-@DTYPES
+@each_dtype
 @pytest.mark.parametrize("groups, shape",
                          [pytest.param(*v, id=k) for k, v in CHANNEL_CASES.items()])
 def test_channel_shuffle_matches_torch(groups, shape, dtype):
@@ -444,7 +437,7 @@ def test_channel_shuffle_matches_torch(groups, shape, dtype):
     errors = assert_torch_parity(cr.ChannelShuffle(groups), torch.nn.ChannelShuffle(groups), x,
                                  dtype=dtype, terms=1)
     assert max(errors.values()) == 0.0
-    assert cr.gradcheck(cr.ChannelShuffle(groups), x) < 1e-7
+    assert_gradcheck(cr.ChannelShuffle(groups), x, 1e-7)
 
 
 def test_channel_shuffle_order_and_inverse():
@@ -501,7 +494,7 @@ def test_in_a_network_gradcheck():
                           cr.PixelUnshuffle(3), cr.Upsample(size=(3, 2)))
     x = np.random.default_rng(10).standard_normal((2, 2, 3, 3))
     assert model.forward(x).shape == (2, 18, 3, 2)
-    assert cr.gradcheck(model, x) < 1e-6
+    assert_gradcheck(model, x, 1e-6)
 
 
 def test_from_torch_refuses_modes_chainrule_lacks():

@@ -36,7 +36,7 @@ _CLIP = 28.0
 _ONE_OVER_SQRT_PI = 5.6418958354775628695e-1
 
 # erf on [0, 0.46875]: x * (A0 + A1 t + ... ) / (B0 + ... + t^4), t = x^2; stored as Cody
-# orders them (the last numerator coefficient first in the Horner loop below).
+# orders them (the last numerator coefficient first in the Horner loop of _ratio).
 _A = (3.16112374387056560e00, 1.13864154151050156e02, 3.77485237685302021e02,
       3.20937758913846947e03, 1.85777706184603153e-1)
 _B = (2.36012909523441209e01, 2.44024637934444173e02, 1.28261652607737228e03,
@@ -55,23 +55,31 @@ _Q = (2.56852019228982242e00, 1.87295284992346047e00, 5.27905102951428412e-1,
       6.05183413124413191e-2, 2.33520497626869185e-3)
 
 
-# The Horner loops below work in place: each step is then one pass over memory that
-# is already mapped, not a fresh temporary array.
+def _ratio(t: np.ndarray, p: tuple[float, ...], q: tuple[float, ...]) -> np.ndarray:
+    """P(t) / Q(t) by Horner's rule, the coefficients in Cody's order: with n = len(q),
+    ``P = p[n] t^n + p[0] t^(n-1) + ... + p[n-1]`` and the monic
+    ``Q = t^n + q[0] t^(n-1) + ... + q[n-1]``. Returns a new array.
+
+    The loop works in place: each step is then one pass over memory that is already
+    mapped, not a fresh temporary array."""
+    n = len(q)
+    num, den = p[n] * t, t.copy()
+    for i in range(n - 1):
+        num += p[i]
+        num *= t
+        den += q[i]
+        den *= t
+    num += p[n - 1]
+    den += q[n - 1]
+    num /= den
+    return num
+
 
 def _erf_small(x: np.ndarray) -> np.ndarray:
     """erf(x) for |x| <= 0.46875."""
-    t = x * x
-    num, den = _A[4] * t, t.copy()
-    for i in range(3):
-        num += _A[i]
-        num *= t
-        den += _B[i]
-        den *= t
-    num += _A[3]
-    den += _B[3]
-    num /= den
-    num *= x
-    return num
+    out = _ratio(x * x, _A, _B)
+    out *= x
+    return out
 
 
 def _exp_minus_square(y: np.ndarray) -> np.ndarray:
@@ -90,31 +98,15 @@ def _exp_minus_square(y: np.ndarray) -> np.ndarray:
 
 def _erfc_middle(y: np.ndarray) -> np.ndarray:
     """erfc(y) for 0.46875 < y <= 4."""
-    num, den = _C[8] * y, y.copy()
-    for i in range(7):
-        num += _C[i]
-        num *= y
-        den += _D[i]
-        den *= y
-    num += _C[7]
-    den += _D[7]
-    num /= den
-    num *= _exp_minus_square(y)
-    return num
+    out = _ratio(y, _C, _D)
+    out *= _exp_minus_square(y)
+    return out
 
 
 def _erfc_large(y: np.ndarray) -> np.ndarray:
     """erfc(y) for y > 4 (y at most _CLIP)."""
     z = 1.0 / (y * y)
-    num, den = _P[5] * z, z.copy()
-    for i in range(4):
-        num += _P[i]
-        num *= z
-        den += _Q[i]
-        den *= z
-    num += _P[4]
-    den += _Q[4]
-    num /= den
+    num = _ratio(z, _P, _Q)
     num *= z
     tail = (_ONE_OVER_SQRT_PI - num) / y
     tail *= _exp_minus_square(y)

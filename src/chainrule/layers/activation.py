@@ -15,6 +15,7 @@ from .. import functional as F
 from ..functional.special import erfc
 from ..parameter import Parameter
 from ._args import positive_int
+from ._movement import MovementLayer
 from .base import DEFAULT_DTYPE, Layer, as_float_dtype
 
 
@@ -314,17 +315,12 @@ class _ExponentialLinear(_Elementwise):
         return np.where(x <= 0, negative, grad * poscoef)
 
 
-class ELU(_ExponentialLinear):
-    """``y = x if x > 0 else alpha * (exp(x) - 1)``;
-    ``dL/dx = dL/dy * (1 if x > 0 else alpha * exp(x))``.
-
-    The derivative at exactly 0 is ``alpha``, as in PyTorch. No overflow for large |x|.
-    ``inplace`` is accepted for torch compatibility and ignored. Shape: any -> same.
-    """
+class _AlphaExponentialLinear(_ExponentialLinear):
+    """ELU and CELU: the user's ``alpha`` (a finite number), ``scale = 1``."""
 
     def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
         super().__init__()
-        self.alpha = _real(alpha, "alpha", "ELU")
+        self.alpha = _real(alpha, "alpha", type(self).__name__)
 
     @property
     def _alpha_scale(self) -> tuple[float, float]:
@@ -332,6 +328,15 @@ class ELU(_ExponentialLinear):
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
+
+
+class ELU(_AlphaExponentialLinear):
+    """``y = x if x > 0 else alpha * (exp(x) - 1)``;
+    ``dL/dx = dL/dy * (1 if x > 0 else alpha * exp(x))``.
+
+    The derivative at exactly 0 is ``alpha``, as in PyTorch. No overflow for large |x|.
+    ``inplace`` is accepted for torch compatibility and ignored. Shape: any -> same.
+    """
 
 
 class SELU(_ExponentialLinear):
@@ -355,7 +360,7 @@ class SELU(_ExponentialLinear):
         return self.ALPHA, self.SCALE
 
 
-class CELU(_ExponentialLinear):
+class CELU(_AlphaExponentialLinear):
     """``y = x if x > 0 else alpha * (exp(x / alpha) - 1)``;
     ``dL/dx = dL/dy * (1 if x > 0 else exp(x / alpha))``. ``alpha`` must not be 0.
 
@@ -368,20 +373,12 @@ class CELU(_ExponentialLinear):
     """
 
     def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
-        super().__init__()
-        self.alpha = _real(alpha, "alpha", "CELU")
+        super().__init__(alpha)
         if self.alpha == 0:
             raise ValueError("CELU: alpha must not be 0 (the input is divided by it), got "
                              f"{alpha!r}")
         self._input_scale = 1.0 / self.alpha
         self._backward_input_scale = 1.0 / float(np.float32(self.alpha))
-
-    @property
-    def _alpha_scale(self) -> tuple[float, float]:
-        return self.alpha, 1.0
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
 
 
 class GELU(_Elementwise):
@@ -686,19 +683,15 @@ class LogSoftmax(_SoftmaxBase):
         return grad - np.exp(y) * np.sum(grad, axis=axis, keepdims=True)
 
 
-class Identity(Layer):
+class Identity(MovementLayer):
     """``y = x``; ``dL/dx = dL/dy``. Like torch's, it accepts any arguments and ignores
     them. Shape: any -> same."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        x = self._cast_input(x)
-        if self.keeps_cache:
-            self._cache = (x.shape, x.dtype)
+    def _move(self, x: np.ndarray) -> np.ndarray:
         return x
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        shape, dtype = self._take_cache()
-        return self._check_grad(grad, shape, dtype)
+    def _move_back(self, grad: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+        return grad

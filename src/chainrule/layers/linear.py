@@ -10,6 +10,7 @@ import numpy as np
 from ..functional._parallel import matmul
 from ..parameter import Parameter
 from ._args import positive_int
+from ._movement import MovementLayer
 from .base import DEFAULT_DTYPE, Layer, as_float_dtype
 
 
@@ -94,7 +95,7 @@ def _axis(dim: int, ndim: int, name: str, layer: Layer, shape: tuple[int, ...]) 
     return dim % rank
 
 
-class Flatten(Layer):
+class Flatten(MovementLayer):
     """Flatten axes ``start_dim .. end_dim`` into one (torch's defaults: all but the batch).
 
     Negative dims count from the end; a dim outside ``[-ndim, ndim - 1]`` or
@@ -112,27 +113,21 @@ class Flatten(Layer):
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        x = self._cast_input(x)
+    def _move(self, x: np.ndarray) -> np.ndarray:
         start = _axis(self.start_dim, x.ndim, "start_dim", self, x.shape)
         end = _axis(self.end_dim, x.ndim, "end_dim", self, x.shape)
         if start > end:
             raise ValueError(f"{self!r}: start_dim comes after end_dim for input of shape "
                              f"{x.shape} (axes {start} > {end})")
         if x.ndim == 0:
-            out = x.reshape(1)
-        else:
-            out = x.reshape(*x.shape[:start], -1, *x.shape[end + 1:])
-        if self.keeps_cache:
-            self._cache = (x.shape, out.shape, out.dtype)
-        return out
+            return x.reshape(1)
+        return x.reshape(*x.shape[:start], -1, *x.shape[end + 1:])
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        x_shape, out_shape, dtype = self._take_cache()
-        return self._check_grad(grad, out_shape, dtype).reshape(x_shape)
+    def _move_back(self, grad: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+        return grad.reshape(x_shape)
 
 
-class Unflatten(Layer):
+class Unflatten(MovementLayer):
     """Split axis ``dim`` into the axes ``unflattened_size`` (the inverse of Flatten).
 
     Args:
@@ -178,18 +173,13 @@ class Unflatten(Layer):
                              f"not to the size {d} of axis {self.dim} of input of shape {shape}")
         return self.unflattened_size
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        x = self._cast_input(x)
+    def _move(self, x: np.ndarray) -> np.ndarray:
         if x.ndim == 0:
             raise ValueError(f"{self!r}: expected an input with at least one axis, got shape "
                              f"{x.shape}")
         axis = _axis(self.dim, x.ndim, "dim", self, x.shape)
         sizes = self._sizes(x.shape[axis], x.shape)
-        out = x.reshape(*x.shape[:axis], *sizes, *x.shape[axis + 1:])
-        if self.keeps_cache:
-            self._cache = (x.shape, out.shape, out.dtype)
-        return out
+        return x.reshape(*x.shape[:axis], *sizes, *x.shape[axis + 1:])
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        x_shape, out_shape, dtype = self._take_cache()
-        return self._check_grad(grad, out_shape, dtype).reshape(x_shape)
+    def _move_back(self, grad: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+        return grad.reshape(x_shape)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Layer
+from ._movement import MovementLayer
 
 Padding4 = tuple[int, int, int, int]
 
@@ -105,8 +105,9 @@ def _fold(grad: np.ndarray, axis: int, size: int, before: int, after: int, mode:
     return dx
 
 
-class _Pad2d(Layer):
-    """Shared argument handling, input checks and caching of the 2-D padding layers."""
+class _Pad2d(MovementLayer):
+    """Shared argument handling and input checks of the 2-D padding layers; each writes
+    ``_move`` (pad) and ``_move_back`` (its adjoint, the unpad of the gradient)."""
 
     def __init__(self, padding: Any) -> None:
         super().__init__()
@@ -120,24 +121,6 @@ class _Pad2d(Layer):
         left, right, top, bottom = self.padding
         h, w = x.shape[-2:]
         return h + top + bottom, w + left + right
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        x = self._cast_input(x)
-        out = self._pad(x)
-        if self.keeps_cache:
-            self._cache = (x.shape, out.shape, out.dtype)
-        return out
-
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        x_shape, out_shape, dtype = self._take_cache()
-        grad = self._check_grad(grad, out_shape, dtype)
-        return self._unpad(grad, x_shape)
-
-    def _pad(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def _unpad(self, grad: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
-        raise NotImplementedError
 
 
 class ConstantPad2d(_Pad2d):
@@ -167,7 +150,7 @@ class ConstantPad2d(_Pad2d):
     def extra_repr(self) -> str:
         return f"padding={self.padding}, value={self.value}"
 
-    def _pad(self, x: np.ndarray) -> np.ndarray:
+    def _move(self, x: np.ndarray) -> np.ndarray:
         out_h, out_w = self._out_hw(x)
         left, right, top, bottom = self.padding
         h, w = x.shape[-2:]
@@ -179,7 +162,7 @@ class ConstantPad2d(_Pad2d):
             x[..., _span(-top, -bottom, h), _span(-left, -right, w)]
         return out
 
-    def _unpad(self, grad: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+    def _move_back(self, grad: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
         left, right, top, bottom = self.padding
         (h, w), (out_h, out_w) = x_shape[-2:], grad.shape[-2:]
         dx = np.zeros(x_shape, dtype=grad.dtype)
@@ -223,7 +206,7 @@ class _GatherPad2d(_Pad2d):
                              f"has (output size {(out_h, out_w)}), for input of shape {x.shape}")
         return out_h, out_w
 
-    def _pad(self, x: np.ndarray) -> np.ndarray:
+    def _move(self, x: np.ndarray) -> np.ndarray:
         self._check_input(x)
         left, right, top, bottom = self.padding
         h, w = x.shape[-2:]
@@ -231,7 +214,7 @@ class _GatherPad2d(_Pad2d):
         cols = _source_index(w, left, right, self.mode)             # (W_out,)
         return x[..., rows[:, None], cols[None, :]]                 # (..., H_out, W_out)
 
-    def _unpad(self, grad: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+    def _move_back(self, grad: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
         left, right, top, bottom = self.padding
         h, w = x_shape[-2:]
         rows_out = _fold(grad, -1, w, left, right, self.mode)       # (..., H_out, W)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..functional import resample as R
 from ._args import positive_int
+from ._movement import MovementLayer
 from .base import Layer
 
 # mode -> the input ndims it accepts and how they read
@@ -232,29 +233,7 @@ class UpsamplingBilinear2d(Upsample):
         return super().extra_repr().replace(", align_corners=True", "")
 
 
-class _Shuffle(Layer):
-    """Shared caching of the shuffles: forward permutes, backward un-permutes."""
-
-    def _permute(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def _unpermute(self, grad: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
-        raise NotImplementedError
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        x = self._cast_input(x)
-        out = self._permute(x)
-        if self.keeps_cache:
-            self._cache = (x.shape, out.shape, out.dtype)
-        return out
-
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        x_shape, out_shape, dtype = self._take_cache()
-        grad = self._check_grad(grad, out_shape, dtype)
-        return self._unpermute(grad, x_shape)
-
-
-class PixelShuffle(_Shuffle):
+class PixelShuffle(MovementLayer):
     """Move blocks of ``r*r`` channels into ``r x r`` spatial blocks (sub-pixel
     convolution's upsampling), as ``torch.nn.PixelShuffle``.
 
@@ -273,7 +252,7 @@ class PixelShuffle(_Shuffle):
     def extra_repr(self) -> str:
         return f"upscale_factor={self.upscale_factor}"
 
-    def _permute(self, x: np.ndarray) -> np.ndarray:
+    def _move(self, x: np.ndarray) -> np.ndarray:
         self._check_ndim(x, (3, 4), "(N, C*r^2, H, W) or (C*r^2, H, W)")
         r = self.upscale_factor
         if x.shape[-3] % (r * r):
@@ -282,11 +261,11 @@ class PixelShuffle(_Shuffle):
                              f"shape {x.shape}")
         return R.pixel_shuffle(x, r)
 
-    def _unpermute(self, grad: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+    def _move_back(self, grad: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
         return R.pixel_unshuffle(grad, self.upscale_factor)
 
 
-class PixelUnshuffle(_Shuffle):
+class PixelUnshuffle(MovementLayer):
     """Move each ``r x r`` spatial block into ``r*r`` channels: the inverse of
     PixelShuffle, as ``torch.nn.PixelUnshuffle``.
 
@@ -305,7 +284,7 @@ class PixelUnshuffle(_Shuffle):
     def extra_repr(self) -> str:
         return f"downscale_factor={self.downscale_factor}"
 
-    def _permute(self, x: np.ndarray) -> np.ndarray:
+    def _move(self, x: np.ndarray) -> np.ndarray:
         self._check_ndim(x, (3, 4), "(N, C, H*r, W*r) or (C, H*r, W*r)")
         r = self.downscale_factor
         if x.shape[-2] % r or x.shape[-1] % r:
@@ -314,11 +293,11 @@ class PixelUnshuffle(_Shuffle):
                              f"{x.shape}")
         return R.pixel_unshuffle(x, r)
 
-    def _unpermute(self, grad: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+    def _move_back(self, grad: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
         return R.pixel_shuffle(grad, self.downscale_factor)
 
 
-class ChannelShuffle(_Shuffle):
+class ChannelShuffle(MovementLayer):
     """Interleave the channels of ``groups`` groups (ShuffleNet), as
     ``torch.nn.ChannelShuffle``: reshape the channels to (groups, C/groups), transpose,
     flatten; channel ``k*(C/groups) + j`` moves to ``j*groups + k``.
@@ -336,7 +315,7 @@ class ChannelShuffle(_Shuffle):
     def extra_repr(self) -> str:
         return f"groups={self.groups}"
 
-    def _permute(self, x: np.ndarray) -> np.ndarray:
+    def _move(self, x: np.ndarray) -> np.ndarray:
         if x.ndim < 3:
             raise ValueError(f"{self!r}: expected input of shape (N, C, *) with at least 3 axes, "
                              f"got shape {x.shape}")
@@ -345,5 +324,5 @@ class ChannelShuffle(_Shuffle):
                              f"{self.groups}, got shape {x.shape}")
         return R.channel_shuffle(x, self.groups)
 
-    def _unpermute(self, grad: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+    def _move_back(self, grad: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
         return R.channel_shuffle(grad, x_shape[1] // self.groups)
