@@ -102,3 +102,10 @@ def test_explain_command_on_lenet5(capsys):
         assert formula in shown
     assert out.count("w <- w - lr * dL/dw = ") == 5  # 2 conv + 3 linear layers
     assert "(1, 1, 28, 28) -> (1, 6, 28, 28)" in out
+
+
+def test_grouped_and_depthwise_convolutions_say_what_groups_change():
+    assert "groups" not in derivative_of(cr.Conv2d(4, 4, 3)).words
+    assert "depthwise (groups = 4)" in derivative_of(cr.Conv2d(4, 4, 3, groups=4)).words
+    assert "the 2 input channels of its group" in derivative_of(cr.Conv2d(4, 6, 3, groups=2)).words
+    assert "depthwise (groups = 3)" in derivative_of(cr.Conv1d(3, 6, 3, groups=3)).words

@@ -51,13 +51,25 @@ class Derivative:
     formula: str
 
 
+def _groups_words(layer: Any) -> str:
+    """What ``groups`` changes in a convolution's sums, as a sentence to append."""
+    if layer.groups == 1:
+        return ""
+    if layer.groups == layer.in_channels:
+        return (f"; depthwise (groups = {layer.groups}): each output channel reads one input "
+                "channel, so every sum runs over that channel's window alone")
+    return (f"; with groups = {layer.groups} each output channel reads only the "
+            f"{layer.in_channels // layer.groups} input channels of its group, and the sums "
+            "run over that group alone")
+
+
 def _conv2d(layer: Conv2d) -> Derivative:
     stride = "" if layer.stride == (1, 1) else f" (dL/dy spread out by the stride {layer.stride})"
     return Derivative(
         "y = correlate(x, W) + b: each output is the kernel dotted with one input window",
         "every weight touched every window, so its gradient sums input * dL/dy over all "
         "windows; every input pixel fed the outputs whose windows cover it, so its "
-        "gradient sums dL/dy times the matching kernel weights",
+        "gradient sums dL/dy times the matching kernel weights" + _groups_words(layer),
         "Conv2d: dL/dW = correlate(x, dL/dy); dL/db = sum over (n, i, j) of dL/dy; "
         "dL/dx = full-convolve(dL/dy, flipped W)" + stride)
 
@@ -69,7 +81,7 @@ def _conv1d(layer: Conv1d) -> Derivative:
         "one window of the input",
         "every weight touched every window, so its gradient sums input * dL/dy over all "
         "windows; every input position fed the outputs whose windows cover it, so its "
-        "gradient sums dL/dy times the matching kernel weights",
+        "gradient sums dL/dy times the matching kernel weights" + _groups_words(layer),
         "Conv1d: dL/dW = correlate(x, dL/dy); dL/db = sum over (n, l) of dL/dy; "
         "dL/dx = full-convolve(dL/dy, flipped W)" + stride)
 
