@@ -42,6 +42,35 @@ def rel_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b), initial=0.0) / scale)
 
 
+class _WorstParity:
+    """The largest relative error each layer class showed in ``assert_torch_parity``, per
+    dtype, over a test run: ``CHAINRULE_PARITY_REPORT=path pytest tests/layers`` writes
+    them as a Markdown table (tests/conftest.py), the measured figures behind the
+    catalog's claims."""
+
+    def __init__(self) -> None:
+        self.worst: dict[tuple[str, str], tuple[float, str]] = {}
+
+    def record(self, layer, dtype: np.dtype, errors: dict[str, float]) -> None:
+        key = (type(layer).__name__, np.dtype(dtype).name)
+        what, error = max(errors.items(), key=lambda item: item[1])
+        if key not in self.worst or error > self.worst[key][0]:
+            shown = type(layer).__name__ if layer._children else repr(layer)  # one line
+            self.worst[key] = (error, f"{what} of {shown}")
+
+    def table(self) -> str:
+        names = sorted({name for name, _ in self.worst})
+        lines = ["| layer | worst float64 | worst float32 | float32 case |", "| --- | --- | --- | --- |"]
+        for name in names:
+            f64 = self.worst.get((name, "float64"), (float("nan"), ""))
+            f32 = self.worst.get((name, "float32"), (float("nan"), ""))
+            lines.append(f"| {name} | {f64[0]:.1e} | {f32[0]:.1e} | {f32[1]} |")
+        return "\n".join(lines) + "\n"
+
+
+WORST_PARITY = _WorstParity()
+
+
 def copy_torch_weights(layer, torch_module) -> None:
     """Load a torch module's state dict into a chainrule layer, the way users do."""
     layer.load_state_dict({k: v.detach().cpu().numpy() for k, v in torch_module.state_dict().items()})
@@ -81,6 +110,7 @@ def assert_torch_parity(layer, torch_module, x: np.ndarray, dtype=np.float64, se
     assert set(ours) == set(torch_params), f"parameter names differ: {sorted(ours)} vs {sorted(torch_params)}"
     for name, p in ours.items():
         errors[f"{name}.grad"] = rel_error(p.grad, torch_params[name].grad.numpy())
+    WORST_PARITY.record(layer, dtype, errors)
     tol = TOLERANCE[dtype] if terms is None or dtype == np.float64 else float32_tolerance(terms)
     bad = {k: v for k, v in errors.items() if not v <= tol}
     assert not bad, f"{layer!r} differs from torch beyond {tol} ({dtype}): {errors}"

@@ -145,19 +145,16 @@ def _leaf_from_torch(torch: Any) -> dict[type, Callable[[Any, str], L.Layer]]:
     (weights are loaded afterwards from the module's state dict)."""
     nn = torch.nn
 
-    def conv(m: Any, path: str) -> L.Layer:
-        _require_options(m, path, {f"padding_mode={m.padding_mode!r}": m.padding_mode != "zeros"})
-        return L.Conv2d(m.in_channels, m.out_channels, tuple(m.kernel_size), stride=tuple(m.stride),
-                        padding=m.padding if isinstance(m.padding, str) else tuple(m.padding),
-                        dilation=tuple(m.dilation), groups=m.groups, bias=m.bias is not None,
-                        dtype=_module_dtype(m, path), rng=0)
-
-    def conv1d(m: Any, path: str) -> L.Layer:
-        _require_options(m, path, {f"padding_mode={m.padding_mode!r}": m.padding_mode != "zeros"})
-        return L.Conv1d(m.in_channels, m.out_channels, tuple(m.kernel_size), stride=tuple(m.stride),
-                        padding=m.padding if isinstance(m.padding, str) else tuple(m.padding),
-                        dilation=tuple(m.dilation), groups=m.groups, bias=m.bias is not None,
-                        dtype=_module_dtype(m, path), rng=0)
+    def conv(cls: type) -> Callable[[Any, str], L.Layer]:
+        """Conv2d and Conv1d: the same arguments, as pairs or 1-tuples."""
+        def build(m: Any, path: str) -> L.Layer:
+            _require_options(m, path,
+                             {f"padding_mode={m.padding_mode!r}": m.padding_mode != "zeros"})
+            return cls(m.in_channels, m.out_channels, tuple(m.kernel_size), stride=tuple(m.stride),
+                       padding=m.padding if isinstance(m.padding, str) else tuple(m.padding),
+                       dilation=tuple(m.dilation), groups=m.groups, bias=m.bias is not None,
+                       dtype=_module_dtype(m, path), rng=0)
+        return build
 
     def conv_transpose(m: Any, path: str) -> L.Layer:
         # torch builds a ConvTranspose2d with padding="same" but cannot run it
@@ -225,8 +222,8 @@ def _leaf_from_torch(torch: Any) -> dict[type, Callable[[Any, str], L.Layer]]:
 
     return {
         # convolution
-        nn.Conv2d: conv,
-        nn.Conv1d: conv1d,
+        nn.Conv2d: conv(L.Conv2d),
+        nn.Conv1d: conv(L.Conv1d),
         nn.ConvTranspose2d: conv_transpose,
         # linear and shape
         nn.Linear: linear,
