@@ -131,8 +131,8 @@ CASES: list[tuple[str, Callable[[], object], type, list[str]]] = [
     # ---- losses
     ("loss_backward_first", lambda: cr.MSELoss().backward(),
      RuntimeError, ["MSELoss", "backward", "before"]),
-    ("loss_reduction", lambda: cr.CrossEntropyLoss(reduction="none"),
-     ValueError, ["CrossEntropyLoss", "reduction", "'mean' or 'sum'", "got 'none'"]),
+    ("loss_reduction", lambda: cr.CrossEntropyLoss(reduction="average"),
+     ValueError, ["CrossEntropyLoss", "reduction", "'mean', 'sum' or 'none'", "got 'average'"]),
     ("mse_shape", lambda: cr.MSELoss()(zeros(3, 2), zeros(3)),
      ValueError, ["MSELoss", "(3, 2)", "(3,)"]),
     # ---- containers

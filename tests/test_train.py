@@ -231,3 +231,29 @@ def test_the_non_finite_step_is_not_applied():
         cr.fit(model, cr.MSELoss(), cr.optim.SGD(model.parameters(), lr=1e6), (X, y), epochs=5,
                batch_size=8, seed=0)
     assert all(np.all(np.isfinite(p.data)) for p in model.parameters()), "weights went non-finite"
+
+
+def test_fit_and_evaluate_refuse_a_loss_without_reduction():
+    model = cr.Sequential(cr.Linear(3, 2))
+    X, y = np.zeros((4, 3), np.float32), np.zeros(4, dtype=np.int64)
+    with pytest.raises(ValueError, match=r"fit: .*reduction='none'.*'mean' or 'sum'"):
+        cr.fit(model, cr.CrossEntropyLoss(reduction="none"),
+               cr.optim.SGD(model.parameters(), lr=0.1), (X, y))
+    with pytest.raises(ValueError, match=r"evaluate: .*reduction='none'"):
+        cr.evaluate(model, X, y, loss_fn=cr.MSELoss(reduction="none"))
+
+
+def test_accuracy_counts_per_pixel_and_leaves_out_ignored_targets():
+    # 1x1 convolution classifier on 2x2 "images": accuracy is over pixels, and the
+    # pixels whose target is ignore_index count neither as right nor as wrong.
+    model = cr.Sequential(cr.Conv2d(2, 3, 1, rng=0)).eval()
+    X = np.random.default_rng(0).standard_normal((2, 2, 2, 2)).astype(np.float32)
+    pred = model.forward(X).argmax(axis=1)                     # (2, 2, 2)
+    y = pred.copy()
+    y[0, 0, 0] = (pred[0, 0, 0] + 1) % 3                       # one wrong pixel
+    y[1, 1, 1] = -100                                          # one ignored pixel
+    metrics = cr.evaluate(model, X, y, loss_fn=cr.CrossEntropyLoss())
+    assert metrics["accuracy"] == 6 / 7
+    nll = cr.evaluate(cr.Sequential(cr.Conv2d(2, 3, 1, rng=0), cr.LogSoftmax(dim=1)), X, y,
+                      loss_fn=cr.NLLLoss())
+    assert nll["accuracy"] == 6 / 7

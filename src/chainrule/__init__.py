@@ -17,15 +17,20 @@ from . import inspect
 # Every layer class, by the names of chainrule.layers.__all__.
 from .layers import *  # noqa: F401,F403
 from . import layers as _layers
-from .losses import CrossEntropyLoss, Loss, MSELoss
+from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, KLDivLoss,
+                     L1Loss, Loss, MSELoss, NLLLoss, SmoothL1Loss)
 from .parameter import Parameter
+from . import init, utils
+from .random import manual_seed
 from .train import History, NonFiniteLossError, evaluate, fit, predict
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Parameter", *_layers.__all__, "Loss", "CrossEntropyLoss", "MSELoss", "gradcheck", "fit",
+    "Parameter", *_layers.__all__, "Loss", "CrossEntropyLoss", "NLLLoss", "BCELoss",
+    "BCEWithLogitsLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "KLDivLoss",
+    "gradcheck", "fit",
     "evaluate", "predict", "History", "NonFiniteLossError", "functional", "optim",
     "models", "data", "save", "load", "load_checkpoint", "Checkpoint", "CheckpointError",
-    "interop", "export_onnx", "inspect",
+    "interop", "export_onnx", "inspect", "init", "utils", "manual_seed",
 ]

@@ -75,13 +75,21 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="L2 penalty (decoupled for adamw; default: the optimizer's, 0 or "
                         "adamw's 0.01)")
     p.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"),
-                   help="Adam's betas (default 0.9 0.999)")
+                   help="betas of adam, adamw, adamax, nadam and radam (default 0.9 0.999)")
     p.add_argument("--scheduler", choices=list(SCHEDULERS),
-                   help=f"learning-rate schedule per epoch (default {d.scheduler})")
+                   help=f"learning-rate schedule (default {d.scheduler}): step and cosine "
+                        "change the lr after every epoch; onecycle (rising to --lr, then "
+                        "falling; momentum/beta1 cycled where the optimizer has one) and "
+                        "warmup-cosine (linear warm-up, then cosine) after every batch")
     p.add_argument("--step-size", type=int,
                    help=f"epochs between decays of the step schedule (default {d.step_size})")
     p.add_argument("--gamma", type=float,
                    help=f"decay factor of the step schedule (default {d.gamma})")
+    p.add_argument("--warmup-epochs", type=int,
+                   help=f"epochs of linear warm-up of warmup-cosine (default {d.warmup_epochs})")
+    p.add_argument("--clip-grad-norm", type=float, metavar="MAX",
+                   help="clip the gradients' total L2 norm to MAX before each update "
+                        "(as torch.nn.utils.clip_grad_norm_; default: no clipping)")
     p.add_argument("--seed", type=int, help=f"seeds weights, splits, shuffling, dropout and "
                                             f"augmentation (default {d.seed})")
     p.add_argument("--val-fraction", type=float,
@@ -97,7 +105,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="continue the run in DIR from its last.safetensors, with the same "
                         "result as if it had never stopped; only --epochs, --data-dir, "
                         "--download and --no-progress may be given with it (a cosine "
-                        "schedule keeps the length of the original --epochs)")
+                        "schedule keeps the length of the original --epochs; a onecycle "
+                        "one cannot be extended)")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in an --out folder that already holds a run")
     add_inspect_train_arguments(p)  # --inspect, --inspect-every
@@ -260,6 +269,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the models")
+    p.add_argument("--summary", action="store_true",
+                   help="also print each model's layer table (output shapes, parameters, "
+                        "mult-adds, memory) on one image of its default input")
     p.set_defaults(func=_cmd_models)
 
 
@@ -268,9 +280,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
         builder = MODELS[name]
         defaults = {k: v.default for k, v in inspect.signature(builder).parameters.items()}
         c, s, k = defaults["in_channels"], defaults["input_size"], defaults["num_classes"]
-        params = builder(seed=0).num_parameters()
+        model = builder(seed=0)
+        params = model.num_parameters()
         print(f"{name:<12} {params:>9,} parameters ({c}x{s}x{s} input, {k} classes)  "
               f"{description}")
+        if args.summary:
+            print(f"{model.summary((c, s, s))}\n")
     return EXIT_OK
 
 

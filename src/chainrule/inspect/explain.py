@@ -30,7 +30,8 @@ from ..layers.resample import (ChannelShuffle, PixelShuffle, PixelUnshuffle, Ups
                                UpsamplingBilinear2d, UpsamplingNearest2d)
 from ..layers.pooling import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d,
                               MaxPool1d, MaxPool2d)
-from ..losses import CrossEntropyLoss, Loss, MSELoss
+from ..losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, KLDivLoss,
+                      L1Loss, Loss, MSELoss, NLLLoss, SmoothL1Loss)
 from ..optim.sgd import SGD
 from . import _hooks
 
@@ -569,14 +570,96 @@ def derivative_of(layer: Layer) -> Derivative:
                       f"{type(layer).__name__}: see its backward()")
 
 
+def _reduced(loss_fn: Loss, mean_divisor: str) -> str:
+    """What the reduction does to the per-element gradient, as a suffix."""
+    return {"mean": f" / {mean_divisor}", "batchmean": " / N (the batch size)", "sum": "",
+            "none": " * g (g: the upstream gradient of each element's loss)"}[loss_fn.reduction]
+
+
+def _class_loss_parts(loss_fn: Any) -> tuple[str, list[str]]:
+    """The mean's divisor and the notes on ignore_index of CrossEntropyLoss and NLLLoss."""
+    divisor = "sum(w[y])" if loss_fn.weight is not None else "N"
+    leave = f" and leave {divisor}" if loss_fn.reduction == "mean" else ""
+    notes = ([f"rows whose y = ignore_index ({loss_fn.ignore_index}) get 0{leave}"]
+             if loss_fn.ignore_index != -100 else [])
+    return divisor, notes
+
+
+def _cross_entropy_formula(loss_fn: CrossEntropyLoss) -> str:
+    divisor, notes = _class_loss_parts(loss_fn)
+    eps, weighted = loss_fn.label_smoothing, loss_fn.weight is not None
+    if not eps:
+        grad = "w[y] (softmax(z) - onehot(y))" if weighted else "(softmax(z) - onehot(y))"
+    elif weighted:
+        grad = "((1 - eps) w[y] (softmax(z) - onehot(y)) + eps/C (softmax(z) sum(w) - w))"
+        notes.insert(0, f"eps = {eps}")
+    else:
+        grad = "(softmax(z) - q)"
+        notes.insert(0, f"q = (1 - {eps}) onehot(y) + {eps} / C")
+    return "; ".join([f"CrossEntropyLoss: dL/dz = {grad}{_reduced(loss_fn, divisor)}", *notes])
+
+
+def _nll_formula(loss_fn: NLLLoss) -> str:
+    divisor, notes = _class_loss_parts(loss_fn)
+    grad = "-w[y] onehot(y)" if loss_fn.weight is not None else "-onehot(y)"
+    return "; ".join([f"NLLLoss: dL/dx = {grad}{_reduced(loss_fn, divisor)}", *notes])
+
+
+def _weighted(loss_fn: Any, grad: str) -> str:
+    return f"w * {grad}" if loss_fn.weight is not None else grad
+
+
+def _bce_formula(loss_fn: BCELoss) -> str:
+    grad = _weighted(loss_fn, "(p - y) / max(p (1 - p), 1e-12)")
+    return f"BCELoss: dL/dp = {grad}{_reduced(loss_fn, '(number of elements)')}"
+
+
+def _bce_logits_formula(loss_fn: BCEWithLogitsLoss) -> str:
+    grad = ("((1 + (pos_weight - 1) y) sigmoid(x) - pos_weight y)"
+            if loss_fn.pos_weight is not None else "(sigmoid(x) - y)")
+    return (f"BCEWithLogitsLoss: dL/dx = {_weighted(loss_fn, grad)}"
+            f"{_reduced(loss_fn, '(number of elements)')}")
+
+
+def _smooth_l1_formula(loss_fn: SmoothL1Loss) -> str:
+    per = _reduced(loss_fn, "(number of elements)")
+    if loss_fn.beta == 0:
+        return f"SmoothL1Loss: dL/dpred = sign(pred - target){per}; beta = 0: L1"
+    return (f"SmoothL1Loss: dL/dpred = (d / beta if |d| < beta else sign(d)){per}; "
+            f"d = pred - target, beta = {loss_fn.beta}")
+
+
+def _kl_div_formula(loss_fn: KLDivLoss) -> str:
+    grad = "-exp(target)" if loss_fn.log_target else "-target"
+    return f"KLDivLoss: dL/dx = {grad}{_reduced(loss_fn, '(number of elements)')}"
+
+
+# The backward formula of each loss class, looked up along the MRO like _DERIVATIVES.
+_LOSS_DERIVATIVES: dict[type, Callable[[Any], str]] = {
+    CrossEntropyLoss: _cross_entropy_formula,
+    NLLLoss: _nll_formula,
+    BCELoss: _bce_formula,
+    BCEWithLogitsLoss: _bce_logits_formula,
+    MSELoss: lambda loss_fn: (f"MSELoss: dL/dpred = 2 (pred - target)"
+                              f"{_reduced(loss_fn, '(number of elements)')}"),
+    L1Loss: lambda loss_fn: (f"L1Loss: dL/dpred = sign(pred - target)"
+                             f"{_reduced(loss_fn, '(number of elements)')}"),
+    SmoothL1Loss: _smooth_l1_formula,
+    HuberLoss: lambda loss_fn: (f"HuberLoss: dL/dpred = clip(pred - target, -delta, delta)"
+                                f"{_reduced(loss_fn, '(number of elements)')}; "
+                                f"delta = {loss_fn.delta}"),
+    KLDivLoss: _kl_div_formula,
+}
+
+
 def loss_derivative(loss_fn: Loss) -> str:
-    """The loss's backward formula in one line."""
-    if isinstance(loss_fn, CrossEntropyLoss):
-        per = " / N" if loss_fn.reduction == "mean" else ""
-        return f"CrossEntropyLoss: dL/dz = (softmax(z) - onehot(y)){per}"
-    if isinstance(loss_fn, MSELoss):
-        per = " / (number of elements)" if loss_fn.reduction == "mean" else ""
-        return f"MSELoss: dL/dpred = 2 (pred - target){per}"
+    """The loss's backward formula: equations separated by "; ", the first one starting
+    with the loss's name (e.g. ``MSELoss: dL/dpred = 2 (pred - target) / (number of
+    elements)``); a loss of another type gets a pointer to its ``backward``."""
+    for cls in type(loss_fn).__mro__:
+        describe = _LOSS_DERIVATIVES.get(cls)
+        if describe is not None:
+            return describe(loss_fn)
     return f"{type(loss_fn).__name__}: see its backward()"
 
 

@@ -4,12 +4,16 @@
   buffers, modes and dtypes included (needs ``chainrule[torch]``).
 - ``export_onnx(model, path, input_shape)``: an ONNX file for inference, dynamic batch
   (needs ``chainrule[onnx]``).
+- ``optimizer_state_to_torch(state_dict)`` / ``optimizer_state_from_torch(state_dict)``:
+  an optimizer's state dict for its twin on the other side, to continue a run there.
 
 Neither torch nor onnx is imported until one of these functions is called.
 """
 
 from ._common import UnsupportedModuleError
 from .onnx import export_onnx
+from .optim_state import optimizer_state_from_torch, optimizer_state_to_torch
 from .torch import from_torch, to_torch
 
-__all__ = ["from_torch", "to_torch", "export_onnx", "UnsupportedModuleError"]
+__all__ = ["from_torch", "to_torch", "export_onnx", "UnsupportedModuleError",
+           "optimizer_state_to_torch", "optimizer_state_from_torch"]

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..parameter import Parameter
+from ..random import generator
 
 DEFAULT_DTYPE = np.dtype(np.float32)
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -260,7 +261,7 @@ class Layer:
     def reset_parameters(self, rng: np.random.Generator | int | None = None) -> "Layer":
         """Re-draw every parameter of this layer and its children from ``rng`` (a
         Generator or a seed), in the same order each time, so a seed fixes the model."""
-        rng = np.random.default_rng(rng)
+        rng = generator(rng)  # None: the library generator (chainrule.manual_seed)
         for module in self.modules():
             own_reset = getattr(module, "_reset_own_parameters", None)
             if own_reset is not None:
@@ -335,6 +336,14 @@ class Layer:
 
     def num_parameters(self) -> int:
         return sum(p.size for p in self.parameters())
+
+    def summary(self, input_shape: Any, batch_size: int = 1,
+                max_depth: int | None = None) -> Any:
+        """A Keras/torchinfo-style table of this model on a zero batch of shape
+        ``(batch_size, *input_shape)``: a ``ModelSummary`` whose ``str()`` is the table
+        (nothing is printed; the model is not changed). See ``chainrule.summary.summary``."""
+        from ..summary import summary  # imported here: chainrule.summary imports layers
+        return summary(self, input_shape, batch_size=batch_size, max_depth=max_depth)
 
     def extra_repr(self) -> str:
         return ""

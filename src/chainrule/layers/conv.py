@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import functional as F
 from ..parameter import Parameter
+from ..random import generator
 from ._args import positive_int, to_pair, to_single
 from .base import DEFAULT_DTYPE, Layer, as_float_dtype
 
@@ -48,7 +49,7 @@ class _ConvBase(Layer):
                          else (out_channels, in_channels))
         self.weight = Parameter(np.zeros((rows, grouped // groups) + self.kernel_size, dtype))
         self.bias = Parameter(np.zeros(out_channels, dtype)) if bias else None
-        self._reset_own_parameters(np.random.default_rng(rng))
+        self._reset_own_parameters(generator(rng))
 
     def _called_as(self, in_channels: Any, out_channels: Any, kernel_size: Any) -> str:
         """The layer as it was called, say ``Conv2d(3, 8, kernel_size=3)``: the start of

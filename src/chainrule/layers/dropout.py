@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 
+from ..random import new_generator
 from .base import Layer
 
 
@@ -16,8 +17,9 @@ class Dropout(Layer):
 
     Args:
         p: drop probability in [0, 1].
-        rng: Generator or seed for the masks. ``chainrule.fit(seed=...)`` re-seeds it so
-            a run is reproducible; the global NumPy random state is never used.
+        rng: Generator or seed for the masks (None: one seeded from the library
+            generator, ``chainrule.manual_seed``). ``chainrule.fit(seed=...)`` re-seeds it
+            so a run is reproducible; the global NumPy random state is never used.
 
     Shape: any -> same. Backward: ``dL/dx = dL/dy * mask / (1 - p)``, the same mask.
     """
@@ -28,7 +30,7 @@ class Dropout(Layer):
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
             raise ValueError(f"{type(self).__name__}: p must be a probability in [0, 1], got {p!r}")
         self.p = float(p)
-        self.rng = np.random.default_rng(rng)
+        self.rng = new_generator(rng)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..functional._parallel import matmul
 from ..parameter import Parameter
+from ..random import generator
 from ._args import positive_int
 from ._movement import MovementLayer
 from .base import DEFAULT_DTYPE, Layer, as_float_dtype
@@ -40,7 +41,7 @@ class Linear(Layer):
         dtype = as_float_dtype(dtype, name)
         self.weight = Parameter(np.zeros((out_features, in_features), dtype))
         self.bias = Parameter(np.zeros(out_features, dtype)) if bias else None
-        self._reset_own_parameters(np.random.default_rng(rng))
+        self._reset_own_parameters(generator(rng))
 
     def _reset_own_parameters(self, rng: np.random.Generator) -> None:
         bound = 1.0 / math.sqrt(self.in_features)

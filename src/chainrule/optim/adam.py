@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from chainrule.optim.optimizer import Optimizer, ParamsT, check_hyper, lerp_
+from chainrule.optim.optimizer import (
+    Optimizer, ParamsT, as_tuple, check_betas, check_range, lerp_, sign_flipped,
+)
 
 
 class Adam(Optimizer):
@@ -16,7 +18,10 @@ class Adam(Optimizer):
     For each parameter ``p`` with gradient ``g = p.grad``; ``m = v = v_max = 0`` at
     first; on step ``t = 1, 2, ...``::
 
-        if weight_decay != 0:  g = g + weight_decay * p        # L2, coupled
+        if maximize:  g = -g
+        if weight_decay != 0:
+            if decoupled_weight_decay:  p = p * (1 - lr * weight_decay)   # AdamW
+            else:                       g = g + weight_decay * p         # L2, coupled
         m = m + (1 - beta1) * (g - m)                          # = beta1*m + (1-beta1)*g
         v = beta2 * v + (1 - beta2) * g * g
         bias_correction1 = 1 - beta1 ** t
@@ -37,14 +42,17 @@ class Adam(Optimizer):
         eps: added to the denominator for stability, >= 0.
         weight_decay: L2 penalty coefficient, >= 0 (added to the gradient).
         amsgrad: normalise by the running maximum of ``v`` (Reddi et al., 2018).
+        maximize: maximize the objective (step along ``+grad``), keyword only.
+        decoupled_weight_decay: shrink ``p`` directly instead of adding the decay to
+            ``g`` (then this is :class:`AdamW`), keyword only.
 
     State per parameter: ``"step"`` (int), ``"exp_avg"`` (m), ``"exp_avg_sq"`` (v)
     and, with amsgrad, ``"max_exp_avg_sq"`` (v_max).
     """
 
     _scalar_state = ("step",)
-    # AdamW sets this: the decay multiplies p directly instead of entering g.
-    _decoupled_weight_decay = False
+    _torch_group_extras = {"foreach": None, "capturable": False, "differentiable": False,
+                           "fused": None}
 
     def __init__(
         self,
@@ -54,21 +62,22 @@ class Adam(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0,
         amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
     ) -> None:
         defaults = dict(
-            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
+            lr=lr, betas=as_tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+            maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
         )
         super().__init__(params, defaults)
 
     def _validate(self, hyper: Mapping[str, Any]) -> None:
         name = self._name
-        check_hyper(name, hyper["lr"] >= 0, "learning rate", hyper["lr"])
-        check_hyper(name, hyper["eps"] >= 0, "epsilon value", hyper["eps"])
-        betas = hyper["betas"]
-        check_hyper(name, len(betas) == 2, "betas (expected a pair)", betas)
-        for i, beta in enumerate(betas):
-            check_hyper(name, 0 <= beta < 1, f"beta parameter at index {i}", beta)
-        check_hyper(name, hyper["weight_decay"] >= 0, "weight_decay value", hyper["weight_decay"])
+        check_range(name, "lr", "learning rate", hyper["lr"])
+        check_range(name, "eps", "epsilon value", hyper["eps"])
+        check_betas(name, hyper["betas"])
+        check_range(name, "weight_decay", "weight_decay value", hyper["weight_decay"])
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Apply one update to every parameter (in place, so ``p.data`` stays the same array)."""
@@ -92,9 +101,9 @@ class Adam(Optimizer):
                 step = state["step"]
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
 
-                grad = p.grad
+                grad = sign_flipped(p.grad, group["maximize"])
                 if weight_decay != 0:
-                    if self._decoupled_weight_decay:
+                    if group["decoupled_weight_decay"]:
                         p.data *= 1 - lr * weight_decay
                     else:
                         grad = grad + weight_decay * p.data
@@ -128,8 +137,10 @@ class AdamW(Adam):
     (``torch.optim.AdamW``).
 
     Identical to :class:`Adam` except that the decay shrinks the parameter directly
-    instead of being added to the gradient, so it is not rescaled by ``1/denom``::
+    instead of being added to the gradient, so it is not rescaled by ``1/denom``
+    (``decoupled_weight_decay=True`` in every group, as in torch 2.x)::
 
+        if maximize:  g = -g
         p = p * (1 - lr * weight_decay)                        # before the Adam step
         m = m + (1 - beta1) * (g - m)
         v = beta2 * v + (1 - beta2) * g * g
@@ -146,11 +157,10 @@ class AdamW(Adam):
         eps: added to the denominator for stability, >= 0.
         weight_decay: decoupled decay coefficient, >= 0 (default 1e-2, as torch).
         amsgrad: normalise by the running maximum of ``v``.
+        maximize: maximize the objective (step along ``+grad``), keyword only.
 
     State per parameter: as :class:`Adam`.
     """
-
-    _decoupled_weight_decay = True
 
     def __init__(
         self,
@@ -160,5 +170,8 @@ class AdamW(Adam):
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
+        *,
+        maximize: bool = False,
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         decoupled_weight_decay=True)

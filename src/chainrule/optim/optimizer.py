@@ -8,7 +8,7 @@ the ones PyTorch users already know.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from numbers import Number
+from numbers import Number, Real
 from typing import Any
 
 import numpy as np
@@ -36,11 +36,18 @@ class Optimizer:
             per-parameter buffers; its arrays always have the parameter's dtype.
 
     Subclasses implement :meth:`step` and may override :meth:`_validate` (check one
-    group's hyper-parameters) and ``_scalar_state`` (state entries that are python
-    numbers rather than arrays, e.g. ``"step"``).
+    group's hyper-parameters), ``_scalar_state`` (state entries that are python
+    numbers rather than arrays, e.g. ``"step"``) and ``_torch_group_extras``.
+
+    ``_torch_group_extras``: the group entries torch's twin of the optimizer has that
+    only pick one of its implementations (``foreach``, ``fused``, ``capturable``,
+    ``differentiable``), with torch's defaults. They do not change the update rule, so
+    they are not hyper-parameters here: :meth:`state_dict` writes them, so that its
+    groups have exactly torch's keys, and :meth:`load_state_dict` drops them.
     """
 
     _scalar_state: tuple[str, ...] = ()
+    _torch_group_extras: Mapping[str, Any] = {}
 
     def __init__(self, params: ParamsT, defaults: Mapping[str, Any]) -> None:
         self.defaults: dict[str, Any] = dict(defaults)
@@ -141,12 +148,18 @@ class Optimizer:
         Returns:
             ``{"state": {index: {name: ndarray or number}},
             "param_groups": [{hyper-parameters..., "params": [index, ...]}]}`` where
-            parameters are numbered 0, 1, ... in order across the groups.
+            parameters are numbered 0, 1, ... in order across the groups. The state
+            names and the group keys are torch's for the same optimizer (its
+            implementation switches ``foreach``... included, see the class docstring);
+            ``step`` is a python int where torch holds a 0-d float tensor
+            (``chainrule.interop.optimizer_state_to_torch`` converts).
         """
         index: dict[Parameter, int] = {}
         groups = []
         for group in self.param_groups:
             packed = {k: v for k, v in group.items() if k != "params"}
+            for key, default in self._torch_group_extras.items():
+                packed.setdefault(key, default)
             packed["params"] = [index.setdefault(p, len(index)) for p in group["params"]]
             groups.append(packed)
         state = {
@@ -162,6 +175,9 @@ class Optimizer:
         Parameters are matched by position (group by group), hyper-parameters are
         taken from the checkpoint, and arrays are copied and cast to the dtype of the
         parameter they belong to. Everything is checked before anything is changed.
+        torch's implementation switches (``_torch_group_extras``) are dropped, so the
+        state dict of torch's twin loads too once its tensors are arrays
+        (``chainrule.interop.optimizer_state_from_torch``).
 
         Raises:
             ValueError: the group count, a group's size, a state index or an array's
@@ -187,7 +203,8 @@ class Optimizer:
             id_map.update(zip(saved["params"], group["params"]))
             # Hyper-parameters come from the checkpoint (as in torch); ones it lacks,
             # e.g. added in a later version, fall back to this optimizer's defaults.
-            new_group = {**self.defaults, **{k: v for k, v in saved.items() if k != "params"}}
+            skip = {"params", *self._torch_group_extras}
+            new_group = {**self.defaults, **{k: v for k, v in saved.items() if k not in skip}}
             new_group["params"] = group["params"]
             self._validate(new_group)
             new_groups.append(new_group)
@@ -232,6 +249,55 @@ def check_hyper(optimizer: str, ok: bool, what: str, value: Any) -> None:
     """Raise ``ValueError("<optimizer>: invalid <what>: <value>")`` unless ``ok``."""
     if not ok:
         raise ValueError(f"{optimizer}: invalid {what}: {value!r}")
+
+
+def _is_real(value: Any) -> bool:
+    if isinstance(value, np.ndarray):  # a 0-d array works wherever a float does
+        return value.ndim == 0 and value.dtype.kind in "biuf"
+    return isinstance(value, Real)
+
+
+def check_range(optimizer: str, arg: str, what: str, value: Any, low: float = 0.0,
+                high: float | None = None, high_inclusive: bool = False) -> None:
+    """Check ``low <= value`` and, with ``high``, ``value < high`` (``<=`` when
+    ``high_inclusive``), the ranges torch checks in its optimizers' constructors.
+
+    Raises:
+        TypeError: ``value`` is not a real number.
+        ValueError: ``"<optimizer>: invalid <what>: <value> (expected <range>)"``;
+            the prefix is torch's message, so it reads the same; NaN fails too.
+    """
+    if not _is_real(value):
+        raise TypeError(f"{optimizer}: {arg} must be a real number, got "
+                        f"{type(value).__name__} {value!r}")
+    ok = low <= value
+    if high is not None:
+        ok = ok and (value <= high if high_inclusive else value < high)
+    if not ok:
+        expected = f"{arg} >= {low:g}" if high is None else (
+            f"{low:g} <= {arg} {'<=' if high_inclusive else '<'} {high:g}")
+        raise ValueError(f"{optimizer}: invalid {what}: {value!r} (expected {expected})")
+
+
+def as_tuple(betas: Any) -> Any:
+    """A list (e.g. from JSON) as a tuple; anything else as it is, for the checks."""
+    return tuple(betas) if isinstance(betas, (list, tuple)) else betas
+
+
+def check_betas(optimizer: str, betas: Any) -> None:
+    """``betas`` must be a pair ``(beta1, beta2)``, each in [0, 1) (Adam and its kin)."""
+    if isinstance(betas, (str, bytes, Mapping)) or not hasattr(betas, "__len__"):
+        raise TypeError(f"{optimizer}: betas must be a pair (beta1, beta2), got "
+                        f"{type(betas).__name__} {betas!r}")
+    check_hyper(optimizer, len(betas) == 2, "betas (expected a pair)", betas)
+    for i, beta in enumerate(betas):
+        check_range(optimizer, f"betas[{i}]", f"beta parameter at index {i}", beta, 0.0, 1.0)
+
+
+def sign_flipped(grad: np.ndarray, maximize: bool) -> np.ndarray:
+    """The gradient to descend along: ``-grad`` when maximizing (a new array, so
+    ``p.grad`` is left as it is), else ``grad`` itself."""
+    return np.negative(grad) if maximize else grad
 
 
 def lerp_(start: np.ndarray, end: np.ndarray, weight: float) -> None:

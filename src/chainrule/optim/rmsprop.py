@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from chainrule.optim.optimizer import Optimizer, ParamsT, check_hyper, lerp_
+from chainrule.optim.optimizer import Optimizer, ParamsT, check_range, lerp_, sign_flipped
 
 
 class RMSprop(Optimizer):
@@ -16,6 +16,7 @@ class RMSprop(Optimizer):
     For each parameter ``p`` with gradient ``g = p.grad``; ``v = g_avg = b = 0`` at
     first; on every step::
 
+        if maximize:  g = -g
         if weight_decay != 0:  g = g + weight_decay * p
         v = alpha * v + (1 - alpha) * g * g
         if centered:
@@ -40,12 +41,14 @@ class RMSprop(Optimizer):
         weight_decay: L2 penalty coefficient, >= 0 (added to the gradient).
         momentum: momentum factor, >= 0.
         centered: normalise by the estimated variance instead of the raw second moment.
+        maximize: maximize the objective (step along ``+grad``), keyword only.
 
     State per parameter: ``"step"`` (int), ``"square_avg"`` (v), and
     ``"momentum_buffer"`` (b) when momentum > 0, ``"grad_avg"`` when centered.
     """
 
     _scalar_state = ("step",)
+    _torch_group_extras = {"capturable": False, "foreach": None, "differentiable": False}
 
     def __init__(
         self,
@@ -56,20 +59,22 @@ class RMSprop(Optimizer):
         weight_decay: float = 0,
         momentum: float = 0,
         centered: bool = False,
+        *,
+        maximize: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-            momentum=momentum, centered=centered,
+            momentum=momentum, centered=centered, maximize=maximize,
         )
         super().__init__(params, defaults)
 
     def _validate(self, hyper: Mapping[str, Any]) -> None:
         name = self._name
-        check_hyper(name, hyper["lr"] >= 0, "learning rate", hyper["lr"])
-        check_hyper(name, hyper["eps"] >= 0, "epsilon value", hyper["eps"])
-        check_hyper(name, hyper["momentum"] >= 0, "momentum value", hyper["momentum"])
-        check_hyper(name, hyper["weight_decay"] >= 0, "weight_decay value", hyper["weight_decay"])
-        check_hyper(name, hyper["alpha"] >= 0, "alpha value", hyper["alpha"])
+        check_range(name, "lr", "learning rate", hyper["lr"])
+        check_range(name, "eps", "epsilon value", hyper["eps"])
+        check_range(name, "momentum", "momentum value", hyper["momentum"])
+        check_range(name, "weight_decay", "weight_decay value", hyper["weight_decay"])
+        check_range(name, "alpha", "alpha value", hyper["alpha"])
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Apply one update to every parameter (in place, so ``p.data`` stays the same array)."""
@@ -96,7 +101,7 @@ class RMSprop(Optimizer):
                 state["step"] += 1
                 square_avg = state["square_avg"]
 
-                grad = p.grad
+                grad = sign_flipped(p.grad, group["maximize"])
                 if weight_decay != 0:
                     grad = grad + weight_decay * p.data
 

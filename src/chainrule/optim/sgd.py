@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from chainrule.functional._parallel import scratch
-from chainrule.optim.optimizer import Optimizer, ParamsT, check_hyper
+from chainrule.optim.optimizer import Optimizer, ParamsT, check_range, sign_flipped
 
 
 class SGD(Optimizer):
@@ -16,6 +16,7 @@ class SGD(Optimizer):
 
     For each parameter ``p`` with gradient ``g = p.grad``, on step ``t = 1, 2, ...``::
 
+        if maximize:  g = -g                      # ascend instead of descend
         if weight_decay != 0:  g = g + weight_decay * p
         if momentum != 0:
             if t == 1:  b = g                      # no dampening on the first step
@@ -30,35 +31,40 @@ class SGD(Optimizer):
 
     Args:
         params: Parameters or parameter-group dicts (see :class:`Optimizer`).
-        lr: learning rate, >= 0.
+        lr: learning rate, >= 0 (default 1e-3, as torch 2.x).
         momentum: momentum factor, >= 0.
         dampening: scales the new gradient in the momentum update (after step 1).
         weight_decay: L2 penalty coefficient, >= 0 (added to the gradient).
         nesterov: use Nesterov momentum; needs momentum > 0 and dampening == 0.
+        maximize: maximize the objective (step along ``+grad``), keyword only.
 
     State per parameter: ``"momentum_buffer"`` (only when momentum != 0).
     """
 
+    _torch_group_extras = {"foreach": None, "differentiable": False, "fused": None}
+
     def __init__(
         self,
         params: ParamsT,
-        lr: float,
+        lr: float = 1e-3,
         momentum: float = 0,
         dampening: float = 0,
         weight_decay: float = 0,
         nesterov: bool = False,
+        *,
+        maximize: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening,
-            weight_decay=weight_decay, nesterov=nesterov,
+            weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
         )
         super().__init__(params, defaults)
 
     def _validate(self, hyper: Mapping[str, Any]) -> None:
         name = self._name
-        check_hyper(name, hyper["lr"] >= 0, "learning rate", hyper["lr"])
-        check_hyper(name, hyper["momentum"] >= 0, "momentum value", hyper["momentum"])
-        check_hyper(name, hyper["weight_decay"] >= 0, "weight_decay value", hyper["weight_decay"])
+        check_range(name, "lr", "learning rate", hyper["lr"])
+        check_range(name, "momentum", "momentum value", hyper["momentum"])
+        check_range(name, "weight_decay", "weight_decay value", hyper["weight_decay"])
         if hyper["nesterov"] and (hyper["momentum"] <= 0 or hyper["dampening"] != 0):
             raise ValueError(
                 f"{name}: nesterov momentum requires momentum > 0 and dampening == 0, got "
@@ -75,7 +81,7 @@ class SGD(Optimizer):
             dampening = float(group["dampening"])
             weight_decay = float(group["weight_decay"])
             for p in group["params"]:
-                grad = p.grad
+                grad = sign_flipped(p.grad, group["maximize"])
                 # One reusable temporary per step for the products (the same float
                 # operations as ``p.data -= lr * grad``, without a fresh array and its
                 # page faults for every parameter).

@@ -1,0 +1,95 @@
+"""Adadelta: step sizes from running averages of squared gradients and squared updates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from chainrule.optim.optimizer import Optimizer, ParamsT, check_range, sign_flipped
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler, 2012) with PyTorch's update rule (``torch.optim.Adadelta``).
+
+    For each parameter ``p`` with gradient ``g = p.grad``; ``v = u = 0`` at first; on
+    every step::
+
+        if maximize:  g = -g
+        if weight_decay != 0:  g = g + weight_decay * p        # L2, coupled
+        v = rho * v + (1 - rho) * g * g                        # square_avg
+        delta = sqrt(u + eps) / sqrt(v + eps) * g
+        u = rho * u + (1 - rho) * delta * delta                # acc_delta
+        p = p - lr * delta
+
+    The ratio of the two root-mean-squares carries the units of ``p``, so ``lr`` is
+    a plain multiplier (1.0, its default, is Zeiler's method as published).
+
+    Args:
+        params: Parameters or parameter-group dicts (see :class:`Optimizer`).
+        lr: scales ``delta`` before it is applied, >= 0.
+        rho: decay rate of both running averages, in [0, 1].
+        eps: added inside both square roots, >= 0.
+        weight_decay: L2 penalty coefficient, >= 0 (added to the gradient).
+        maximize: maximize the objective (step along ``+grad``), keyword only.
+
+    State per parameter: ``"step"`` (int), ``"square_avg"`` (v) and ``"acc_delta"``
+    (u), the last two of the parameter's shape.
+    """
+
+    _scalar_state = ("step",)
+    _torch_group_extras = {"capturable": False, "foreach": None, "differentiable": False}
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1.0,
+        rho: float = 0.9,
+        eps: float = 1e-6,
+        weight_decay: float = 0,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def _validate(self, hyper: Mapping[str, Any]) -> None:
+        name = self._name
+        check_range(name, "lr", "learning rate", hyper["lr"])
+        check_range(name, "rho", "rho value", hyper["rho"], 0.0, 1.0, high_inclusive=True)
+        check_range(name, "eps", "epsilon value", hyper["eps"])
+        check_range(name, "weight_decay", "weight_decay value", hyper["weight_decay"])
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Apply one update to every parameter (in place, so ``p.data`` stays the same array)."""
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            # Python floats, so float32 parameters are not promoted by a numpy scalar.
+            lr = float(group["lr"])
+            rho = float(group["rho"])
+            eps = float(group["eps"])
+            weight_decay = float(group["weight_decay"])
+            for p in group["params"]:
+                state = self._param_state(p)
+                if not state:
+                    state["step"] = 0
+                    state["square_avg"] = np.zeros_like(p.data)
+                    state["acc_delta"] = np.zeros_like(p.data)
+                state["step"] += 1
+                square_avg, acc_delta = state["square_avg"], state["acc_delta"]
+
+                grad = sign_flipped(p.grad, group["maximize"])
+                if weight_decay != 0:
+                    grad = grad + weight_decay * p.data
+
+                square_avg *= rho
+                square_avg += (1 - rho) * grad * grad
+                std = np.sqrt(square_avg + eps)
+                delta = np.sqrt(acc_delta + eps)
+                delta /= std
+                delta *= grad
+                acc_delta *= rho
+                acc_delta += (1 - rho) * delta * delta
+                p.data -= lr * delta
+        return loss
