@@ -7,7 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from chainrule.optim.optimizer import Optimizer, ParamsT, check_range, sign_flipped
+from chainrule.optim.optimizer import (
+    Optimizer, ParamsT, check_nonnegative, check_range, ema_square_, hyper_floats,
+    prepared_gradient,
+)
 
 
 class Adadelta(Optimizer):
@@ -55,41 +58,25 @@ class Adadelta(Optimizer):
         super().__init__(params, defaults)
 
     def _validate(self, hyper: Mapping[str, Any]) -> None:
-        name = self._name
-        check_range(name, "lr", "learning rate", hyper["lr"])
-        check_range(name, "rho", "rho value", hyper["rho"], 0.0, 1.0, high_inclusive=True)
-        check_range(name, "eps", "epsilon value", hyper["eps"])
-        check_range(name, "weight_decay", "weight_decay value", hyper["weight_decay"])
+        check_nonnegative(self._name, hyper, "lr")
+        check_range(self._name, "rho", "rho value", hyper["rho"], 0.0, 1.0, high_inclusive=True)
+        check_nonnegative(self._name, hyper, "eps", "weight_decay")
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Apply one update to every parameter (in place, so ``p.data`` stays the same array)."""
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            # Python floats, so float32 parameters are not promoted by a numpy scalar.
-            lr = float(group["lr"])
-            rho = float(group["rho"])
-            eps = float(group["eps"])
-            weight_decay = float(group["weight_decay"])
+            lr, rho, eps = hyper_floats(group, "lr", "rho", "eps")
             for p in group["params"]:
-                state = self._param_state(p)
-                if not state:
-                    state["step"] = 0
-                    state["square_avg"] = np.zeros_like(p.data)
-                    state["acc_delta"] = np.zeros_like(p.data)
-                state["step"] += 1
+                state = self._state_for_step(p, "square_avg", "acc_delta")
                 square_avg, acc_delta = state["square_avg"], state["acc_delta"]
+                grad = prepared_gradient(p, group)
 
-                grad = sign_flipped(p.grad, group["maximize"])
-                if weight_decay != 0:
-                    grad = grad + weight_decay * p.data
-
-                square_avg *= rho
-                square_avg += (1 - rho) * grad * grad
+                ema_square_(square_avg, grad, rho)
                 std = np.sqrt(square_avg + eps)
                 delta = np.sqrt(acc_delta + eps)
                 delta /= std
                 delta *= grad
-                acc_delta *= rho
-                acc_delta += (1 - rho) * delta * delta
+                ema_square_(acc_delta, delta, rho)
                 p.data -= lr * delta
         return loss

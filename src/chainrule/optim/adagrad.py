@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from chainrule.optim.optimizer import Optimizer, ParamsT, check_range, sign_flipped
+from chainrule.optim.optimizer import (
+    Optimizer, ParamsT, check_nonnegative, hyper_floats, prepared_gradient,
+)
 from chainrule.parameter import Parameter
 
 
@@ -68,13 +70,8 @@ class Adagrad(Optimizer):
                 self._init_state(p, group)
 
     def _validate(self, hyper: Mapping[str, Any]) -> None:
-        name = self._name
-        check_range(name, "lr", "learning rate", hyper["lr"])
-        check_range(name, "lr_decay", "lr_decay value", hyper["lr_decay"])
-        check_range(name, "weight_decay", "weight_decay value", hyper["weight_decay"])
-        check_range(name, "initial_accumulator_value", "initial_accumulator_value value",
-                    hyper["initial_accumulator_value"])
-        check_range(name, "eps", "epsilon value", hyper["eps"])
+        check_nonnegative(self._name, hyper, "lr", "lr_decay", "weight_decay",
+                          "initial_accumulator_value", "eps")
 
     def _init_state(self, p: Parameter, group: Mapping[str, Any]) -> dict[str, Any]:
         state = self._param_state(p)
@@ -87,17 +84,11 @@ class Adagrad(Optimizer):
         """Apply one update to every parameter (in place, so ``p.data`` stays the same array)."""
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            # Python floats, so float32 parameters are not promoted by a numpy scalar.
-            lr = float(group["lr"])
-            lr_decay = float(group["lr_decay"])
-            eps = float(group["eps"])
-            weight_decay = float(group["weight_decay"])
+            lr, lr_decay, eps = hyper_floats(group, "lr", "lr_decay", "eps")
             for p in group["params"]:
                 state = self._init_state(p, group)
                 state["step"] += 1
-                grad = sign_flipped(p.grad, group["maximize"])
-                if weight_decay != 0:
-                    grad = grad + weight_decay * p.data
+                grad = prepared_gradient(p, group)
                 clr = lr / (1 + (state["step"] - 1) * lr_decay)
 
                 state_sum = state["sum"]

@@ -8,11 +8,57 @@ from typing import Any
 import numpy as np
 
 from chainrule.optim.optimizer import (
-    Optimizer, ParamsT, as_tuple, check_betas, check_range, lerp_, sign_flipped,
+    Optimizer, ParamsT, as_tuple, check_betas, check_nonnegative, ema_square_, hyper_floats,
+    lerp_, prepared_gradient,
 )
+from chainrule.parameter import Parameter
 
 
-class Adam(Optimizer):
+class _AdamFamily(Optimizer):
+    """What Adam, AdamW, Adamax, NAdam and RAdam share: the hyper-parameters ``lr``,
+    ``betas``, ``eps`` and ``weight_decay`` (in that order in every group, then the
+    member's own ``options``), torch's checks of them, a ``"step"`` count in the state
+    of each parameter and, but for Adamax, the moment updates of
+    :meth:`_update_moments`. Each member's :meth:`step` holds its own update rule."""
+
+    _scalar_state: tuple[str, ...] = ("step",)
+    # Python numbers a member keeps in the state besides "step", with their first
+    # values; they come before the arrays in the state, as in torch.
+    _initial_scalars: Mapping[str, Any] = {}
+
+    def __init__(self, params: ParamsT, lr: float, betas: tuple[float, float], eps: float,
+                 weight_decay: float, **options: Any) -> None:
+        defaults = dict(lr=lr, betas=as_tuple(betas), eps=eps, weight_decay=weight_decay,
+                        **options)
+        super().__init__(params, defaults)
+
+    def _validate(self, hyper: Mapping[str, Any]) -> None:
+        check_nonnegative(self._name, hyper, "lr", "eps")
+        check_betas(self._name, hyper["betas"])
+        check_nonnegative(self._name, hyper, "weight_decay")
+
+    def _update_moments(self, p: Parameter, group: Mapping[str, Any], beta1: float,
+                        beta2: float) -> tuple[dict[str, Any], np.ndarray]:
+        """Count a step of ``p`` and update its moment estimates, as Adam, NAdam and
+        RAdam all begin::
+
+            t = t + 1
+            g = p.grad, flipped and decayed (see prepared_gradient)
+            m = m + (1 - beta1) * (g - m)                      # = beta1*m + (1-beta1)*g
+            v = beta2 * v + (1 - beta2) * g * g
+
+        Returns:
+            ``(state, g)``: the state holds ``"step"`` (t), ``"exp_avg"`` (m) and
+            ``"exp_avg_sq"`` (v), both zero before the first step.
+        """
+        state = self._state_for_step(p, "exp_avg", "exp_avg_sq", **self._initial_scalars)
+        grad = prepared_gradient(p, group, decoupled=group["decoupled_weight_decay"])
+        lerp_(state["exp_avg"], grad, 1 - beta1)
+        ema_square_(state["exp_avg_sq"], grad, beta2)
+        return state, grad
+
+
+class Adam(_AdamFamily):
     """Adam (Kingma & Ba, 2014) with PyTorch's update rule (``torch.optim.Adam``).
 
     For each parameter ``p`` with gradient ``g = p.grad``; ``m = v = v_max = 0`` at
@@ -50,7 +96,6 @@ class Adam(Optimizer):
     and, with amsgrad, ``"max_exp_avg_sq"`` (v_max).
     """
 
-    _scalar_state = ("step",)
     _torch_group_extras = {"foreach": None, "capturable": False, "differentiable": False,
                            "fused": None}
 
@@ -66,60 +111,26 @@ class Adam(Optimizer):
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
     ) -> None:
-        defaults = dict(
-            lr=lr, betas=as_tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-            maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
-        )
-        super().__init__(params, defaults)
-
-    def _validate(self, hyper: Mapping[str, Any]) -> None:
-        name = self._name
-        check_range(name, "lr", "learning rate", hyper["lr"])
-        check_range(name, "eps", "epsilon value", hyper["eps"])
-        check_betas(name, hyper["betas"])
-        check_range(name, "weight_decay", "weight_decay value", hyper["weight_decay"])
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad=amsgrad,
+                         maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Apply one update to every parameter (in place, so ``p.data`` stays the same array)."""
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            # Python floats, so float32 parameters are not promoted by a numpy scalar.
-            lr = float(group["lr"])
-            beta1, beta2 = (float(b) for b in group["betas"])
-            eps = float(group["eps"])
-            weight_decay = float(group["weight_decay"])
-            amsgrad = group["amsgrad"]
+            lr, beta1, beta2, eps = hyper_floats(group, "lr", "betas", "eps")
             for p in group["params"]:
-                state = self._param_state(p)
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = np.zeros_like(p.data)
-                    state["exp_avg_sq"] = np.zeros_like(p.data)
-                    if amsgrad:
-                        state["max_exp_avg_sq"] = np.zeros_like(p.data)
-                state["step"] += 1
-                step = state["step"]
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-
-                grad = sign_flipped(p.grad, group["maximize"])
-                if weight_decay != 0:
-                    if group["decoupled_weight_decay"]:
-                        p.data *= 1 - lr * weight_decay
-                    else:
-                        grad = grad + weight_decay * p.data
-
-                lerp_(exp_avg, grad, 1 - beta1)
-                exp_avg_sq *= beta2
-                exp_avg_sq += (1 - beta2) * grad * grad
-
+                state, _ = self._update_moments(p, group, beta1, beta2)
+                step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
                 bias_correction1 = 1 - beta1**step
                 bias_correction2 = 1 - beta2**step
                 step_size = lr / bias_correction1
                 bias_correction2_sqrt = bias_correction2**0.5
 
-                if amsgrad:
-                    # a group may switch amsgrad on after its state exists (torch would
-                    # raise KeyError here): start the maximum at zero then.
+                if group["amsgrad"]:
+                    # Made here rather than with the other buffers, so that a group may
+                    # switch amsgrad on after its state exists (torch would raise
+                    # KeyError): the maximum starts at zero then.
                     if "max_exp_avg_sq" not in state:
                         state["max_exp_avg_sq"] = np.zeros_like(p.data)
                     max_sq = state["max_exp_avg_sq"]

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
-from chainrule.optim.optimizer import (
-    Optimizer, ParamsT, as_tuple, check_betas, check_range, lerp_, sign_flipped,
-)
+from chainrule.optim.adam import _AdamFamily
+from chainrule.optim.optimizer import ParamsT, hyper_floats, lerp_, prepared_gradient
 
 
-class Adamax(Optimizer):
+class Adamax(_AdamFamily):
     """Adamax (Kingma & Ba, 2014, section 7) with PyTorch's update rule
     (``torch.optim.Adamax``).
 
@@ -39,7 +37,6 @@ class Adamax(Optimizer):
     State per parameter: ``"step"`` (int), ``"exp_avg"`` (m) and ``"exp_inf"`` (u).
     """
 
-    _scalar_state = ("step",)
     _torch_group_extras = {"foreach": None, "differentiable": False, "capturable": False}
 
     def __init__(
@@ -52,38 +49,17 @@ class Adamax(Optimizer):
         *,
         maximize: bool = False,
     ) -> None:
-        defaults = dict(lr=lr, betas=as_tuple(betas), eps=eps, weight_decay=weight_decay,
-                        maximize=maximize)
-        super().__init__(params, defaults)
-
-    def _validate(self, hyper: Mapping[str, Any]) -> None:
-        name = self._name
-        check_range(name, "lr", "learning rate", hyper["lr"])
-        check_range(name, "eps", "epsilon value", hyper["eps"])
-        check_betas(name, hyper["betas"])
-        check_range(name, "weight_decay", "weight_decay value", hyper["weight_decay"])
+        super().__init__(params, lr, betas, eps, weight_decay, maximize=maximize)
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Apply one update to every parameter (in place, so ``p.data`` stays the same array)."""
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            # Python floats, so float32 parameters are not promoted by a numpy scalar.
-            lr = float(group["lr"])
-            beta1, beta2 = (float(b) for b in group["betas"])
-            eps = float(group["eps"])
-            weight_decay = float(group["weight_decay"])
+            lr, beta1, beta2, eps = hyper_floats(group, "lr", "betas", "eps")
             for p in group["params"]:
-                state = self._param_state(p)
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = np.zeros_like(p.data)
-                    state["exp_inf"] = np.zeros_like(p.data)
-                state["step"] += 1
+                state = self._state_for_step(p, "exp_avg", "exp_inf")
                 exp_avg, exp_inf = state["exp_avg"], state["exp_inf"]
-
-                grad = sign_flipped(p.grad, group["maximize"])
-                if weight_decay != 0:
-                    grad = grad + weight_decay * p.data
+                grad = prepared_gradient(p, group)
 
                 lerp_(exp_avg, grad, 1 - beta1)
                 exp_inf *= beta2

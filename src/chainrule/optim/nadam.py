@@ -7,12 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from chainrule.optim.optimizer import (
-    Optimizer, ParamsT, as_tuple, check_betas, check_range, lerp_, sign_flipped,
-)
+from chainrule.optim.adam import _AdamFamily
+from chainrule.optim.optimizer import ParamsT, check_nonnegative, hyper_floats
 
 
-class NAdam(Optimizer):
+class NAdam(_AdamFamily):
     """NAdam (Dozat, 2016) with PyTorch's update rule (``torch.optim.NAdam``).
 
     For each parameter ``p`` with gradient ``g = p.grad``; ``m = v = 0`` and
@@ -55,6 +54,7 @@ class NAdam(Optimizer):
     """
 
     _scalar_state = ("step", "mu_product")
+    _initial_scalars = {"mu_product": 1.0}
     _torch_group_extras = {"foreach": None, "capturable": False, "differentiable": False}
 
     def __init__(
@@ -69,48 +69,22 @@ class NAdam(Optimizer):
         *,
         maximize: bool = False,
     ) -> None:
-        defaults = dict(
-            lr=lr, betas=as_tuple(betas), eps=eps, weight_decay=weight_decay,
-            momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-        )
-        super().__init__(params, defaults)
+        super().__init__(params, lr, betas, eps, weight_decay, momentum_decay=momentum_decay,
+                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
 
     def _validate(self, hyper: Mapping[str, Any]) -> None:
-        name = self._name
-        check_range(name, "lr", "learning rate", hyper["lr"])
-        check_range(name, "eps", "epsilon value", hyper["eps"])
-        check_betas(name, hyper["betas"])
-        check_range(name, "weight_decay", "weight_decay value", hyper["weight_decay"])
-        check_range(name, "momentum_decay", "momentum_decay value", hyper["momentum_decay"])
+        super()._validate(hyper)
+        check_nonnegative(self._name, hyper, "momentum_decay")
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Apply one update to every parameter (in place, so ``p.data`` stays the same array)."""
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            # Python floats, so float32 parameters are not promoted by a numpy scalar.
-            lr = float(group["lr"])
-            beta1, beta2 = (float(b) for b in group["betas"])
-            eps = float(group["eps"])
-            weight_decay = float(group["weight_decay"])
-            momentum_decay = float(group["momentum_decay"])
+            lr, beta1, beta2, eps, momentum_decay = hyper_floats(
+                group, "lr", "betas", "eps", "momentum_decay")
             for p in group["params"]:
-                state = self._param_state(p)
-                if not state:
-                    state["step"] = 0
-                    state["mu_product"] = 1.0
-                    state["exp_avg"] = np.zeros_like(p.data)
-                    state["exp_avg_sq"] = np.zeros_like(p.data)
-                state["step"] += 1
-                step = state["step"]
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-
-                grad = sign_flipped(p.grad, group["maximize"])
-                if weight_decay != 0:
-                    if group["decoupled_weight_decay"]:
-                        p.data *= 1 - lr * weight_decay
-                    else:
-                        grad = grad + weight_decay * p.data
+                state, grad = self._update_moments(p, group, beta1, beta2)
+                step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
 
                 mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
                 mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
@@ -119,9 +93,6 @@ class NAdam(Optimizer):
                 state["mu_product"] = mu_product
                 mu_product_next = mu_product * mu_next
 
-                lerp_(exp_avg, grad, 1 - beta1)
-                exp_avg_sq *= beta2
-                exp_avg_sq += (1 - beta2) * grad * grad
                 denom = np.sqrt(exp_avg_sq / (1 - beta2**step))
                 denom += eps
 

@@ -37,7 +37,10 @@ class Optimizer:
 
     Subclasses implement :meth:`step` and may override :meth:`_validate` (check one
     group's hyper-parameters), ``_scalar_state`` (state entries that are python
-    numbers rather than arrays, e.g. ``"step"``) and ``_torch_group_extras``.
+    numbers rather than arrays, e.g. ``"step"``) and ``_torch_group_extras``. The
+    pieces that most update rules share are the functions at the end of this module
+    (:func:`hyper_floats`, :func:`prepared_gradient`, :func:`lerp_`,
+    :func:`ema_square_`) and :meth:`_state_for_step`.
 
     ``_torch_group_extras``: the group entries torch's twin of the optimizer has that
     only pick one of its implementations (``foreach``, ``fused``, ``capturable``,
@@ -138,6 +141,22 @@ class Optimizer:
             # in-place updates on a buffer of the old dtype would silently keep it.
             if isinstance(value, np.ndarray) and value.dtype != p.dtype:
                 state[key] = value.astype(p.dtype)
+        return state
+
+    def _state_for_step(self, p: Parameter, *zeros: str, **scalars: Any) -> dict[str, Any]:
+        """The state of ``p`` with its ``"step"`` counted (1 on the first step).
+
+        On the first step the state is created as ``{"step": 0, **scalars}`` followed by
+        a zero array of ``p``'s shape and dtype for each name in ``zeros``, in that order
+        (the order of the entries in :meth:`state_dict`).
+        """
+        state = self._param_state(p)
+        if not state:
+            state["step"] = 0
+            state.update(scalars)
+            for name in zeros:
+                state[name] = np.zeros_like(p.data)
+        state["step"] += 1
         return state
 
     # ------------------------------------------------------------------ checkpoints
@@ -279,6 +298,17 @@ def check_range(optimizer: str, arg: str, what: str, value: Any, low: float = 0.
         raise ValueError(f"{optimizer}: invalid {what}: {value!r} (expected {expected})")
 
 
+# How torch's messages name a hyper-parameter: "<name> value" unless listed here.
+_HYPER_WORDS = {"lr": "learning rate", "eps": "epsilon value"}
+
+
+def check_nonnegative(optimizer: str, hyper: Mapping[str, Any], *names: str) -> None:
+    """:func:`check_range` ``hyper[name] >= 0`` for each of ``names``, in that order,
+    with torch's words for it ("learning rate", "epsilon value", "<name> value")."""
+    for name in names:
+        check_range(optimizer, name, _HYPER_WORDS.get(name, f"{name} value"), hyper[name])
+
+
 def as_tuple(betas: Any) -> Any:
     """A list (e.g. from JSON) as a tuple; anything else as it is, for the checks."""
     return tuple(betas) if isinstance(betas, (list, tuple)) else betas
@@ -294,10 +324,45 @@ def check_betas(optimizer: str, betas: Any) -> None:
         check_range(optimizer, f"betas[{i}]", f"beta parameter at index {i}", beta, 0.0, 1.0)
 
 
-def sign_flipped(grad: np.ndarray, maximize: bool) -> np.ndarray:
-    """The gradient to descend along: ``-grad`` when maximizing (a new array, so
-    ``p.grad`` is left as it is), else ``grad`` itself."""
-    return np.negative(grad) if maximize else grad
+def hyper_floats(group: Mapping[str, Any], *names: str) -> tuple[float, ...]:
+    """``group[name]`` as a python float for each of ``names``; a pair (``"betas"``)
+    gives its two floats, so ``lr, beta1, beta2 = hyper_floats(group, "lr", "betas")``.
+
+    Python floats, so float32 parameters are not promoted by a numpy scalar (say a
+    ``np.float64`` learning rate that a scheduler or a checkpoint put in the group).
+    """
+    floats: list[float] = []
+    for name in names:
+        value = group[name]
+        if np.ndim(value) == 1:
+            floats.extend(float(v) for v in value)
+        else:
+            floats.append(float(value))
+    return tuple(floats)
+
+
+def prepared_gradient(p: Parameter, group: Mapping[str, Any], *,
+                      decoupled: bool = False) -> np.ndarray:
+    """The gradient ``g`` that the update rule of ``group`` uses for ``p``::
+
+        g = p.grad
+        if maximize:  g = -g
+        if weight_decay != 0:
+            if decoupled:  p = p * (1 - lr * weight_decay)   # in place, as AdamW
+            else:          g = g + weight_decay * p         # L2, coupled
+
+    ``p.grad`` itself is never changed: a flipped or decayed gradient is a new array.
+    ``decoupled`` is the group's ``decoupled_weight_decay`` in the optimizers that
+    have the option; the others always couple the decay.
+    """
+    grad = np.negative(p.grad) if group["maximize"] else p.grad
+    weight_decay = float(group["weight_decay"])
+    if weight_decay != 0:
+        if decoupled:
+            p.data *= 1 - float(group["lr"]) * weight_decay
+        else:
+            grad = grad + weight_decay * p.data
+    return grad
 
 
 def lerp_(start: np.ndarray, end: np.ndarray, weight: float) -> None:
@@ -312,3 +377,10 @@ def lerp_(start: np.ndarray, end: np.ndarray, weight: float) -> None:
         start += w * (end - start)
     else:
         np.subtract(end, (end - start) * (1 - w), out=start)
+
+
+def ema_square_(avg: np.ndarray, x: np.ndarray, decay: float) -> None:
+    """``avg = decay * avg + (1 - decay) * x * x`` in place, in torch's order of
+    operations (``avg.mul_(decay).addcmul_(x, x, value=1 - decay)``)."""
+    avg *= decay
+    avg += (1 - decay) * x * x

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
-from chainrule.optim.optimizer import (
-    Optimizer, ParamsT, as_tuple, check_betas, check_range, lerp_, sign_flipped,
-)
+from chainrule.optim.adam import _AdamFamily
+from chainrule.optim.optimizer import ParamsT, hyper_floats
 
 
-class RAdam(Optimizer):
+class RAdam(_AdamFamily):
     """RAdam (Liu et al., 2020) with PyTorch's update rule (``torch.optim.RAdam``).
 
     For each parameter ``p`` with gradient ``g = p.grad``; ``m = v = 0`` at first;
@@ -51,7 +49,6 @@ class RAdam(Optimizer):
     State per parameter: ``"step"`` (int), ``"exp_avg"`` (m) and ``"exp_avg_sq"`` (v).
     """
 
-    _scalar_state = ("step",)
     _torch_group_extras = {"foreach": None, "capturable": False, "differentiable": False}
 
     def __init__(
@@ -65,50 +62,18 @@ class RAdam(Optimizer):
         *,
         maximize: bool = False,
     ) -> None:
-        defaults = dict(
-            lr=lr, betas=as_tuple(betas), eps=eps, weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
-        )
-        super().__init__(params, defaults)
-
-    def _validate(self, hyper: Mapping[str, Any]) -> None:
-        name = self._name
-        check_range(name, "lr", "learning rate", hyper["lr"])
-        check_range(name, "eps", "epsilon value", hyper["eps"])
-        check_betas(name, hyper["betas"])
-        check_range(name, "weight_decay", "weight_decay value", hyper["weight_decay"])
+        super().__init__(params, lr, betas, eps, weight_decay,
+                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Apply one update to every parameter (in place, so ``p.data`` stays the same array)."""
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            # Python floats, so float32 parameters are not promoted by a numpy scalar.
-            lr = float(group["lr"])
-            beta1, beta2 = (float(b) for b in group["betas"])
-            eps = float(group["eps"])
-            weight_decay = float(group["weight_decay"])
+            lr, beta1, beta2, eps = hyper_floats(group, "lr", "betas", "eps")
             rho_inf = 2 / (1 - beta2) - 1
             for p in group["params"]:
-                state = self._param_state(p)
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = np.zeros_like(p.data)
-                    state["exp_avg_sq"] = np.zeros_like(p.data)
-                state["step"] += 1
-                step = state["step"]
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-
-                grad = sign_flipped(p.grad, group["maximize"])
-                if weight_decay != 0:
-                    if group["decoupled_weight_decay"]:
-                        p.data *= 1 - lr * weight_decay
-                    else:
-                        grad = grad + weight_decay * p.data
-
-                lerp_(exp_avg, grad, 1 - beta1)
-                exp_avg_sq *= beta2
-                exp_avg_sq += (1 - beta2) * grad * grad
-
+                state, _ = self._update_moments(p, group, beta1, beta2)
+                step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
                 bias_correction1 = 1 - beta1**step
                 bias_correction2 = 1 - beta2**step
                 m_hat = exp_avg / bias_correction1

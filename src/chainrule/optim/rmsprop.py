@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from chainrule.optim.optimizer import Optimizer, ParamsT, check_range, lerp_, sign_flipped
+from chainrule.optim.optimizer import (
+    Optimizer, ParamsT, check_nonnegative, ema_square_, hyper_floats, lerp_, prepared_gradient,
+)
 
 
 class RMSprop(Optimizer):
@@ -69,28 +71,15 @@ class RMSprop(Optimizer):
         super().__init__(params, defaults)
 
     def _validate(self, hyper: Mapping[str, Any]) -> None:
-        name = self._name
-        check_range(name, "lr", "learning rate", hyper["lr"])
-        check_range(name, "eps", "epsilon value", hyper["eps"])
-        check_range(name, "momentum", "momentum value", hyper["momentum"])
-        check_range(name, "weight_decay", "weight_decay value", hyper["weight_decay"])
-        check_range(name, "alpha", "alpha value", hyper["alpha"])
+        check_nonnegative(self._name, hyper, "lr", "eps", "momentum", "weight_decay", "alpha")
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Apply one update to every parameter (in place, so ``p.data`` stays the same array)."""
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            # Python floats, so float32 parameters are not promoted by a numpy scalar.
-            lr = float(group["lr"])
-            alpha = float(group["alpha"])
-            eps = float(group["eps"])
-            weight_decay = float(group["weight_decay"])
-            momentum = float(group["momentum"])
+            lr, alpha, eps, momentum = hyper_floats(group, "lr", "alpha", "eps", "momentum")
             for p in group["params"]:
-                state = self._param_state(p)
-                if not state:
-                    state["step"] = 0
-                    state["square_avg"] = np.zeros_like(p.data)
+                state = self._state_for_step(p, "square_avg")
                 # Checked on every step, not only at init: torch creates these buffers
                 # on the first step only, so a group switched to momentum/centered later
                 # would raise KeyError there; starting them at zero is the natural fix.
@@ -98,15 +87,10 @@ class RMSprop(Optimizer):
                     state["momentum_buffer"] = np.zeros_like(p.data)
                 if group["centered"] and "grad_avg" not in state:
                     state["grad_avg"] = np.zeros_like(p.data)
-                state["step"] += 1
                 square_avg = state["square_avg"]
+                grad = prepared_gradient(p, group)
 
-                grad = sign_flipped(p.grad, group["maximize"])
-                if weight_decay != 0:
-                    grad = grad + weight_decay * p.data
-
-                square_avg *= alpha
-                square_avg += (1 - alpha) * grad * grad
+                ema_square_(square_avg, grad, alpha)
 
                 if group["centered"]:
                     grad_avg = state["grad_avg"]

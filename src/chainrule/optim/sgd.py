@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 
 from chainrule.functional._parallel import scratch
-from chainrule.optim.optimizer import Optimizer, ParamsT, check_range, sign_flipped
+from chainrule.optim.optimizer import (
+    Optimizer, ParamsT, check_nonnegative, hyper_floats, prepared_gradient,
+)
 
 
 class SGD(Optimizer):
@@ -62,9 +64,7 @@ class SGD(Optimizer):
 
     def _validate(self, hyper: Mapping[str, Any]) -> None:
         name = self._name
-        check_range(name, "lr", "learning rate", hyper["lr"])
-        check_range(name, "momentum", "momentum value", hyper["momentum"])
-        check_range(name, "weight_decay", "weight_decay value", hyper["weight_decay"])
+        check_nonnegative(name, hyper, "lr", "momentum", "weight_decay")
         if hyper["nesterov"] and (hyper["momentum"] <= 0 or hyper["dampening"] != 0):
             raise ValueError(
                 f"{name}: nesterov momentum requires momentum > 0 and dampening == 0, got "
@@ -75,19 +75,13 @@ class SGD(Optimizer):
         """Apply one update to every parameter (in place, so ``p.data`` stays the same array)."""
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            # Python floats, so float32 parameters are not promoted by a numpy scalar.
-            lr = float(group["lr"])
-            momentum = float(group["momentum"])
-            dampening = float(group["dampening"])
-            weight_decay = float(group["weight_decay"])
+            lr, momentum, dampening = hyper_floats(group, "lr", "momentum", "dampening")
             for p in group["params"]:
-                grad = sign_flipped(p.grad, group["maximize"])
+                grad = prepared_gradient(p, group)
                 # One reusable temporary per step for the products (the same float
                 # operations as ``p.data -= lr * grad``, without a fresh array and its
                 # page faults for every parameter).
                 tmp = scratch("sgd", p.data.shape, p.data.dtype)
-                if weight_decay != 0:
-                    grad = grad + weight_decay * p.data
                 if momentum != 0:
                     state = self._param_state(p)
                     buf = state.get("momentum_buffer")
