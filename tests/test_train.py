@@ -257,3 +257,19 @@ def test_accuracy_counts_per_pixel_and_leaves_out_ignored_targets():
     nll = cr.evaluate(cr.Sequential(cr.Conv2d(2, 3, 1, rng=0), cr.LogSoftmax(dim=1)), X, y,
                       loss_fn=cr.NLLLoss())
     assert nll["accuracy"] == 6 / 7
+
+
+@pytest.mark.parametrize("loss_fn", [cr.KLDivLoss("batchmean"), cr.KLDivLoss("mean"),
+                                     cr.KLDivLoss("sum"), cr.MSELoss()], ids=repr)
+def test_the_epoch_loss_of_fit_is_the_loss_over_the_whole_set(loss_fn):
+    # lr 0: the weights stay, so the epoch's loss is the loss of the whole set, whatever
+    # the reduction ("sum": the sum over the set, divided by its size).
+    rng = np.random.default_rng(0)
+    X, t = rng.standard_normal((30, 4)), rng.uniform(0.1, 1.0, (30, 3))
+    t /= t.sum(axis=1, keepdims=True)
+    model = cr.Sequential(cr.Linear(4, 3, rng=0), cr.LogSoftmax(dim=1)).to(np.float64)
+    history = cr.fit(model, loss_fn, cr.optim.SGD(model.parameters(), lr=0.0), (X, t),
+                     epochs=1, batch_size=8)
+    whole = cr.evaluate(model, X, t, loss_fn=loss_fn)["loss"]
+    expected = whole / len(X) if loss_fn.reduction == "sum" else whole
+    assert history.loss[0] == pytest.approx(expected, rel=1e-12)

@@ -148,7 +148,8 @@ def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: tuple[Any, Any], epo
                     f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; lower the "
                     f"learning rate or check the data. Diagnosis: "
                     f"{find_non_finite(model, loss_fn, X[idx], y[idx])}")
-            total_loss += loss * len(idx) if loss_fn.reduction == "mean" else loss
+            # An average over the batch ("mean", KLDivLoss's "batchmean"), weighed by its size.
+            total_loss += loss if loss_fn.reduction == "sum" else loss * len(idx)
             if classify:
                 hits, kept = _class_hits(out, y[idx], loss_fn)
                 correct, counted = correct + hits, counted + kept
