@@ -162,3 +162,15 @@ def test_manual_seed_reseeds_the_same_generator():
 def test_manual_seed_refuses_bad_seeds(seed, error):
     with pytest.raises(error, match="manual_seed: seed must be a non-negative int"):
         cr.manual_seed(seed)
+
+
+def test_default_generator_before_manual_seed_seeds_nothing():
+    """Asking for the library Generator before manual_seed neither seeds the library nor
+    makes the draws without a seed share one stream (each stays fresh OS entropy)."""
+    cr_random._GENERATOR = None  # a fresh process
+    first = cr_random.default_generator()
+    assert not cr_random.is_seeded() and cr_random._GENERATOR is None
+    assert cr_random.generator(None) is not first
+    assert cr_random.generator(None) is not cr_random.generator(None)
+    g = cr.manual_seed(3)
+    assert cr_random.default_generator() is g and cr_random.generator(None) is g

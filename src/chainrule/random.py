@@ -65,12 +65,10 @@ def is_seeded() -> bool:
 
 
 def default_generator() -> np.random.Generator:
-    """The library Generator. Before any :func:`manual_seed` it is created from OS
-    entropy on first use (and the library itself does not draw from it then)."""
-    global _GENERATOR
-    if _GENERATOR is None:
-        _GENERATOR = np.random.default_rng()
-    return _GENERATOR
+    """The library Generator after :func:`manual_seed` (the same object across re-seeds);
+    before it, there is none: a fresh Generator from OS entropy, as ``generator(None)``
+    (keeping none, so the library's draws and :func:`is_seeded` stay as they were)."""
+    return generator(None)
 
 
 def generator(rng: RandomState = None) -> np.random.Generator:
