@@ -32,6 +32,22 @@ def _weights_and_state(path):
     return ckpt.model.state_dict(), ckpt.optimizer_state, ckpt.metadata
 
 
+def _interrupt_after(monkeypatch, steps: int) -> None:
+    """Press "Ctrl-C" right after the ``steps``-th training step: ``runner.train_step``
+    sends a real SIGINT to this process then (``monkeypatch.undo()`` restores it)."""
+    calls = {"n": 0}
+    real_step = runner.train_step
+
+    def step_then_interrupt(*args):
+        result = real_step(*args)
+        calls["n"] += 1
+        if calls["n"] == steps:
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(runner, "train_step", step_then_interrupt)
+
+
 def _assert_same_run(a, b):
     (wa, oa, ma), (wb, ob, mb) = a, b
     assert wa.keys() == wb.keys()
@@ -50,18 +66,7 @@ def test_interrupt_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypa
     straight = TrainingRun.start(TrainConfig(**CONFIG, out=str(tmp_path / "a")), log=_quiet)
     straight.train()
 
-    # Press "Ctrl-C" right after step 2 of epoch 2: a real SIGINT to this process.
-    calls = {"n": 0}
-    real_step = runner.train_step
-
-    def step_then_interrupt(*args):
-        result = real_step(*args)
-        calls["n"] += 1
-        if calls["n"] == STEPS_PER_EPOCH + 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return result
-
-    monkeypatch.setattr(runner, "train_step", step_then_interrupt)
+    _interrupt_after(monkeypatch, STEPS_PER_EPOCH + 2)  # step 2 of epoch 2
     stopped = TrainingRun.start(TrainConfig(**CONFIG, out=str(tmp_path / "b")), log=_quiet)
     with pytest.raises(Interrupted) as info:
         stopped.train()
@@ -71,7 +76,7 @@ def test_interrupt_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypa
     assert meta["partial"]["seen"] == 32 and len(meta["dropout_states"]) == 1
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
-    monkeypatch.setattr(runner, "train_step", real_step)
+    monkeypatch.undo()
     TrainingRun.resume(tmp_path / "b", log=_quiet).train()
     _assert_same_run(_weights_and_state(tmp_path / "a" / "last.safetensors"),
                      _weights_and_state(tmp_path / "b" / "last.safetensors"))

@@ -4,17 +4,14 @@ of an epoch, then resumed, ends bit for bit where an uninterrupted run does."""
 
 from __future__ import annotations
 
-import os
-import signal
-
 import numpy as np
 import pytest
 
 import chainrule as cr
-from chainrule import runner
 from chainrule.cli import main
 from chainrule.runner import Interrupted, RunError, TrainConfig, TrainingRun
-from tests.test_runner import _assert_same_run, _quiet, _weights_and_state
+from tests.test_runner import (_assert_same_run, _interrupt_after, _quiet,
+                               _weights_and_state)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn", reason="the runs train on digits (chainrule[datasets])")
@@ -88,18 +85,8 @@ def test_interrupt_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypa
     TrainingRun.start(TrainConfig(**config, out=str(tmp_path / "a")), log=_quiet).train()
 
     # "Ctrl-C" right after step 3 of epoch 2 (in the warm-up's last epoch for
-    # warmup-cosine): a real SIGINT to this process.
-    calls = {"n": 0}
-    real_step = runner.train_step
-
-    def step_then_interrupt(*args):
-        result = real_step(*args)
-        calls["n"] += 1
-        if calls["n"] == STEPS_PER_EPOCH + 3:
-            os.kill(os.getpid(), signal.SIGINT)
-        return result
-
-    monkeypatch.setattr(runner, "train_step", step_then_interrupt)
+    # warmup-cosine).
+    _interrupt_after(monkeypatch, STEPS_PER_EPOCH + 3)
     stopped = TrainingRun.start(TrainConfig(**config, out=str(tmp_path / "b")), log=_quiet)
     with pytest.raises(Interrupted) as info:
         stopped.train()
@@ -108,7 +95,7 @@ def test_interrupt_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypa
     assert (meta["epoch"], meta["step"]) == (1, 3)
     assert meta["scheduler_config"]["state"]["last_epoch"] == STEPS_PER_EPOCH + 3
 
-    monkeypatch.setattr(runner, "train_step", real_step)
+    monkeypatch.undo()
     TrainingRun.resume(tmp_path / "b", log=_quiet).train()
     a = _weights_and_state(tmp_path / "a" / "last.safetensors")
     b = _weights_and_state(tmp_path / "b" / "last.safetensors")

@@ -17,8 +17,9 @@ from . import inspect
 # Every layer class, by the names of chainrule.layers.__all__.
 from .layers import *  # noqa: F401,F403
 from . import layers as _layers
-from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, KLDivLoss,
-                     L1Loss, Loss, MSELoss, NLLLoss, SmoothL1Loss)
+# Every loss class, by the names of chainrule.losses.__all__.
+from .losses import *  # noqa: F401,F403
+from . import losses as _losses
 from .parameter import Parameter
 from . import init, utils
 from .random import manual_seed
@@ -27,9 +28,7 @@ from .train import History, NonFiniteLossError, evaluate, fit, predict
 __version__ = "0.1.0"
 
 __all__ = [
-    "Parameter", *_layers.__all__, "Loss", "CrossEntropyLoss", "NLLLoss", "BCELoss",
-    "BCEWithLogitsLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "KLDivLoss",
-    "gradcheck", "fit",
+    "Parameter", *_layers.__all__, *_losses.__all__, "gradcheck", "fit",
     "evaluate", "predict", "History", "NonFiniteLossError", "functional", "optim",
     "models", "data", "save", "load", "load_checkpoint", "Checkpoint", "CheckpointError",
     "interop", "export_onnx", "inspect", "init", "utils", "manual_seed",

@@ -241,18 +241,6 @@ def build_scheduler(optimizer: Optimizer, config: Mapping[str, Any] | None) -> L
     return CosineAnnealingLR(optimizer, T_max=config["T_max"])
 
 
-def _built_lengths(name: str, state: Mapping[str, Any]) -> dict[str, Any]:
-    """The lengths a schedule was built with, read from its ``state_dict``: a resume with
-    another --epochs keeps them (see :meth:`TrainingRun.resume`)."""
-    if name == "cosine":
-        return {"T_max": state["T_max"]}
-    if name == "onecycle":
-        return {"total_steps": state["total_steps"]}
-    if name == "warmup-cosine":
-        return {"warmup_steps": state["_milestones"][0], "T_max": state["_schedulers"][1]["T_max"]}
-    return {}
-
-
 def _steps_per_epoch(cfg: TrainConfig, data: Dataset) -> int:
     """The number of batches in an epoch (the last one may be smaller)."""
     return len(range(0, len(data.train[0]), cfg.batch_size))
@@ -339,10 +327,13 @@ class TrainingRun:
     """
 
     def __init__(self, cfg: TrainConfig, data: Dataset, model: Layer, optimizer: Optimizer,
-                 scheduler: LRScheduler | None, state: RunState,
-                 log: Callable[[str], None] = print) -> None:
+                 scheduler: LRScheduler | None, scheduler_config: Mapping[str, Any] | None,
+                 state: RunState, log: Callable[[str], None] = print) -> None:
         self.cfg, self.data, self.model = cfg, data, model
         self.optimizer, self.scheduler, self.state = optimizer, scheduler, state
+        # What the scheduler was built from (build_scheduler), saved with its state: a
+        # resume with more --epochs rebuilds it with these lengths, not new ones.
+        self.scheduler_config = scheduler_config
         self.out = cfg.out_dir
         # Optional per-step callback on_batch(epoch, step, loss), e.g. the inspect recorder.
         self.on_batch: Callable[[int, int, float], None] | None = None
@@ -371,14 +362,14 @@ class TrainingRun:
         model.to(DTYPES[cfg.dtype])
         try:
             optimizer = build_optimizer(model.parameters(), cfg.optimizer_config())
-            scheduler = build_scheduler(optimizer,
-                                        cfg.scheduler_config(_steps_per_epoch(cfg, data)))
+            scheduler_config = cfg.scheduler_config(_steps_per_epoch(cfg, data))
+            scheduler = build_scheduler(optimizer, scheduler_config)
         except ValueError as exc:  # a hyper-parameter out of range, e.g. a negative --lr
             raise RunError(str(exc)) from exc
         # Only now that the new run can start: nothing of an overwritten run survives.
         for name in (LAST, BEST, METRICS, CURVES):
             (cfg.out_dir / name).unlink(missing_ok=True)
-        return cls(cfg, data, model, optimizer, scheduler, RunState(), log)
+        return cls(cfg, data, model, optimizer, scheduler, scheduler_config, RunState(), log)
 
     @classmethod
     def resume(cls, directory: str | Path, overrides: Mapping[str, Any] | None = None,
@@ -412,24 +403,28 @@ class TrainingRun:
         data = prepare_data(cfg, stats=(meta["mean"], meta["std"]))
         model = ckpt.model
         optimizer = build_optimizer(model.parameters(), meta["optimizer_config"])
-        scheduler = build_scheduler(optimizer, meta["scheduler_config"])
+        saved_schedule = meta["scheduler_config"]
+        scheduler_config = None if saved_schedule is None else {
+            k: v for k, v in saved_schedule.items() if k != "state"}
+        scheduler = build_scheduler(optimizer, scheduler_config)
         if ckpt.optimizer_state is None or ckpt.optimizer_type != type(optimizer).__name__:
             raise RunError(f"{directory / LAST} holds no {type(optimizer).__name__} state")
         # After the scheduler's constructor, which rewrites each group's lr: the saved
         # groups bring back the lr that was current.
         optimizer.load_state_dict(ckpt.optimizer_state)
         if scheduler is not None:
-            scheduler.load_state_dict(meta["scheduler_config"]["state"])
+            scheduler.load_state_dict(saved_schedule["state"])
+        steps_per_epoch = _steps_per_epoch(cfg, data)
         if (isinstance(scheduler, OneCycleLR)
-                and cfg.epochs * _steps_per_epoch(cfg, data) > scheduler.total_steps):
+                and cfg.epochs * steps_per_epoch > scheduler.total_steps):
             raise RunError(f"--epochs {cfg.epochs} runs past the one-cycle schedule, built for "
-                           f"{scheduler.total_steps // _steps_per_epoch(cfg, data)} epochs; a "
+                           f"{scheduler.total_steps // steps_per_epoch} epochs; a "
                            "one-cycle schedule cannot be extended (start a new run)")
         state = RunState(epoch=meta["epoch"], step=meta["step"], history=meta["history"],
                          best=meta["best"], partial=meta.get("partial"),
                          rng_state=meta.get("rng_state"),
                          dropout_states=meta.get("dropout_states"))
-        return cls(cfg, data, model, optimizer, scheduler, state, log)
+        return cls(cfg, data, model, optimizer, scheduler, scheduler_config, state, log)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -447,11 +442,8 @@ class TrainingRun:
             "args": self.cfg.to_dict(),
         }
         if self.scheduler is not None:
-            state = self.scheduler.state_dict()
-            config = self.cfg.scheduler_config(_steps_per_epoch(self.cfg, self.data))
-            # The lengths it was built with, not --epochs now.
-            config = config | _built_lengths(config["name"], state) | {"state": state}
-            meta["scheduler_config"] = config
+            meta["scheduler_config"] = {**self.scheduler_config,
+                                        "state": self.scheduler.state_dict()}
         # The Generator the next step draws from: mid-epoch the live one, at an epoch
         # boundary the fresh one of the next epoch (a function of seed and epoch).
         rng = rng if rng is not None else np.random.default_rng([self.cfg.seed, s.epoch])

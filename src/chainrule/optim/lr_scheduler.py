@@ -73,14 +73,6 @@ def _require(owner: str, ok: bool, argument: str, expected: str, got: Any) -> No
         raise ValueError(f"{owner}: {argument} must be {expected}, got {got!r}")
 
 
-def _check_gamma(owner: str, gamma: Any) -> None:
-    # torch takes any gamma; a negative one flips the sign of the lr every decay and
-    # a non-finite one destroys it, so both are refused. gamma > 1 (growth, as in an
-    # lr range test) and values in (0, 1) (decay) are fine.
-    _require(owner, _is_real(gamma) and 0 < gamma < math.inf, "gamma",
-             "a finite number > 0", gamma)
-
-
 def _per_group(owner: str, name: str, optimizer: Optimizer, value: Any) -> list[Any]:
     """``value`` once per param group: a list/tuple of that length, or one value."""
     n = len(optimizer.param_groups)
@@ -94,6 +86,13 @@ def _per_group(owner: str, name: str, optimizer: Optimizer, value: Any) -> list[
 
 def _lrs(optimizer: Optimizer) -> list[float]:
     return [group["lr"] for group in optimizer.param_groups]
+
+
+def _cosine(base_lrs: Sequence[float], eta_min: float, t: float, period: float) -> list[float]:
+    """``eta_min + (base_lr - eta_min) * (1 + cos(pi * t / period)) / 2`` for each base lr:
+    the closed form of both cosine schedules."""
+    cosine = 1 + math.cos(math.pi * t / period)
+    return [eta_min + (base_lr - eta_min) * cosine / 2 for base_lr in base_lrs]
 
 
 # ---------------------------------------------------------------------- base class
@@ -297,7 +296,41 @@ class LambdaLR(LRScheduler):
 
 # ---------------------------------------------------------------------- chainable
 
-class StepLR(LRScheduler):
+class _GammaDecay(LRScheduler):
+    """What StepLR, MultiStepLR and ExponentialLR share: each step multiplies the current
+    lr by ``gamma ** _decays_now()`` (no decay keeps it as it is), and the closed form is
+    ``base_lr * gamma ** _decays_so_far()``. A subclass checks its own arguments, then
+    calls this constructor, and defines the two counts."""
+
+    def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int) -> None:
+        # torch takes any gamma; a negative one flips the sign of the lr every decay and
+        # a non-finite one destroys it, so both are refused. gamma > 1 (growth, as in an
+        # lr range test) and values in (0, 1) (decay) are fine.
+        _require(type(self).__name__, _is_real(gamma) and 0 < gamma < math.inf, "gamma",
+                 "a finite number > 0", gamma)
+        self.gamma = gamma
+        super().__init__(optimizer, last_epoch)
+
+    def _decays_now(self) -> int:
+        """How many times the step to ``last_epoch`` decays the lr (torch's recursion)."""
+        raise NotImplementedError
+
+    def _decays_so_far(self) -> int:
+        """How many times the lr has decayed from epoch 0 to ``last_epoch``."""
+        raise NotImplementedError
+
+    def get_lr(self) -> list[float]:
+        decays = self._decays_now()
+        if decays == 0:
+            return _lrs(self.optimizer)
+        return [lr * self.gamma ** decays for lr in _lrs(self.optimizer)]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        decays = self._decays_so_far()
+        return [base_lr * self.gamma ** decays for base_lr in self.base_lrs]
+
+
+class StepLR(_GammaDecay):
     """Decay each group's lr by ``gamma`` every ``step_size`` epochs::
 
         lr = lr * gamma   when last_epoch > 0 and last_epoch % step_size == 0
@@ -314,22 +347,17 @@ class StepLR(LRScheduler):
                  last_epoch: int = -1) -> None:
         _require("StepLR", _is_int(step_size) and step_size >= 1, "step_size",
                  "an integer >= 1", step_size)
-        _check_gamma("StepLR", gamma)
         self.step_size = int(step_size)
-        self.gamma = gamma
-        super().__init__(optimizer, last_epoch)
+        super().__init__(optimizer, gamma, last_epoch)
 
-    def get_lr(self) -> list[float]:
-        if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
-            return _lrs(self.optimizer)
-        return [lr * self.gamma for lr in _lrs(self.optimizer)]
+    def _decays_now(self) -> int:
+        return int(self.last_epoch != 0 and self.last_epoch % self.step_size == 0)
 
-    def _get_closed_form_lr(self) -> list[float]:
-        return [base_lr * self.gamma ** (self.last_epoch // self.step_size)
-                for base_lr in self.base_lrs]
+    def _decays_so_far(self) -> int:
+        return self.last_epoch // self.step_size
 
 
-class MultiStepLR(LRScheduler):
+class MultiStepLR(_GammaDecay):
     """Decay each group's lr by ``gamma`` at each milestone epoch::
 
         lr = lr * gamma ** milestones.count(last_epoch)
@@ -354,20 +382,14 @@ class MultiStepLR(LRScheduler):
                  "a list of integers", milestones)
         _require("MultiStepLR", all(a <= b for a, b in zip(milestones, milestones[1:])),
                  "milestones", "increasing", milestones)
-        _check_gamma("MultiStepLR", gamma)
         self.milestones: list[int] = [int(m) for m in milestones]
-        self.gamma = gamma
-        super().__init__(optimizer, last_epoch)
+        super().__init__(optimizer, gamma, last_epoch)
 
-    def get_lr(self) -> list[float]:
-        repeats = self.milestones.count(self.last_epoch)
-        if repeats == 0:
-            return _lrs(self.optimizer)
-        return [lr * self.gamma ** repeats for lr in _lrs(self.optimizer)]
+    def _decays_now(self) -> int:
+        return self.milestones.count(self.last_epoch)
 
-    def _get_closed_form_lr(self) -> list[float]:
-        decays = bisect_right(self.milestones, self.last_epoch)
-        return [base_lr * self.gamma ** decays for base_lr in self.base_lrs]
+    def _decays_so_far(self) -> int:
+        return bisect_right(self.milestones, self.last_epoch)
 
 
 class LinearLR(LRScheduler):
@@ -418,7 +440,7 @@ class LinearLR(LRScheduler):
         return [base_lr * factor for base_lr in self.base_lrs]
 
 
-class ExponentialLR(LRScheduler):
+class ExponentialLR(_GammaDecay):
     """Decay each group's lr by ``gamma`` every epoch::
 
         lr = lr * gamma       (closed form: base_lr * gamma ** last_epoch)
@@ -430,17 +452,13 @@ class ExponentialLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1) -> None:
-        _check_gamma("ExponentialLR", gamma)
-        self.gamma = gamma
-        super().__init__(optimizer, last_epoch)
+        super().__init__(optimizer, gamma, last_epoch)
 
-    def get_lr(self) -> list[float]:
-        if self._is_initial:
-            return _lrs(self.optimizer)
-        return [lr * self.gamma for lr in _lrs(self.optimizer)]
+    def _decays_now(self) -> int:
+        return 0 if self._is_initial else 1
 
-    def _get_closed_form_lr(self) -> list[float]:
-        return [base_lr * self.gamma ** self.last_epoch for base_lr in self.base_lrs]
+    def _decays_so_far(self) -> int:
+        return self.last_epoch
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -478,8 +496,7 @@ class CosineAnnealingLR(LRScheduler):
         if self._is_initial:
             return _lrs(self.optimizer)
         if self._step_count == 1 and t > 0:
-            return [eta_min + (base_lr - eta_min) * (1 + math.cos(t * math.pi / T)) / 2
-                    for base_lr in self.base_lrs]
+            return _cosine(self.base_lrs, eta_min, t, T)
         if (t - 1 - T) % (2 * T) == 0:
             return [lr + (base_lr - eta_min) * (1 - math.cos(math.pi / T)) / 2
                     for base_lr, lr in zip(self.base_lrs, _lrs(self.optimizer))]
@@ -487,9 +504,7 @@ class CosineAnnealingLR(LRScheduler):
         return [ratio * (lr - eta_min) + eta_min for lr in _lrs(self.optimizer)]
 
     def _get_closed_form_lr(self) -> list[float]:
-        cosine = 1 + math.cos(math.pi * self.last_epoch / self.T_max)
-        return [self.eta_min + (base_lr - self.eta_min) * cosine / 2
-                for base_lr in self.base_lrs]
+        return _cosine(self.base_lrs, self.eta_min, self.last_epoch, self.T_max)
 
 
 # ---------------------------------------------------------------------- per batch
@@ -529,9 +544,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
-        cosine = 1 + math.cos(math.pi * self.T_cur / self.T_i)
-        return [self.eta_min + (base_lr - self.eta_min) * cosine / 2
-                for base_lr in self.base_lrs]
+        return _cosine(self.base_lrs, self.eta_min, self.T_cur, self.T_i)
 
     def step(self, epoch: float | None = None) -> None:
         """Advance one epoch, or jump to ``epoch`` (>= 0, may be fractional)."""

@@ -70,7 +70,10 @@ def _vector_norm(x: np.ndarray, p: float) -> float:
     """``torch.linalg.vector_norm(x, p)`` of the flattened ``x``, computed in float64:
     ``max|x|`` (p = inf), ``min|x|`` (p = -inf), the count of non-zeros (p = 0), else
     ``(sum |x|^p)^(1/p)``."""
-    a = np.abs(np.asarray(x, dtype=np.float64)).ravel()
+    a = np.asarray(x, dtype=np.float64).ravel()
+    if p == 2:  # the default, on every step of a clipped run: no |x| copy needed
+        return math.sqrt(float(np.dot(a, a)))
+    a = np.abs(a)
     if p == math.inf:
         return float(a.max(initial=0.0))
     if p == -math.inf:
@@ -79,8 +82,6 @@ def _vector_norm(x: np.ndarray, p: float) -> float:
         return float(np.count_nonzero(a))
     if p == 1:
         return float(a.sum())
-    if p == 2:
-        return math.sqrt(float(np.dot(a, a)))
     with np.errstate(divide="ignore", over="ignore"):  # 0 ** -p = inf, as in torch
         return float(np.sum(a ** p) ** (1.0 / p))
 
