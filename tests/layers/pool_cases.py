@@ -8,7 +8,7 @@ import numpy as np
 
 import chainrule as cr
 from tests import reference as ref
-from tests.helpers import assert_gradcheck, assert_torch_parity, pair
+from tests.helpers import assert_gradcheck, assert_torch_parity, pair, rel_error
 
 # id -> (AdaptiveAvgPool2d / AdaptiveMaxPool2d keyword arguments, input shape (N, C, H, W))
 ADAPTIVE_CASES = {
@@ -59,6 +59,21 @@ def avg_pool_reference_args(kwargs: dict) -> dict:
                 padding=pair(kwargs.get("padding", 0)),
                 count_include_pad=kwargs.get("count_include_pad", True),
                 divisor_override=kwargs.get("divisor_override"))
+
+
+def check_avg_pool_matches_loop_reference(layer, kwargs: dict, x: np.ndarray, seed: int) -> None:
+    """An average pool's output and input gradient (for a random upstream gradient
+    drawn from ``seed``) equal the loop references at 1e-13. ``kwargs``: torch.nn.AvgPool2d's
+    keyword arguments; a 1-D layer's (N, C, L) arrays are compared as (N, C, 1, L), with
+    the kwargs of its one-row 2-D twin."""
+    planes = (lambda a: a) if x.ndim == 4 else (lambda a: a[:, :, None])
+    args = avg_pool_reference_args(kwargs)
+    out = layer.forward(x)
+    expected = ref.avg_pool2d(planes(x), ceil_mode=kwargs.get("ceil_mode", False), **args)
+    assert rel_error(planes(out), expected) <= 1e-13
+    grad = np.random.default_rng(seed).standard_normal(out.shape)
+    expected_dx = ref.avg_pool2d_backward(planes(grad), planes(x).shape, **args)
+    assert rel_error(planes(layer.backward(grad)), expected_dx) <= 1e-13
 
 
 def check_max_pool_matches_reference_with_ties(kwargs: dict, shape) -> None:

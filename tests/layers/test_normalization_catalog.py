@@ -4,7 +4,6 @@ with torch over grids of shapes and options, running statistics, errors."""
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest

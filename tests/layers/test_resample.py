@@ -302,6 +302,21 @@ def test_eval_keeps_no_cache_and_empty_batch_passes():
     assert layer.backward(np.ones((0, 2, 6, 6))).shape == (0, 2, 3, 3)
 
 
+def test_plans_are_built_once_per_input_size_and_options_and_are_read_only():
+    layer = cr.Upsample(scale_factor=1.5, mode="bilinear")
+    first = layer.plans((2, 3, 4, 5), np.float32)
+    again = cr.Upsample(scale_factor=1.5, mode="bilinear").plans((7, 1, 4, 5), np.float32)
+    assert len(first) == len(again) == 2
+    assert all(a is b for a, b in zip(first, again))      # the batch and channels do not matter
+    # another spatial size, dtype or option is another plan
+    for other in (layer.plans((2, 3, 4, 6), np.float32), layer.plans((2, 3, 4, 5), np.float64),
+                  cr.Upsample(scale_factor=1.5, mode="bilinear", align_corners=True)
+                  .plans((2, 3, 4, 5), np.float32)):
+        assert other[1] is not first[1]
+    with pytest.raises(ValueError, match="read-only"):
+        first[0].weight0[0] = 0.0
+
+
 def test_backward_checks_the_gradient_shape():
     layer = cr.Upsample(scale_factor=2)
     layer.forward(np.ones((1, 1, 2, 2)))

@@ -1,4 +1,6 @@
-"""Stateless kernels: im2col/col2im and pooling windows. Layers call these."""
+"""Stateless kernels: convolution (im2col/col2im, depthwise, transposed), pooling
+windows, resampling (``functional.resample``) and erf/erfc (``functional.special``).
+Layers call these."""
 
 from ._parallel import empty_with_layout, outer_axis, parallel_slices
 from .conv import conv2d_backward, conv2d_forward, conv2d_input_gradient

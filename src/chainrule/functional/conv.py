@@ -281,14 +281,14 @@ def conv2d_backward(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, stride
     groups = c_in // c_group
     top, bottom, left, right = padding
     grad = np.ascontiguousarray(grad)
-    reach = (dilation[0] * (kh - 1), dilation[1] * (kw - 1))
-    grad_padding = (reach[0] - top, reach[0] - bottom, reach[1] - left, reach[1] - right)
-    flipped_path = _flipped_kernel_pays_off(c_group, stride) and min(grad_padding) >= 0
     if is_depthwise(c_in, weight.shape):
         dweight, dbias = depthwise_weight_gradient(xp, grad, (kh, kw), stride, dilation, with_bias)
         dx = (conv2d_input_gradient(weight, grad, groups, (hp, wp), stride, dilation, padding)
               if input_grad else None)
         return dx, dweight, dbias
+    reach = (dilation[0] * (kh - 1), dilation[1] * (kw - 1))
+    grad_padding = (reach[0] - top, reach[0] - bottom, reach[1] - left, reach[1] - right)
+    flipped_path = _flipped_kernel_pays_off(c_group, stride) and min(grad_padding) >= 0
     if not input_grad:
         dweight, dbias = _weight_gradient(xp, grad, (kh, kw), groups, stride, dilation,
                                           with_bias, workspace_bytes, columns)

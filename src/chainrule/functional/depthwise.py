@@ -27,10 +27,10 @@ from .im2col import Pair, _offset_slices
 
 def is_depthwise(c_in: int, weight_shape: tuple[int, ...]) -> bool:
     """Whether a convolution of ``c_in`` input channels with a weight of this shape has
-    one input channel per group and more than one group (torch's depthwise case,
-    any channel multiplier)."""
-    c_out, c_group = weight_shape[:2]
-    return c_group == 1 and c_in > 1 and c_out % c_in == 0
+    one input channel per group and more than one group (torch's depthwise case: then
+    ``groups == c_in``, and C_out, a multiple of the groups, is ``c_in`` times any
+    channel multiplier M)."""
+    return weight_shape[1] == 1 and c_in > 1
 
 
 def _offsets(kernel: Pair, out_hw: Pair, stride: Pair, dilation: Pair) -> list[tuple[slice, slice]]:

@@ -264,9 +264,11 @@ def avg_pool_backward(grad: np.ndarray, kernel: Pair, stride: Pair, padded_hw: P
 
 
 def window_counts(hw: Pair, kernel: Pair, stride: Pair, padding: Pair, out_hw: Pair) -> np.ndarray:
-    """(H_out, W_out) number of *real* (non-padding) input elements in each window."""
-    ones = pad_spatial(np.ones(hw, dtype=np.float64), padding, 0.0)
-    return avg_pool_forward(ones, kernel, stride, out_hw, 1.0)
+    """(H_out, W_out) number of *real* (non-padding) input elements in each window, as
+    float64: the product of each axis's count (``avg_pool_window_sizes``)."""
+    rows, columns = (avg_pool_window_sizes(size, k, s, p, n)[1]
+                     for size, k, s, p, n in zip(hw, kernel, stride, padding, out_hw))
+    return np.outer(rows, columns).astype(np.float64)
 
 
 def adaptive_pool_matrix(size: int, out_size: int, dtype: np.dtype) -> np.ndarray:
@@ -276,9 +278,8 @@ def adaptive_pool_matrix(size: int, out_size: int, dtype: np.dtype) -> np.ndarra
     Adaptive average pooling is separable: out = P_h @ x @ P_w.T per channel.
     """
     matrix = np.zeros((out_size, size), dtype=np.float64)
-    for i in range(out_size):  # loops over output cells of one axis, not pixels
-        start = (i * size) // out_size
-        end = -((-(i + 1) * size) // out_size)
+    starts, ends = adaptive_windows(size, out_size)
+    for i, (start, end) in enumerate(zip(starts, ends)):   # output cells of one axis, not pixels
         matrix[i, start:end] = 1.0 / (end - start)
     return matrix.astype(dtype)
 

@@ -3,6 +3,8 @@ that names the layer, the argument, what was expected and what came."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -40,4 +42,15 @@ def positive_int(value: Any, name: str, layer: str) -> int:
         raise TypeError(f"{layer}: {name} must be a positive int, got {value!r}")
     if value < 1:
         raise ValueError(f"{layer}: {name} must be >= 1, got {value!r}")
+    return value
+
+
+def finite_real(value: Any, name: str, layer: str, expected: str = "a real number") -> float:
+    """A finite real number (NumPy scalars too, never a bool) as a Python float;
+    ``expected`` is how the TypeError names what was expected."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{layer}: {name} must be {expected}, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{layer}: {name} must be finite, got {value!r}")
     return value

@@ -4,7 +4,6 @@ elements along one axis, apply their Jacobian along it)."""
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
 from typing import Any
@@ -14,7 +13,7 @@ import numpy as np
 from .. import functional as F
 from ..functional.special import erfc
 from ..parameter import Parameter
-from ._args import positive_int
+from ._args import finite_real, positive_int
 from ._movement import MovementLayer
 from .base import DEFAULT_DTYPE, Layer, as_float_dtype
 
@@ -100,6 +99,13 @@ class LeakyReLU(_Elementwise):
         return np.where(positive, grad, grad * grad.dtype.type(self.negative_slope))
 
 
+def _stable_sigmoid(x: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-x))`` as ``exp(min(x,0)) / (1 + exp(-|x|))``: no positive
+    exponent, so no overflow for large |x|."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1, e) / (1 + e)
+
+
 class Sigmoid(_Elementwise):
     """``y = 1 / (1 + exp(-x))``; ``dL/dx = dL/dy * y * (1 - y)``.
 
@@ -107,8 +113,7 @@ class Sigmoid(_Elementwise):
     overflow for large |x|. Shape: any -> same."""
 
     def _f(self, x):
-        e = np.exp(-np.abs(x))
-        return np.where(x >= 0, 1, e) / (1 + e)
+        return _stable_sigmoid(x)
 
     def _keep(self, x, y):
         return y
@@ -153,22 +158,6 @@ _GELU_PDF_CLIP = 40.0
 _SOFTPLUS_EXP_CAP = 40.0
 
 
-def _real(value: Any, name: str, layer: str) -> float:
-    """A finite real number (NumPy scalars too, not bools), as a Python float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{layer}: {name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{layer}: {name} must be finite, got {value!r}")
-    return value
-
-
-def _stable_sigmoid(x: np.ndarray) -> np.ndarray:
-    """``1 / (1 + exp(-x))`` with no positive exponent (see ``Sigmoid``)."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1, e) / (1 + e)
-
-
 def _stable_softplus(x: np.ndarray) -> np.ndarray:
     """``log(1 + exp(x))`` as ``max(x, 0) + log1p(exp(-|x|))``: no overflow for large x."""
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
@@ -185,8 +174,8 @@ class Hardtanh(_Elementwise):
     def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> None:
         super().__init__()
         name = type(self).__name__
-        self.min_val = _real(min_val, "min_val", name)
-        self.max_val = _real(max_val, "max_val", name)
+        self.min_val = finite_real(min_val, "min_val", name)
+        self.max_val = finite_real(max_val, "max_val", name)
         if not self.max_val > self.min_val:
             raise ValueError(f"{name}: max_val must be greater than min_val, got "
                              f"min_val={min_val!r}, max_val={max_val!r}")
@@ -226,9 +215,9 @@ class Hardsigmoid(_Elementwise):
     elsewhere (0 at exactly +-3, as in PyTorch).
 
     The factor 1/6 of the backward is torch's CPU constant, the float32 number
-    ``0.1666666716...``, in float64 too (3e-8 above 1/6): chainrule uses it so both
-    agree bit for bit. ``inplace`` is accepted for torch compatibility and ignored.
-    Shape: any -> same. Keeps a boolean mask for backward.
+    ``0.1666666716...``, in float64 too (5e-9, or 3e-8 relative, above 1/6): chainrule
+    uses it so both agree bit for bit. ``inplace`` is accepted for torch compatibility
+    and ignored. Shape: any -> same. Keeps a boolean mask for backward.
     """
 
     _ONE_SIXTH = float(np.float32(1.0) / np.float32(6.0))
@@ -320,7 +309,7 @@ class _AlphaExponentialLinear(_ExponentialLinear):
 
     def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
         super().__init__()
-        self.alpha = _real(alpha, "alpha", type(self).__name__)
+        self.alpha = finite_real(alpha, "alpha", type(self).__name__)
 
     @property
     def _alpha_scale(self) -> tuple[float, float]:
@@ -507,8 +496,8 @@ class Softplus(_Elementwise):
 
     def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
         super().__init__()
-        self.beta = _real(beta, "beta", "Softplus")
-        self.threshold = _real(threshold, "threshold", "Softplus")
+        self.beta = finite_real(beta, "beta", "Softplus")
+        self.threshold = finite_real(threshold, "threshold", "Softplus")
         if self.beta == 0:
             raise ValueError("Softplus: beta must not be 0 (the output is divided by it), got "
                              f"{beta!r}")
@@ -555,7 +544,7 @@ class PReLU(Layer):
         super().__init__()
         name = f"PReLU(num_parameters={num_parameters!r})"
         self.num_parameters = positive_int(num_parameters, "num_parameters", name)
-        self.init = _real(init, "init", name)
+        self.init = finite_real(init, "init", name)
         self.weight = Parameter(np.full(self.num_parameters, self.init, as_float_dtype(dtype, name)))
 
     def _reset_own_parameters(self, rng: np.random.Generator) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import functional as F
 from ..parameter import Parameter
-from ._args import positive_int
+from ._args import finite_real, positive_int
 from .base import DEFAULT_DTYPE, Layer, as_float_dtype
 
 
@@ -228,11 +228,7 @@ class BatchNorm2d(_BatchNorm):
 # ---------------------------------------------------------------------------- argument checks
 def _number(value: Any, name: str, layer: str) -> float:
     """A finite real number (not a bool) as a float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{layer}: {name} must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{layer}: {name} must be finite, got {value!r}")
-    return float(value)
+    return finite_real(value, name, layer, "a number")
 
 
 def _positive_number(value: Any, name: str, layer: str) -> float:

@@ -18,12 +18,12 @@ input pixel through both axes, so its gradient reaches that pixel through both s
 
 from __future__ import annotations
 
-import numbers
 import operator
 from typing import Any
 
 import numpy as np
 
+from ._args import finite_real
 from ._movement import MovementLayer
 
 Padding4 = tuple[int, int, int, int]
@@ -139,11 +139,8 @@ class ConstantPad2d(_Pad2d):
 
     def __init__(self, padding: Any, value: float) -> None:
         super().__init__(padding)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{type(self).__name__}: value must be a number, got {value!r}")
-        if not np.isfinite(value):
-            # A checkpoint's JSON description could not hold it.
-            raise ValueError(f"{type(self).__name__}: value must be finite, got {value!r}")
+        # Finite: a checkpoint's JSON description could not hold inf or NaN.
+        finite_real(value, "value", type(self).__name__, "a number")
         # an int stays an int, so that the repr reads like torch's (value=2)
         self.value: float = value if isinstance(value, (int, float)) else float(value)
 

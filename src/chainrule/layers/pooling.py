@@ -29,27 +29,45 @@ def _refuse_return_indices(return_indices: Any, layer: str) -> None:
                          "pair; use return_indices=False")
 
 
-def _check_padding(kernel: Pair, padding: Pair, layer: str, shown_kernel: Any,
-                   shown_padding: Any) -> None:
-    for k, p in zip(kernel, padding):
-        # torch's rule: a window must always hold at least one real element.
-        if p > k // 2:
-            raise ValueError(f"{layer}: padding should be at most half the kernel size, got "
-                             f"padding={shown_padding!r} for kernel_size={shown_kernel!r}")
-
-
 class _WindowPool(Layer):
-    """Shared by the windowed pools: the output-size rule (ceil_mode included), the
-    overhang padding of ceil_mode, and the 2-D view of 1-D inputs.
+    """Shared by the windowed pools: the arguments, the output-size rule (ceil_mode
+    included), the overhang padding of ceil_mode, and the 2-D view of 1-D inputs.
 
-    Subclasses set ``ceil_mode`` and define ``_pairs`` (kernel, stride, padding and
-    dilation as the 2-D kernels take them)."""
+    A 2-D pool keeps each size as an (h, w) pair; a 1-D pool (``_spatial_dims = 1``)
+    keeps ints and runs the 2-D kernels with windows one row high (``_pairs``)."""
 
-    ceil_mode: bool
     _spatial_dims = 2
 
+    def __init__(self, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
+                 ceil_mode: bool) -> None:
+        super().__init__()
+        name = f"{type(self).__name__}(kernel_size={kernel_size!r})"
+        size = to_pair if self._spatial_dims == 2 else to_single
+        self.kernel_size = size(kernel_size, "kernel_size", name, 1)
+        self.stride = self.kernel_size if stride is None else size(stride, "stride", name, 1)
+        self.padding = size(padding, "padding", name, 0)
+        self.dilation = size(dilation, "dilation", name, 1)
+        self.ceil_mode = bool(ceil_mode)
+        kernel, _, pads, _ = self._pairs()
+        for k, p in zip(kernel, pads):
+            # torch's rule: a window must always hold at least one real element.
+            if p > k // 2:
+                raise ValueError(f"{name}: padding should be at most half the kernel size, got "
+                                 f"padding={padding!r} for kernel_size={kernel_size!r}")
+
     def _pairs(self) -> tuple[Pair, Pair, Pair, Pair]:
-        raise NotImplementedError
+        """(kernel, stride, padding, dilation) as the 2-D kernels take them."""
+        if self._spatial_dims == 2:
+            return self.kernel_size, self.stride, self.padding, self.dilation
+        return ((1, self.kernel_size), (1, self.stride), (0, self.padding), (1, self.dilation))
+
+    def extra_repr(self) -> str:
+        text = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        if self._pairs()[3] != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.ceil_mode:
+            text += ", ceil_mode=True"
+        return text
 
     def _planes(self, x: np.ndarray) -> np.ndarray:
         """Check the input's ndim; return it as (..., H, W) planes."""
@@ -86,60 +104,6 @@ class _WindowPool(Layer):
         return dxp[..., ph:ph + hw[0], pw:pw + hw[1]]
 
 
-class _Pool2d(_WindowPool):
-    """Argument handling of the 2-D windowed pools."""
-
-    def __init__(self, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
-                 ceil_mode: bool) -> None:
-        super().__init__()
-        name = f"{type(self).__name__}(kernel_size={kernel_size!r})"
-        self.kernel_size = to_pair(kernel_size, "kernel_size", name, 1)
-        self.stride = self.kernel_size if stride is None else to_pair(stride, "stride", name, 1)
-        self.padding = to_pair(padding, "padding", name, 0)
-        self.dilation = to_pair(dilation, "dilation", name, 1)
-        self.ceil_mode = bool(ceil_mode)
-        _check_padding(self.kernel_size, self.padding, name, kernel_size, padding)
-
-    def _pairs(self) -> tuple[Pair, Pair, Pair, Pair]:
-        return self.kernel_size, self.stride, self.padding, self.dilation
-
-    def extra_repr(self) -> str:
-        text = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
-        if self.dilation != (1, 1):
-            text += f", dilation={self.dilation}"
-        if self.ceil_mode:
-            text += ", ceil_mode=True"
-        return text
-
-
-class _Pool1d(_WindowPool):
-    """Argument handling of the 1-D windowed pools: ints, run as 2-D windows of height 1."""
-
-    _spatial_dims = 1
-
-    def __init__(self, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
-                 ceil_mode: bool) -> None:
-        super().__init__()
-        name = f"{type(self).__name__}(kernel_size={kernel_size!r})"
-        self.kernel_size = to_single(kernel_size, "kernel_size", name, 1)
-        self.stride = self.kernel_size if stride is None else to_single(stride, "stride", name, 1)
-        self.padding = to_single(padding, "padding", name, 0)
-        self.dilation = to_single(dilation, "dilation", name, 1)
-        self.ceil_mode = bool(ceil_mode)
-        _check_padding((self.kernel_size,), (self.padding,), name, kernel_size, padding)
-
-    def _pairs(self) -> tuple[Pair, Pair, Pair, Pair]:
-        return ((1, self.kernel_size), (1, self.stride), (0, self.padding), (1, self.dilation))
-
-    def extra_repr(self) -> str:
-        text = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
-        if self.dilation != 1:
-            text += f", dilation={self.dilation}"
-        if self.ceil_mode:
-            text += ", ceil_mode=True"
-        return text
-
-
 class _MaxPool(_WindowPool):
     """Forward and backward of the windowed max pools (see MaxPool2d)."""
 
@@ -167,7 +131,7 @@ class _MaxPool(_WindowPool):
         return self._from_planes(self._crop(dxp, hw))
 
 
-class MaxPool2d(_MaxPool, _Pool2d):
+class MaxPool2d(_MaxPool):
     """Max over sliding windows, channel by channel.
 
     Args:
@@ -192,10 +156,10 @@ class MaxPool2d(_MaxPool, _Pool2d):
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
                  dilation: Any = 1, return_indices: bool = False, ceil_mode: bool = False) -> None:
         _refuse_return_indices(return_indices, f"MaxPool2d(kernel_size={kernel_size!r})")
-        _Pool2d.__init__(self, kernel_size, stride, padding, dilation, ceil_mode)
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
 
 
-class MaxPool1d(_MaxPool, _Pool1d):
+class MaxPool1d(_MaxPool):
     """Max over sliding windows along the last axis, channel by channel.
 
     Args:
@@ -213,10 +177,12 @@ class MaxPool1d(_MaxPool, _Pool1d):
     (as in PyTorch); overlapping windows add. Runs MaxPool2d's kernels on (N, C, 1, L).
     """
 
+    _spatial_dims = 1
+
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
                  dilation: Any = 1, return_indices: bool = False, ceil_mode: bool = False) -> None:
         _refuse_return_indices(return_indices, f"MaxPool1d(kernel_size={kernel_size!r})")
-        _Pool1d.__init__(self, kernel_size, stride, padding, dilation, ceil_mode)
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
 
 
 class _AvgPool(_WindowPool):
@@ -256,7 +222,7 @@ class _AvgPool(_WindowPool):
         return self._from_planes(self._crop(dxp, hw))
 
 
-class AvgPool2d(_AvgPool, _Pool2d):
+class AvgPool2d(_AvgPool):
     """Mean over sliding windows, channel by channel.
 
     Args:
@@ -282,7 +248,7 @@ class AvgPool2d(_AvgPool, _Pool2d):
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
                  ceil_mode: bool = False, count_include_pad: bool = True,
                  divisor_override: int | None = None) -> None:
-        _Pool2d.__init__(self, kernel_size, stride, padding, 1, ceil_mode)
+        super().__init__(kernel_size, stride, padding, 1, ceil_mode)
         self.count_include_pad = bool(count_include_pad)
         if divisor_override is not None:
             name = f"AvgPool2d(kernel_size={kernel_size!r})"
@@ -305,7 +271,7 @@ class AvgPool2d(_AvgPool, _Pool2d):
         return text
 
 
-class AvgPool1d(_AvgPool, _Pool1d):
+class AvgPool1d(_AvgPool):
     """Mean over sliding windows along the last axis, channel by channel.
 
     Args:
@@ -321,9 +287,11 @@ class AvgPool1d(_AvgPool, _Pool1d):
     divisors. Runs AvgPool2d's kernels on (N, C, 1, L).
     """
 
+    _spatial_dims = 1
+
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
                  ceil_mode: bool = False, count_include_pad: bool = True) -> None:
-        _Pool1d.__init__(self, kernel_size, stride, padding, 1, ceil_mode)
+        super().__init__(kernel_size, stride, padding, 1, ceil_mode)
         self.count_include_pad = bool(count_include_pad)
 
     def extra_repr(self) -> str:

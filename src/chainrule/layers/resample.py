@@ -10,6 +10,7 @@ inverse permutation to the gradient.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Any
@@ -78,6 +79,28 @@ def _flag_arg(value: Any, name: str, layer: str) -> bool | None:
     if value is not None and not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{layer}: {name} must be True, False or None, got {value!r}")
     return None if value is None else bool(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _axis_plans(mode: str, align_corners: bool, spatial: tuple[int, ...], out: tuple[int, ...],
+                coord_scales: tuple[float | None, ...], dtype: np.dtype) -> tuple[R.AxisPlan, ...]:
+    """The plan of each spatial axis, built once per input size and options: a training
+    loop resizes the same size at every step. The plans are shared by every Upsample
+    that asks for them, so their arrays are made read-only."""
+    if mode in _LINEAR_MODES:
+        plans = [R.linear_plan(n, o, f, align_corners, dtype)
+                 for n, o, f in zip(spatial, out, coord_scales)]
+    else:
+        # torch's 2-D forward computes nearest indices its own way for small outputs (and
+        # for a 1x1 input of more than 3 channels, where every index is 0 anyway).
+        kernel = "indexed" if len(out) == 2 and sum(out) <= _SMALL_OUTPUT else "generic"
+        plan = R.nearest_plan if mode == "nearest" else R.nearest_exact_plan
+        plans = [plan(n, o, f, dtype, kernel) for n, o, f in zip(spatial, out, coord_scales)]
+    for axis_plan in plans:
+        for array in (axis_plan.index0, axis_plan.index1, axis_plan.weight0, axis_plan.weight1):
+            if array is not None:
+                array.flags.writeable = False
+    return tuple(plans)
 
 
 class Upsample(Layer):
@@ -179,15 +202,8 @@ class Upsample(Layer):
                              f"for input of shape {shape}")
         # The scale factor sets the coordinates unless the rounded output size does.
         coord_scales = scales if not self.recompute_scale_factor else (None,) * axes
-        dtype = np.dtype(dtype)
-        if self.mode in _LINEAR_MODES:
-            return [R.linear_plan(n, o, f, bool(self.align_corners), dtype)
-                    for n, o, f in zip(spatial, out, coord_scales)]
-        # torch's 2-D forward computes nearest indices its own way for small outputs (and
-        # for a 1x1 input of more than 3 channels, where every index is 0 anyway).
-        kernel = "indexed" if axes == 2 and sum(out) <= _SMALL_OUTPUT else "generic"
-        plan = R.nearest_plan if self.mode == "nearest" else R.nearest_exact_plan
-        return [plan(n, o, f, dtype, kernel) for n, o, f in zip(spatial, out, coord_scales)]
+        return list(_axis_plans(self.mode, bool(self.align_corners), tuple(spatial), tuple(out),
+                                tuple(coord_scales), np.dtype(dtype)))
 
     # ---------------------------------------------------------------- forward / backward
     def forward(self, x: np.ndarray) -> np.ndarray:
