@@ -113,19 +113,13 @@ def _pair(value: tuple[int, int]) -> list[int]:
     return [int(value[0]), int(value[1])]
 
 
-def _conv_args(m: Conv2d) -> dict[str, Any]:
+def _conv_args(m: Conv2d | Conv1d) -> dict[str, Any]:
+    # Conv2d takes pairs; Conv1d takes ints (the one entry of its 1-tuples).
+    size = _pair if isinstance(m, Conv2d) else (lambda value: int(value[0]))
     return {"in_channels": m.in_channels, "out_channels": m.out_channels,
-            "kernel_size": _pair(m.kernel_size), "stride": _pair(m.stride),
-            "padding": m.padding if isinstance(m.padding, str) else _pair(m.padding),
-            "dilation": _pair(m.dilation), "groups": m.groups, "bias": m.bias is not None,
-            "dtype": m.weight.dtype.name}
-
-
-def _conv1d_args(m: Conv1d) -> dict[str, Any]:
-    return {"in_channels": m.in_channels, "out_channels": m.out_channels,
-            "kernel_size": m.kernel_size[0], "stride": m.stride[0],
-            "padding": m.padding if isinstance(m.padding, str) else m.padding[0],
-            "dilation": m.dilation[0], "groups": m.groups, "bias": m.bias is not None,
+            "kernel_size": size(m.kernel_size), "stride": size(m.stride),
+            "padding": m.padding if isinstance(m.padding, str) else size(m.padding),
+            "dilation": size(m.dilation), "groups": m.groups, "bias": m.bias is not None,
             "dtype": m.weight.dtype.name}
 
 
@@ -142,21 +136,18 @@ def _linear_args(m: Linear) -> dict[str, Any]:
             "bias": m.bias is not None, "dtype": m.weight.dtype.name}
 
 
-def _batchnorm_args(m: BatchNorm1d | BatchNorm2d) -> dict[str, Any]:
-    args = {"num_features": m.num_features, "eps": m.eps,
-            "momentum": None if m.momentum is None else float(m.momentum),
-            "affine": m.affine, "track_running_stats": m.track_running_stats}
-    if m.dtype is not None:  # None: no weights and no running stats, nothing to store
-        args["dtype"] = m.dtype.name
-    return args
-
-
 def _with_dtype(m: Layer, args: dict[str, Any]) -> dict[str, Any]:
     """``args`` plus the layer's dtype when it has one (a layer without parameters or
     buffers has none to store)."""
     if m.dtype is not None:
         args["dtype"] = m.dtype.name
     return args
+
+
+def _batchnorm_args(m: BatchNorm1d | BatchNorm2d) -> dict[str, Any]:
+    return _with_dtype(m, {"num_features": m.num_features, "eps": m.eps,
+                           "momentum": None if m.momentum is None else float(m.momentum),
+                           "affine": m.affine, "track_running_stats": m.track_running_stats})
 
 
 def _groupnorm_args(m: GroupNorm) -> dict[str, Any]:
@@ -189,23 +180,16 @@ def _avgpool_args(m: AvgPool2d) -> dict[str, Any]:
             "count_include_pad": m.count_include_pad, "divisor_override": m.divisor_override}
 
 
-def _maxpool1d_args(m: MaxPool1d) -> dict[str, Any]:
-    return {"kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding,
-            "dilation": m.dilation, "ceil_mode": m.ceil_mode}
-
-
-def _avgpool1d_args(m: AvgPool1d) -> dict[str, Any]:
-    return {"kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding,
-            "ceil_mode": m.ceil_mode, "count_include_pad": m.count_include_pad}
-
-
 def _adaptive_size_arg(m: AdaptiveAvgPool2d | AdaptiveMaxPool2d) -> dict[str, Any]:
     # A pair whose None entries keep the input's size on that axis.
     return {"output_size": [None if v is None else int(v) for v in m.output_size]}
 
 
-def _no_args(m: Layer) -> dict[str, Any]:
-    return {}
+def _attributes(m: Layer, schema: Mapping[str, str]) -> dict[str, Any]:
+    """The arguments of a layer that keeps each one as the attribute of the same name,
+    tuples as lists (JSON): the describe-args of the entries that give None."""
+    values = {arg: getattr(m, arg) for arg in schema}
+    return {arg: list(v) if isinstance(v, tuple) else v for arg, v in values.items()}
 
 
 def _upsample_args(m: Upsample) -> dict[str, Any]:
@@ -222,16 +206,18 @@ def _upsample_args(m: Upsample) -> dict[str, Any]:
 _BATCHNORM_SCHEMA = {"num_features": "int", "eps": "float", "momentum": "float_or_none",
                      "affine": "bool", "track_running_stats": "bool", "dtype": "dtype"}
 
-# The allow-list: type name -> (class, {constructor argument: check}, describe-args).
+# The allow-list: type name -> (class, {constructor argument: check}, describe-args), the
+# describe-args None for a layer that keeps its arguments as attributes (``_attributes``).
 # Exact classes only: a subclass may compute something else, so it is not described.
-_LEAVES: dict[str, tuple[type[Layer], dict[str, str], Callable[[Any], dict[str, Any]]]] = {
+_LEAVES: dict[str, tuple[type[Layer], dict[str, str],
+                         Callable[[Any], dict[str, Any]] | None]] = {
     # convolution
     "Conv2d": (Conv2d, {"in_channels": "int", "out_channels": "int", "kernel_size": "pair",
                         "stride": "pair", "padding": "padding", "dilation": "pair",
                         "groups": "int", "bias": "bool", "dtype": "dtype"}, _conv_args),
     "Conv1d": (Conv1d, {"in_channels": "int", "out_channels": "int", "kernel_size": "int",
                         "stride": "int", "padding": "padding1d", "dilation": "int",
-                        "groups": "int", "bias": "bool", "dtype": "dtype"}, _conv1d_args),
+                        "groups": "int", "bias": "bool", "dtype": "dtype"}, _conv_args),
     "ConvTranspose2d": (ConvTranspose2d, {"in_channels": "int", "out_channels": "int",
                                           "kernel_size": "pair", "stride": "pair",
                                           "padding": "pair", "output_padding": "pair",
@@ -246,47 +232,41 @@ _LEAVES: dict[str, tuple[type[Layer], dict[str, str], Callable[[Any], dict[str, 
     "AdaptiveAvgPool2d": (AdaptiveAvgPool2d, {"output_size": "pool_output_size"},
                           _adaptive_size_arg),
     "MaxPool1d": (MaxPool1d, {"kernel_size": "int", "stride": "int", "padding": "int",
-                              "dilation": "int", "ceil_mode": "bool"}, _maxpool1d_args),
+                              "dilation": "int", "ceil_mode": "bool"}, None),
     "AvgPool1d": (AvgPool1d, {"kernel_size": "int", "stride": "int", "padding": "int",
-                              "ceil_mode": "bool", "count_include_pad": "bool"}, _avgpool1d_args),
+                              "ceil_mode": "bool", "count_include_pad": "bool"}, None),
     "AdaptiveMaxPool2d": (AdaptiveMaxPool2d, {"output_size": "pool_output_size"},
                           _adaptive_size_arg),
     # linear and shape
     "Linear": (Linear, {"in_features": "int", "out_features": "int", "bias": "bool",
                         "dtype": "dtype"}, _linear_args),
-    "Flatten": (Flatten, {"start_dim": "int", "end_dim": "int"},
-                lambda m: {"start_dim": int(m.start_dim), "end_dim": int(m.end_dim)}),
-    "Unflatten": (Unflatten, {"dim": "int", "unflattened_size": "sizes"},
-                  lambda m: {"dim": m.dim, "unflattened_size": list(m.unflattened_size)}),
+    "Flatten": (Flatten, {"start_dim": "int", "end_dim": "int"}, None),
+    "Unflatten": (Unflatten, {"dim": "int", "unflattened_size": "sizes"}, None),
     # activations
-    "ReLU": (ReLU, {}, _no_args),
-    "LeakyReLU": (LeakyReLU, {"negative_slope": "float"},
-                  lambda m: {"negative_slope": m.negative_slope}),
-    "Sigmoid": (Sigmoid, {}, _no_args),
-    "Tanh": (Tanh, {}, _no_args),
-    "ReLU6": (ReLU6, {}, _no_args),
-    "Hardtanh": (Hardtanh, {"min_val": "float", "max_val": "float"},
-                 lambda m: {"min_val": m.min_val, "max_val": m.max_val}),
-    "ELU": (ELU, {"alpha": "float"}, lambda m: {"alpha": m.alpha}),
-    "SELU": (SELU, {}, _no_args),
-    "CELU": (CELU, {"alpha": "float"}, lambda m: {"alpha": m.alpha}),
-    "GELU": (GELU, {"approximate": "gelu_approximate"}, lambda m: {"approximate": m.approximate}),
-    "SiLU": (SiLU, {}, _no_args),
-    "Mish": (Mish, {}, _no_args),
-    "Hardswish": (Hardswish, {}, _no_args),
-    "Hardsigmoid": (Hardsigmoid, {}, _no_args),
-    "Softplus": (Softplus, {"beta": "float", "threshold": "float"},
-                 lambda m: {"beta": m.beta, "threshold": m.threshold}),
+    "ReLU": (ReLU, {}, None),
+    "LeakyReLU": (LeakyReLU, {"negative_slope": "float"}, None),
+    "Sigmoid": (Sigmoid, {}, None),
+    "Tanh": (Tanh, {}, None),
+    "ReLU6": (ReLU6, {}, None),
+    "Hardtanh": (Hardtanh, {"min_val": "float", "max_val": "float"}, None),
+    "ELU": (ELU, {"alpha": "float"}, None),
+    "SELU": (SELU, {}, None),
+    "CELU": (CELU, {"alpha": "float"}, None),
+    "GELU": (GELU, {"approximate": "gelu_approximate"}, None),
+    "SiLU": (SiLU, {}, None),
+    "Mish": (Mish, {}, None),
+    "Hardswish": (Hardswish, {}, None),
+    "Hardsigmoid": (Hardsigmoid, {}, None),
+    "Softplus": (Softplus, {"beta": "float", "threshold": "float"}, None),
     "PReLU": (PReLU, {"num_parameters": "int", "init": "float", "dtype": "dtype"},
               lambda m: {"num_parameters": m.num_parameters, "init": m.init,
                          "dtype": m.weight.dtype.name}),
-    "Softmax": (Softmax, {"dim": "softmax_dim"}, lambda m: {"dim": m.dim}),
-    "LogSoftmax": (LogSoftmax, {"dim": "softmax_dim"}, lambda m: {"dim": m.dim}),
-    "Identity": (Identity, {}, _no_args),
+    "Softmax": (Softmax, {"dim": "softmax_dim"}, None),
+    "LogSoftmax": (LogSoftmax, {"dim": "softmax_dim"}, None),
+    "Identity": (Identity, {}, None),
     # regularization
-    "Dropout": (Dropout, {"p": "float"}, lambda m: {"p": m.p}),
-    "Dropout2d": (Dropout2d, {"p": "float", "inplace": "bool"},
-                  lambda m: {"p": m.p, "inplace": m.inplace}),
+    "Dropout": (Dropout, {"p": "float"}, None),
+    "Dropout2d": (Dropout2d, {"p": "float", "inplace": "bool"}, None),
     # normalization
     "BatchNorm1d": (BatchNorm1d, _BATCHNORM_SCHEMA, _batchnorm_args),
     "BatchNorm2d": (BatchNorm2d, _BATCHNORM_SCHEMA, _batchnorm_args),
@@ -297,8 +277,7 @@ _LEAVES: dict[str, tuple[type[Layer], dict[str, str], Callable[[Any], dict[str, 
                   _layernorm_args),
     "InstanceNorm2d": (InstanceNorm2d, {**_BATCHNORM_SCHEMA, "bias": "bool"}, _instancenorm_args),
     "LocalResponseNorm": (LocalResponseNorm, {"size": "int", "alpha": "float", "beta": "float",
-                                              "k": "float"},
-                          lambda m: {"size": m.size, "alpha": m.alpha, "beta": m.beta, "k": m.k}),
+                                              "k": "float"}, None),
     # resampling
     "Upsample": (Upsample, {"size": "upsample_size", "scale_factor": "upsample_scale",
                             "mode": "upsample_mode", "align_corners": "bool_or_none",
@@ -309,19 +288,14 @@ _LEAVES: dict[str, tuple[type[Layer], dict[str, str], Callable[[Any], dict[str, 
     "UpsamplingBilinear2d": (UpsamplingBilinear2d, {"size": "upsample_size",
                                                     "scale_factor": "upsample_scale"},
                              _upsample_args),
-    "PixelShuffle": (PixelShuffle, {"upscale_factor": "int"},
-                     lambda m: {"upscale_factor": m.upscale_factor}),
-    "PixelUnshuffle": (PixelUnshuffle, {"downscale_factor": "int"},
-                       lambda m: {"downscale_factor": m.downscale_factor}),
-    "ChannelShuffle": (ChannelShuffle, {"groups": "int"}, lambda m: {"groups": m.groups}),
+    "PixelShuffle": (PixelShuffle, {"upscale_factor": "int"}, None),
+    "PixelUnshuffle": (PixelUnshuffle, {"downscale_factor": "int"}, None),
+    "ChannelShuffle": (ChannelShuffle, {"groups": "int"}, None),
     # padding
-    "ZeroPad2d": (ZeroPad2d, {"padding": "pad4"}, lambda m: {"padding": list(m.padding)}),
-    "ConstantPad2d": (ConstantPad2d, {"padding": "pad4", "value": "float"},
-                      lambda m: {"padding": list(m.padding), "value": m.value}),
-    "ReflectionPad2d": (ReflectionPad2d, {"padding": "pad4"},
-                        lambda m: {"padding": list(m.padding)}),
-    "ReplicationPad2d": (ReplicationPad2d, {"padding": "pad4"},
-                         lambda m: {"padding": list(m.padding)}),
+    "ZeroPad2d": (ZeroPad2d, {"padding": "pad4"}, None),
+    "ConstantPad2d": (ConstantPad2d, {"padding": "pad4", "value": "float"}, None),
+    "ReflectionPad2d": (ReflectionPad2d, {"padding": "pad4"}, None),
+    "ReplicationPad2d": (ReplicationPad2d, {"padding": "pad4"}, None),
 }
 _CONTAINERS: dict[str, type[Layer]] = {"Sequential": Sequential, "Residual": Residual}
 # Keys an entry may hold besides "type" and "args".
@@ -361,7 +335,9 @@ def _describe(layer: Any, where: str) -> dict[str, Any]:
                     else _describe(layer.shortcut, f"{where}.shortcut"))
         return {"type": name, "args": {}, "block": _describe(layer.block, f"{where}.block"),
                 "shortcut": shortcut}
-    return {"type": name, "args": _LEAVES[name][2](layer)}
+    _, schema, describe_args = _LEAVES[name]
+    return {"type": name,
+            "args": describe_args(layer) if describe_args else _attributes(layer, schema)}
 
 
 # ---------------------------------------------------------------------- build

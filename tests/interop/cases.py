@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 import chainrule as cr
+from chainrule.inspect._hooks import install, leaf_layers
 
 from ..helpers import FLOAT32_UNIT_ROUNDOFF
 
@@ -260,11 +261,7 @@ def float32_output_tolerance(model: cr.Layer, x: np.ndarray, factor: float = 16.
     statistics of ``model`` stay as they are)."""
     probe = model.copy()
     sizes: list[int] = []
-    leaves = [m for m in probe.modules() if not m._children]
-    for leaf in leaves:
-        def recorded(a, forward=leaf.forward):
-            sizes.append(np.asarray(a).size)
-            return forward(a)
-        object.__setattr__(leaf, "forward", recorded)
+    for _, leaf in leaf_layers(probe):
+        install(leaf, "forward", lambda _leaf, a, _y: sizes.append(np.asarray(a).size))
     probe.forward(x)
     return factor * FLOAT32_UNIT_ROUNDOFF * float(np.sum(np.sqrt(sizes)))

@@ -81,11 +81,13 @@ def test_explain_and_recorder_handle_every_layer_case(name, build, shape):
 
     recorder = Recorder().attach(layer)
     y = layer.forward(x)
-    layer.backward(np.ones_like(y))
+    dx = layer.backward(np.ones_like(y))
     recorder.on_step()
     recorder.detach()
-    records = recorder.as_dict()
-    assert records, name
+    # The bare layer is the recorder's one leaf, "model": its output and input gradient.
+    stats = recorder.as_dict()["layer_stats"]["model"]
+    assert stats["mean"] == [pytest.approx(float(np.mean(y)))], name
+    assert stats["grad_input_norm"] == [pytest.approx(float(np.linalg.norm(dx)))], name
 
 
 class _SumLoss(cr.MSELoss):

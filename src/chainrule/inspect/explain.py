@@ -64,27 +64,24 @@ def _groups_words(layer: Any) -> str:
             "run over that group alone")
 
 
-def _conv2d(layer: Conv2d) -> Derivative:
-    stride = "" if layer.stride == (1, 1) else f" (dL/dy spread out by the stride {layer.stride})"
+def _conv(layer: Conv2d | Conv1d) -> Derivative:
+    """Conv2d and Conv1d: the same sums, over the pixels of an image or the positions of
+    a sequence."""
+    if isinstance(layer, Conv1d):
+        name, stride, element, axes = "Conv1d", layer.stride[0], "position", "(n, l)"
+        windows = (" along the sequence: each output is the kernel dotted with one window of "
+                   "the input")
+    else:
+        name, stride, element, axes = "Conv2d", layer.stride, "pixel", "(n, i, j)"
+        windows = ": each output is the kernel dotted with one input window"
+    spread = "" if set(layer.stride) == {1} else f" (dL/dy spread out by the stride {stride})"
     return Derivative(
-        "y = correlate(x, W) + b: each output is the kernel dotted with one input window",
+        f"y = correlate(x, W) + b{windows}",
         "every weight touched every window, so its gradient sums input * dL/dy over all "
-        "windows; every input pixel fed the outputs whose windows cover it, so its "
+        f"windows; every input {element} fed the outputs whose windows cover it, so its "
         "gradient sums dL/dy times the matching kernel weights" + _groups_words(layer),
-        "Conv2d: dL/dW = correlate(x, dL/dy); dL/db = sum over (n, i, j) of dL/dy; "
-        "dL/dx = full-convolve(dL/dy, flipped W)" + stride)
-
-
-def _conv1d(layer: Conv1d) -> Derivative:
-    stride = "" if layer.stride == (1,) else f" (dL/dy spread out by the stride {layer.stride[0]})"
-    return Derivative(
-        "y = correlate(x, W) + b along the sequence: each output is the kernel dotted with "
-        "one window of the input",
-        "every weight touched every window, so its gradient sums input * dL/dy over all "
-        "windows; every input position fed the outputs whose windows cover it, so its "
-        "gradient sums dL/dy times the matching kernel weights" + _groups_words(layer),
-        "Conv1d: dL/dW = correlate(x, dL/dy); dL/db = sum over (n, l) of dL/dy; "
-        "dL/dx = full-convolve(dL/dy, flipped W)" + stride)
+        f"{name}: dL/dW = correlate(x, dL/dy); dL/db = sum over {axes} of dL/dy; "
+        "dL/dx = full-convolve(dL/dy, flipped W)" + spread)
 
 
 def _conv_transpose2d(layer: ConvTranspose2d) -> Derivative:
@@ -251,13 +248,19 @@ def _identity(layer: Identity) -> Derivative:
                       "Identity: dL/dx = dL/dy")
 
 
-def _max_pool2d(layer: MaxPool2d) -> Derivative:
-    kh, kw = layer.kernel_size
+def _window(kernel: int | tuple[int, int]) -> tuple[str, int]:
+    """A pool's window in words (``3x3``, ``length-3``) and its number of elements."""
+    if isinstance(kernel, tuple):
+        return f"{kernel[0]}x{kernel[1]}", kernel[0] * kernel[1]
+    return f"length-{kernel}", kernel
+
+
+def _max_pool(layer: MaxPool1d | MaxPool2d) -> Derivative:
     return Derivative(
-        f"y = max over each {kh}x{kw} window of x",
+        f"y = max over each {_window(layer.kernel_size)[0]} window of x",
         "only the element that won a window's max influenced the output, so it gets "
         "the whole gradient and the others get none",
-        "MaxPool2d: route dL/dy to the argmax of each window; dL/dx = 0 elsewhere")
+        f"{type(layer).__name__}: route dL/dy to the argmax of each window; dL/dx = 0 elsewhere")
 
 
 def _avg_divisor(layer: AvgPool1d | AvgPool2d, size: int) -> str:
@@ -274,23 +277,13 @@ def _avg_divisor(layer: AvgPool1d | AvgPool2d, size: int) -> str:
 
 
 def _avg_pool(layer: AvgPool1d | AvgPool2d) -> Derivative:
-    kernel = layer.kernel_size
-    window, size = ((f"{kernel[0]}x{kernel[1]}", kernel[0] * kernel[1])
-                    if isinstance(kernel, tuple) else (f"length-{kernel}", kernel))
+    window, size = _window(layer.kernel_size)
     divisor = _avg_divisor(layer, size)
     name = type(layer).__name__
     return Derivative(
         f"y = (sum of x over each {window} window) / {divisor}",
         f"each input element counts once in its window's sum, which is divided by {divisor}",
         f"{name}: dL/dx = dL/dy / {divisor}, spread evenly over each window's input elements")
-
-
-def _max_pool1d(layer: MaxPool1d) -> Derivative:
-    return Derivative(
-        f"y = max over each length-{layer.kernel_size} window of x",
-        "only the element that won a window's max influenced the output, so it gets "
-        "the whole gradient and the others get none",
-        "MaxPool1d: route dL/dy to the argmax of each window; dL/dx = 0 elsewhere")
 
 
 def _adaptive_max_pool2d(layer: AdaptiveMaxPool2d) -> Derivative:
@@ -371,10 +364,15 @@ def _local_response_norm(layer: LocalResponseNorm) -> Derivative:
         f"over the c' whose window holds c of dL/dy_c' * x_c' * s_c'^(-beta-1)")
 
 
+_RESHAPE_WORDS = "a reshape moves no value, so the gradient is only reshaped back"
+_REARRANGE_WORDS = ("a rearrangement moves values without changing them, so the gradient is "
+                    "moved back")
+
+
 def _flatten(layer: Flatten) -> Derivative:
     return Derivative(
         "y = reshape(x, (N, -1))",
-        "a reshape moves no value, so the gradient is only reshaped back",
+        _RESHAPE_WORDS,
         "Flatten: dL/dx = reshape(dL/dy, shape of x)")
 
 
@@ -389,7 +387,7 @@ def _dropout(layer: Dropout) -> Derivative:
 def _unflatten(layer: Unflatten) -> Derivative:
     return Derivative(
         f"y = reshape(x), axis {layer.dim} split into {layer.unflattened_size}",
-        "a reshape moves no value, so the gradient is only reshaped back",
+        _RESHAPE_WORDS,
         "Unflatten: dL/dx = reshape(dL/dy, shape of x)")
 
 
@@ -461,7 +459,7 @@ def _pixel_shuffle(layer: PixelShuffle) -> Derivative:
     return Derivative(
         f"y[c, h*{r} + i, w*{r} + j] = x[c*{r * r} + i*{r} + j, h, w]: each group of {r * r} "
         f"channels becomes one {r}x{r} block of pixels",
-        "a rearrangement moves values without changing them, so the gradient is moved back",
+        _REARRANGE_WORDS,
         f"PixelShuffle: dL/dx = pixel_unshuffle(dL/dy, {r})")
 
 
@@ -470,7 +468,7 @@ def _pixel_unshuffle(layer: PixelUnshuffle) -> Derivative:
     return Derivative(
         f"y[c*{r * r} + i*{r} + j, h, w] = x[c, h*{r} + i, w*{r} + j]: each {r}x{r} block of "
         f"pixels becomes {r * r} channels",
-        "a rearrangement moves values without changing them, so the gradient is moved back",
+        _REARRANGE_WORDS,
         f"PixelUnshuffle: dL/dx = pixel_shuffle(dL/dy, {r})")
 
 
@@ -497,8 +495,8 @@ def _residual(layer: Residual) -> Derivative:
 # BatchNorms of _BatchNorm) finds its base's entry. One section per family of layers.
 _DERIVATIVES: dict[type, Callable[[Any], Derivative]] = {
     # convolution
-    Conv2d: _conv2d,
-    Conv1d: _conv1d,
+    Conv2d: _conv,
+    Conv1d: _conv,
     ConvTranspose2d: _conv_transpose2d,
     # linear and shape
     Linear: _linear,
@@ -525,10 +523,10 @@ _DERIVATIVES: dict[type, Callable[[Any], Derivative]] = {
     LogSoftmax: _log_softmax,
     Identity: _identity,
     # pooling
-    MaxPool2d: _max_pool2d,
+    MaxPool2d: _max_pool,
     AvgPool2d: _avg_pool,
     AdaptiveAvgPool2d: _adaptive_avg_pool2d,
-    MaxPool1d: _max_pool1d,
+    MaxPool1d: _max_pool,
     AvgPool1d: _avg_pool,
     AdaptiveMaxPool2d: _adaptive_max_pool2d,
     # normalization

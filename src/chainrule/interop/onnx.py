@@ -158,23 +158,43 @@ class _Graph:
 Converter = Callable[[_Graph, Any, str, tuple, str], str]
 
 
-def _conv(g: _Graph, c: L.Conv2d, x: str, shape: tuple, path: str) -> str:
-    # _pad4 is the (top, bottom, left, right) padding forward uses, "same" already resolved.
-    top, bottom, left, right = c._pad4
+# helpers shared by the converters --------------------------------------------------------
+def _scalar(g: _Graph, path: str, name: str, value: float) -> str:
+    """A 0-d constant in the model's dtype (broadcasts against any input)."""
+    return g.weight(child_path(path, name), np.array(value))
+
+
+def _reshape(g: _Graph, x: str, target: list[int], path: str, name: str) -> str:
+    """Reshape to ``target`` (a 0 copies that axis of the input: the dynamic batch)."""
+    return g.node("Reshape", [x, g.constant(child_path(path, name), np.array(target, np.int64))],
+                  path)
+
+
+def _weight_and_bias(g: _Graph, c: Any, x: str, path: str) -> list[str]:
+    """The inputs of a Conv or Gemm: x, the weight and, if the layer has one, the bias."""
     inputs = [x, g.weight(child_path(path, "weight"), c.weight.data)]
     if c.bias is not None:
         inputs.append(g.weight(child_path(path, "bias"), c.bias.data))
-    return g.node("Conv", inputs, path, kernel_shape=list(c.kernel_size), strides=list(c.stride),
-                  pads=[top, left, bottom, right], dilations=list(c.dilation), group=c.groups)
+    return inputs
 
 
-def _conv1d(g: _Graph, c: L.Conv1d, x: str, shape: tuple, path: str) -> str:
-    _, _, left, right = c._pad4          # "same" already resolved
-    inputs = [x, g.weight(child_path(path, "weight"), c.weight.data)]
-    if c.bias is not None:
-        inputs.append(g.weight(child_path(path, "bias"), c.bias.data))
-    return g.node("Conv", inputs, path, kernel_shape=list(c.kernel_size), strides=list(c.stride),
-                  pads=[left, right], dilations=list(c.dilation), group=c.groups)
+def _pad(g: _Graph, x: str, begin: list[int], end: list[int], value: float, path: str) -> str:
+    """Pad the spatial axes of (N, C, *spatial) with a constant (no node for no padding)."""
+    if not any(begin) and not any(end):
+        return x
+    pads = np.array([0, 0, *begin, 0, 0, *end], dtype=np.int64)
+    return g.node("Pad", [x, g.constant(child_path(path, "pads"), pads),
+                          _scalar(g, path, "pad_value", value)], path, mode="constant")
+
+
+# convolution -----------------------------------------------------------------------------
+def _conv(g: _Graph, c: L.Conv2d | L.Conv1d, x: str, shape: tuple, path: str) -> str:
+    # _pad4 is the (top, bottom, left, right) padding forward uses, "same" already
+    # resolved; a 1-D layer's are its last two. ONNX wants the begins, then the ends.
+    sides = c._pad4[4 - 2 * c._spatial_dims:]               # (before, after) per spatial axis
+    return g.node("Conv", _weight_and_bias(g, c, x, path), path,
+                  kernel_shape=list(c.kernel_size), strides=list(c.stride),
+                  pads=[*sides[0::2], *sides[1::2]], dilations=list(c.dilation), group=c.groups)
 
 
 def _conv_transpose(g: _Graph, c: L.ConvTranspose2d, x: str, shape: tuple, path: str) -> str:
@@ -195,8 +215,7 @@ def _conv_transpose(g: _Graph, c: L.ConvTranspose2d, x: str, shape: tuple, path:
                  strides=list(c.stride), pads=[*c.padding, *end_pads], output_padding=kept,
                  dilations=list(c.dilation), group=c.groups)
     if any(tails):
-        pads = np.array([0, 0, 0, 0, 0, 0, *tails], np.int64)     # (N, C, H, W) begins, ends
-        out = g.node("Pad", [out, g.constant(child_path(path, "pads"), pads)], path)
+        out = _pad(g, out, [0, 0], tails, 0.0, path)
         if c.bias is not None:
             out = g.node("Add", [out, g.weight(child_path(path, "bias"),
                                                c.bias.data.reshape(-1, 1, 1))], path)
@@ -212,16 +231,6 @@ def _pool_axes(c: Any, shape: tuple) -> tuple[list[int], ...]:
     extra = [pool_overhang(size, k, s, p, d, pool_output_size(size, k, s, p, d, c.ceil_mode))
              for size, k, s, p, d in zip(shape[2:], kernel, stride, padding, dilation)]
     return kernel, stride, padding, dilation, extra
-
-
-def _pad(g: _Graph, x: str, begin: list[int], end: list[int], value: float, path: str) -> str:
-    """Pad the spatial axes of (N, C, *spatial) with a constant (no node for no padding)."""
-    if not any(begin) and not any(end):
-        return x
-    pads = np.array([0, 0, *begin, 0, 0, *end], dtype=np.int64)
-    return g.node("Pad", [x, g.constant(child_path(path, "pads"), pads),
-                          g.weight(child_path(path, "pad_value"), np.array(value))], path,
-                  mode="constant")
 
 
 # ceil_mode is exported as explicit end padding, not as ONNX's ceil_mode attribute: ONNX
@@ -251,7 +260,7 @@ def _avg_pool(g: _Graph, c: Any, x: str, shape: tuple, path: str) -> str:
         # Mul by kh*kw/divisor makes that sum/divisor.
         x = _pad(g, x, padding, end, 0.0, path)
         mean = g.node("AveragePool", [x], path, kernel_shape=kernel, strides=stride)
-        scale = g.weight(child_path(path, "divisor_scale"), np.array(math.prod(kernel) / divisor))
+        scale = _scalar(g, path, "divisor_scale", math.prod(kernel) / divisor)
         return g.node("Mul", [mean, scale], path)
     if not any(extra) or not c.count_include_pad:
         # Without overhang the divisors agree; count_include_pad=0 leaves the overhang out
@@ -266,15 +275,25 @@ def _avg_pool(g: _Graph, c: Any, x: str, shape: tuple, path: str) -> str:
                   pads=[0] * len(kernel) + extra, count_include_pad=0)
 
 
-def _adaptive_max_pool(g: _Graph, c: L.AdaptiveMaxPool2d, x: str, shape: tuple, path: str) -> str:
-    (h, w) = shape[-2:]
-    oh, ow = c._output_hw(h, w)
-    if (oh, ow) == (1, 1):
-        return g.node("GlobalMaxPool", [x], path)
-    if h % oh == 0 and w % ow == 0:
-        # Even division: adaptive window i spans [i*k, (i+1)*k), a plain max pool.
-        kernel = [h // oh, w // ow]
-        return g.node("MaxPool", [x], path, kernel_shape=kernel, strides=kernel)
+def _adaptive_pool(op: str, uneven: Callable[[_Graph, str, int, int, int, int, str], str]
+                   ) -> Converter:
+    """AdaptiveMaxPool2d or AdaptiveAvgPool2d: ONNX's Global``op`` for a 1x1 output, a
+    plain ``op`` (MaxPool, AveragePool) when the output size divides the input size
+    (adaptive window i then spans [i*k, (i+1)*k)), else ``uneven(g, x, h, w, oh, ow,
+    path)`` for windows of different sizes."""
+    def convert(g: _Graph, c: Any, x: str, shape: tuple, path: str) -> str:
+        h, w = shape[-2:]
+        oh, ow = c._output_hw(h, w)
+        if (oh, ow) == (1, 1):
+            return g.node(f"Global{op}", [x], path)
+        if h % oh == 0 and w % ow == 0:
+            kernel = [h // oh, w // ow]
+            return g.node(op, [x], path, kernel_shape=kernel, strides=kernel)
+        return uneven(g, x, h, w, oh, ow, path)
+    return convert
+
+
+def _uneven_max_pool(g: _Graph, x: str, h: int, w: int, oh: int, ow: int, path: str) -> str:
     # Windows of different sizes. A max is separable (columns, then rows); along each
     # axis a Gather reads every window padded to the longest by repeating its last
     # element, which changes no max, and a ReduceMax takes the window's max.
@@ -291,15 +310,7 @@ def _adaptive_max_pool(g: _Graph, c: L.AdaptiveMaxPool2d, x: str, shape: tuple, 
     return out
 
 
-def _adaptive_avg_pool(g: _Graph, c: L.AdaptiveAvgPool2d, x: str, shape: tuple, path: str) -> str:
-    (h, w) = shape[-2:]
-    oh, ow = c._output_hw(h, w)
-    if (oh, ow) == (1, 1):
-        return g.node("GlobalAveragePool", [x], path)
-    if h % oh == 0 and w % ow == 0:
-        # Even division: adaptive window i spans [i*k, (i+1)*k), a plain average pool.
-        kernel = [h // oh, w // ow]
-        return g.node("AveragePool", [x], path, kernel_shape=kernel, strides=kernel)
+def _uneven_avg_pool(g: _Graph, x: str, h: int, w: int, oh: int, ow: int, path: str) -> str:
     # Uneven windows overlap or differ in size; pooling is separable, out = P_h @ x @ P_w.T,
     # and MatMul broadcasts the 2-D matrices over (N, C).
     pool_h = g.weight(child_path(path, "pool_h"), adaptive_pool_matrix(h, oh, np.float64))
@@ -310,10 +321,7 @@ def _adaptive_avg_pool(g: _Graph, c: L.AdaptiveAvgPool2d, x: str, shape: tuple, 
 
 def _linear(g: _Graph, c: L.Linear, x: str, shape: tuple, path: str) -> str:
     if len(shape) == 2:
-        inputs = [x, g.weight(child_path(path, "weight"), c.weight.data)]
-        if c.bias is not None:
-            inputs.append(g.weight(child_path(path, "bias"), c.bias.data))
-        return g.node("Gemm", inputs, path, transB=1)
+        return g.node("Gemm", _weight_and_bias(g, c, x, path), path, transB=1)
     # Gemm is 2-D only; MatMul broadcasts over the leading axes (N, *).
     out = g.node("MatMul", [x, g.weight(child_path(path, "weight_t"), c.weight.data.T)], path)
     if c.bias is not None:
@@ -333,8 +341,7 @@ def _flatten(g: _Graph, c: L.Flatten, x: str, shape: tuple, path: str) -> str:
     out_shape = list(shape[:start]) + [int(np.prod(shape[start:end + 1]))] + list(shape[end + 1:])
     target = [0] + out_shape[1:]      # Reshape: 0 copies the (dynamic) batch size
     target[start] = -1
-    return g.node("Reshape", [x, g.constant(child_path(path, "shape"), np.array(target, np.int64))],
-                  path)
+    return _reshape(g, x, target, path, "shape")
 
 
 def _unflatten(g: _Graph, c: L.Unflatten, x: str, shape: tuple, path: str) -> str:
@@ -345,8 +352,7 @@ def _unflatten(g: _Graph, c: L.Unflatten, x: str, shape: tuple, path: str) -> st
             "keep its dynamic batch dimension")
     sizes = c._sizes(shape[axis], shape)                    # -1 resolved on the sample shape
     target = [0, *shape[1:axis], *sizes, *shape[axis + 1:]]  # Reshape: 0 copies the batch size
-    return g.node("Reshape", [x, g.constant(child_path(path, "shape"), np.array(target, np.int64))],
-                  path)
+    return _reshape(g, x, target, path, "shape")
 
 
 _PAD_MODES = {L.ConstantPad2d: "constant", L.ZeroPad2d: "constant",
@@ -363,7 +369,7 @@ def _pad2d(g: _Graph, c: Any, x: str, shape: tuple, path: str) -> str:
     pads = np.array([*lead, *grow[:2], *lead, *grow[2:]], np.int64)  # begins, then ends
     inputs = [x, g.constant(child_path(path, "pads"), pads)]
     if isinstance(c, L.ConstantPad2d):
-        inputs.append(g.weight(child_path(path, "value"), np.array(c.value)))
+        inputs.append(_scalar(g, path, "value", c.value))
     out = g.node("Pad", inputs, path, mode=_PAD_MODES[type(c)])
     if min(c.padding) >= 0:
         return out
@@ -376,11 +382,23 @@ def _pad2d(g: _Graph, c: Any, x: str, shape: tuple, path: str) -> str:
                   path)
 
 
+def _channel_affine(g: _Graph, c: Any, out: str, shape: tuple, path: str) -> str:
+    """``out * weight + bias`` with the layer's per-channel weight and bias (each left out
+    where the layer has none), shaped (C, 1, ..., 1) to broadcast over (N, C, *)."""
+    channel = (shape[1],) + (1,) * (len(shape) - 2)
+    if c.weight is not None:
+        out = g.node("Mul", [out, g.weight(child_path(path, "weight"),
+                                           c.weight.data.reshape(channel))], path)
+    if c.bias is not None:
+        out = g.node("Add", [out, g.weight(child_path(path, "bias"),
+                                           c.bias.data.reshape(channel))], path)
+    return out
+
+
 def _batch_norm(g: _Graph, c: Any, x: str, shape: tuple, path: str) -> str:
-    ones, zeros = np.ones(c.num_features), np.zeros(c.num_features)
-    weight = c.weight.data if c.affine else ones
-    bias = c.bias.data if c.affine else zeros
     if c.track_running_stats:
+        weight = c.weight.data if c.affine else np.ones(c.num_features)
+        bias = c.bias.data if c.affine else np.zeros(c.num_features)
         inputs = [x, g.weight(child_path(path, "weight"), weight),
                   g.weight(child_path(path, "bias"), bias),
                   g.weight(child_path(path, "running_mean"), c.running_mean),
@@ -389,39 +407,26 @@ def _batch_norm(g: _Graph, c: Any, x: str, shape: tuple, path: str) -> str:
     # No running statistics: chainrule (as torch) normalizes with the batch's own mean and
     # biased variance even in eval, which BatchNormalization's inference form cannot do.
     axes = [0] + list(range(2, len(shape)))
-    channel = (c.num_features,) + (1,) * (len(shape) - 2)           # broadcasts over (N, C, ...)
     mean = g.node("ReduceMean", [x], path, axes=axes, keepdims=1)
     centered = g.node("Sub", [x, mean], path)
     var = g.node("ReduceMean", [g.node("Mul", [centered, centered], path)], path, axes=axes,
                  keepdims=1)
-    eps = g.weight(child_path(path, "eps"), np.array(c.eps))
+    eps = _scalar(g, path, "eps", c.eps)
     out = g.node("Div", [centered, g.node("Sqrt", [g.node("Add", [var, eps], path)], path)], path)
-    if c.affine:
-        out = g.node("Mul", [out, g.weight(child_path(path, "weight"), weight.reshape(channel))], path)
-        out = g.node("Add", [out, g.weight(child_path(path, "bias"), bias.reshape(channel))], path)
-    return out
+    return _channel_affine(g, c, out, shape, path)
 
 
 def _group_norm(g: _Graph, c: L.GroupNorm, x: str, shape: tuple, path: str) -> str:
     # Standardizing each (sample, group) is InstanceNormalization of the (N, G, -1) view
     # with a unit scale and no shift; the per-channel affine follows on the (N, C, *) shape.
     groups = c.num_groups
-    grouped = g.node("Reshape", [x, g.constant(child_path(path, "group_shape"),
-                                                np.array([0, groups, -1], np.int64))], path)
+    grouped = _reshape(g, x, [0, groups, -1], path, "group_shape")
     out = g.node("InstanceNormalization",
                  [grouped, g.weight(child_path(path, "group_scale"), np.ones(groups)),
                   g.weight(child_path(path, "group_shift"), np.zeros(groups))],
                  path, epsilon=c.eps)
-    out = g.node("Reshape", [out, g.constant(child_path(path, "shape"),
-                                             np.array([0, *shape[1:]], np.int64))], path)
-    channel = (c.num_channels,) + (1,) * (len(shape) - 2)        # broadcasts over (N, C, *)
-    if c.weight is not None:
-        out = g.node("Mul", [out, g.weight(child_path(path, "weight"),
-                                           c.weight.data.reshape(channel))], path)
-    if c.bias is not None:
-        out = g.node("Add", [out, g.weight(child_path(path, "bias"),
-                                           c.bias.data.reshape(channel))], path)
-    return out
+    out = _reshape(g, out, [0, *shape[1:]], path, "shape")
+    return _channel_affine(g, c, out, shape, path)
 
 
 def _layer_norm(g: _Graph, c: L.LayerNorm, x: str, shape: tuple, path: str) -> str:
@@ -455,26 +460,17 @@ def _local_response_norm(g: _Graph, c: L.LocalResponseNorm, x: str, shape: tuple
     # An even size (the windows mirror each other) or another rank (ONNX Runtime's LRN is
     # 4-D only): average the squares over torch's window on an (N, 1, C, -1) view.
     squares = g.node("Mul", [x, x], path)
-    squares = g.node("Reshape", [squares, g.constant(child_path(path, "window_shape"),
-                                                     np.array([0, 1, shape[1], -1], np.int64))],
-                     path)
+    squares = _reshape(g, squares, [0, 1, shape[1], -1], path, "window_shape")
     mean = g.node("AveragePool", [squares], path, kernel_shape=[size, 1], strides=[1, 1],
                   pads=[size // 2, 0, (size - 1) // 2, 0], count_include_pad=1)
-    mean = g.node("Reshape", [mean, g.constant(child_path(path, "shape"),
-                                               np.array([0, *shape[1:]], np.int64))], path)
-    s = g.node("Add", [g.node("Mul", [mean, g.weight(child_path(path, "alpha"),
-                                                     np.array(c.alpha))], path),
-                       g.weight(child_path(path, "k"), np.array(c.k))], path)
-    div = g.node("Pow", [s, g.weight(child_path(path, "beta"), np.array(c.beta))], path)
+    mean = _reshape(g, mean, [0, *shape[1:]], path, "shape")
+    s = g.node("Add", [g.node("Mul", [mean, _scalar(g, path, "alpha", c.alpha)], path),
+                       _scalar(g, path, "k", c.k)], path)
+    div = g.node("Pow", [s, _scalar(g, path, "beta", c.beta)], path)
     return g.node("Div", [x, div], path)
 
 
 # activations
-def _scalar(g: _Graph, path: str, name: str, value: float) -> str:
-    """A 0-d constant in the model's dtype (broadcasts against any input)."""
-    return g.weight(child_path(path, name), np.array(value))
-
-
 def _clip(g: _Graph, c: L.Hardtanh, x: str, shape: tuple, path: str) -> str:
     # ReLU6 and Hardtanh: Clip takes its bounds as inputs since opset 11.
     return g.node("Clip", [x, _scalar(g, path, "min_val", c.min_val),
@@ -523,6 +519,10 @@ def _prelu(g: _Graph, c: L.PReLU, x: str, shape: tuple, path: str) -> str:
     slope = c.weight.data if c.num_parameters == 1 else \
         c.weight.data.reshape((c.num_parameters,) + (1,) * (len(shape) - 2))
     return g.node("PRelu", [x, g.weight(child_path(path, "weight"), slope)], path)
+
+
+def _identity(g: _Graph, c: Any, x: str, shape: tuple, path: str) -> str:
+    return g.node("Identity", [x], path)
 
 
 def _softmax(op: str) -> Converter:
@@ -622,25 +622,22 @@ def _upsample(g: _Graph, c: L.Upsample, x: str, shape: tuple, path: str) -> str:
                   **attributes)
 
 
-def _reshape(g: _Graph, x: str, target: list[int], path: str, name: str) -> str:
-    return g.node("Reshape", [x, g.constant(child_path(path, name), np.array(target, np.int64))],
-                  path)
-
-
-def _pixel_shuffle(g: _Graph, c: L.PixelShuffle, x: str, shape: tuple, path: str) -> str:
+def _require_batched(c: Any, shape: tuple, path: str) -> None:
+    """PixelShuffle and PixelUnshuffle read a 3-D input as one (C, H, W) image."""
     if len(shape) != 4:
         raise UnsupportedModuleError(
             f"{shown_path(path)}: {c!r} reads a 3-D input as one unbatched (C, H, W) image, so "
             "the exported graph's batch axis would be its channels")
+
+
+def _pixel_shuffle(g: _Graph, c: L.PixelShuffle, x: str, shape: tuple, path: str) -> str:
+    _require_batched(c, shape, path)
     # CRD: channel c*r*r + i*r + j goes to (c, h*r + i, w*r + j), torch's order.
     return g.node("DepthToSpace", [x], path, blocksize=c.upscale_factor, mode="CRD")
 
 
 def _pixel_unshuffle(g: _Graph, c: L.PixelUnshuffle, x: str, shape: tuple, path: str) -> str:
-    if len(shape) != 4:
-        raise UnsupportedModuleError(
-            f"{shown_path(path)}: {c!r} reads a 3-D input as one unbatched (C, H, W) image, so "
-            "the exported graph's batch axis would be its channels")
+    _require_batched(c, shape, path)
     # SpaceToDepth orders the new channels (i, j, c) (DCR); torch orders them (c, i, j).
     _, channels, h, w = shape
     r = c.downscale_factor
@@ -659,15 +656,15 @@ def _channel_shuffle(g: _Graph, c: L.ChannelShuffle, x: str, shape: tuple, path:
 _CONVERTERS: dict[type, Converter] = {
     # convolution
     L.Conv2d: _conv,
-    L.Conv1d: _conv1d,
+    L.Conv1d: _conv,
     L.ConvTranspose2d: _conv_transpose,
     # pooling
     L.MaxPool2d: _max_pool,
     L.AvgPool2d: _avg_pool,
-    L.AdaptiveAvgPool2d: _adaptive_avg_pool,
+    L.AdaptiveAvgPool2d: _adaptive_pool("AveragePool", _uneven_avg_pool),
     L.MaxPool1d: _max_pool,
     L.AvgPool1d: _avg_pool,
-    L.AdaptiveMaxPool2d: _adaptive_max_pool,
+    L.AdaptiveMaxPool2d: _adaptive_pool("MaxPool", _uneven_max_pool),
     # linear and shape
     L.Linear: _linear,
     L.Flatten: _flatten,
@@ -702,10 +699,10 @@ _CONVERTERS: dict[type, Converter] = {
     L.PReLU: _prelu,
     L.Softmax: _softmax("Softmax"),
     L.LogSoftmax: _softmax("LogSoftmax"),
-    L.Identity: lambda g, c, x, shape, path: g.node("Identity", [x], path),
-    # regularization
-    L.Dropout: lambda g, c, x, shape, path: g.node("Identity", [x], path),
-    L.Dropout2d: lambda g, c, x, shape, path: g.node("Identity", [x], path),
+    L.Identity: _identity,
+    # regularization (inference: the identity)
+    L.Dropout: _identity,
+    L.Dropout2d: _identity,
     # resampling
     L.Upsample: _upsample,
     L.UpsamplingNearest2d: _upsample,

@@ -363,15 +363,19 @@ def _leaf_to_torch(torch: Any) -> dict[type, Callable[[Any, Any], Any]]:
     (weights are loaded afterwards from the layer's state dict)."""
     nn = torch.nn
 
-    def conv(c: L.Conv2d, dtype: Any) -> Any:
-        return nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, stride=c.stride,
-                         padding=c.padding, dilation=c.dilation, groups=c.groups,
-                         bias=c.bias is not None, dtype=dtype)
+    def conv(cls: type) -> Callable[[Any, Any], Any]:
+        """Conv2d and Conv1d: the same arguments, as pairs or 1-tuples."""
+        def build(c: Any, dtype: Any) -> Any:
+            return cls(c.in_channels, c.out_channels, c.kernel_size, stride=c.stride,
+                       padding=c.padding, dilation=c.dilation, groups=c.groups,
+                       bias=c.bias is not None, dtype=dtype)
+        return build
 
-    def conv1d(c: L.Conv1d, dtype: Any) -> Any:
-        return nn.Conv1d(c.in_channels, c.out_channels, c.kernel_size, stride=c.stride,
-                         padding=c.padding, dilation=c.dilation, groups=c.groups,
-                         bias=c.bias is not None, dtype=dtype)
+    def max_pool(cls: type) -> Callable[[Any, Any], Any]:
+        def build(c: Any, dtype: Any) -> Any:
+            return cls(c.kernel_size, stride=c.stride, padding=c.padding, dilation=c.dilation,
+                       ceil_mode=c.ceil_mode)
+        return build
 
     def conv_transpose(c: L.ConvTranspose2d, dtype: Any) -> Any:
         return nn.ConvTranspose2d(c.in_channels, c.out_channels, c.kernel_size, stride=c.stride,
@@ -387,8 +391,8 @@ def _leaf_to_torch(torch: Any) -> dict[type, Callable[[Any, Any], Any]]:
 
     return {
         # convolution
-        L.Conv2d: conv,
-        L.Conv1d: conv1d,
+        L.Conv2d: conv(nn.Conv2d),
+        L.Conv1d: conv(nn.Conv1d),
         L.ConvTranspose2d: conv_transpose,
         # linear and shape
         L.Linear: lambda c, dtype: nn.Linear(c.in_features, c.out_features,
@@ -396,17 +400,13 @@ def _leaf_to_torch(torch: Any) -> dict[type, Callable[[Any, Any], Any]]:
         L.Flatten: lambda c, dtype: nn.Flatten(c.start_dim, c.end_dim),
         L.Unflatten: lambda c, dtype: nn.Unflatten(c.dim, c.unflattened_size),
         # pooling
-        L.MaxPool2d: lambda c, dtype: nn.MaxPool2d(c.kernel_size, stride=c.stride,
-                                                   padding=c.padding, dilation=c.dilation,
-                                                   ceil_mode=c.ceil_mode),
+        L.MaxPool2d: max_pool(nn.MaxPool2d),
         L.AvgPool2d: lambda c, dtype: nn.AvgPool2d(c.kernel_size, stride=c.stride,
                                                    padding=c.padding, ceil_mode=c.ceil_mode,
                                                    count_include_pad=c.count_include_pad,
                                                    divisor_override=c.divisor_override),
         L.AdaptiveAvgPool2d: lambda c, dtype: nn.AdaptiveAvgPool2d(c.output_size),
-        L.MaxPool1d: lambda c, dtype: nn.MaxPool1d(c.kernel_size, stride=c.stride,
-                                                   padding=c.padding, dilation=c.dilation,
-                                                   ceil_mode=c.ceil_mode),
+        L.MaxPool1d: max_pool(nn.MaxPool1d),
         L.AvgPool1d: lambda c, dtype: nn.AvgPool1d(c.kernel_size, stride=c.stride,
                                                    padding=c.padding, ceil_mode=c.ceil_mode,
                                                    count_include_pad=c.count_include_pad),
