@@ -324,3 +324,114 @@ def test_declaring_does_not_change_the_layer():
     bn(x)
     assert bn.training and bn._cache is None
     np.testing.assert_array_equal(bn.running_mean, 0.5)
+
+
+# ---------------------------------------------------------------- the classic joints
+def inception_block():
+    """GoogLeNet: four branches of one input, concatenated on channels."""
+    x = cr.Input((4, 6, 6))
+    b1 = cr.Conv2d(4, 2, 1)(x)
+    b2 = cr.Conv2d(3, 3, 3, padding=1)(cr.ReLU()(cr.Conv2d(4, 3, 1)(x)))
+    b3 = cr.Conv2d(4, 2, 5, padding=2)(x)
+    b4 = cr.Conv2d(4, 2, 1)(cr.MaxPool2d(3, stride=1, padding=1)(x))
+    return cr.Graph(x, cr.Tanh()(cr.Concat(dim=1)([b1, b2, b3, b4])))
+
+
+def squeeze_excitation():
+    """MobileNetV3/EfficientNet: an (N, C, 1, 1) gate times the (N, C, H, W) map."""
+    x = cr.Input((4, 5, 5))
+    h = cr.Conv2d(4, 4, 3, padding=1)(x)
+    s = cr.Mean((2, 3), keepdim=True)(h)
+    s = cr.Sigmoid()(cr.Conv2d(2, 4, 1)(cr.ReLU()(cr.Conv2d(4, 2, 1)(s))))
+    return cr.Graph(x, cr.Multiply()([h, s]))
+
+
+def unet_skip():
+    """U-Net: an encoder map concatenated into the upsampled decoder."""
+    x = cr.Input((2, 8, 8))
+    e = cr.Tanh()(cr.Conv2d(2, 3, 3, padding=1)(x))
+    d = cr.Tanh()(cr.Conv2d(3, 3, 3, padding=1)(cr.MaxPool2d(2)(e)))
+    u = cr.Upsample(scale_factor=2, mode="bilinear", align_corners=False)(d)
+    return cr.Graph(x, cr.Conv2d(6, 1, 1)(cr.Concat(1)([e, u])))
+
+
+def shuffle_unit():
+    """ShuffleNetV2: split the channels, transform one half, concatenate, shuffle."""
+    x = cr.Input((4, 5, 5))
+    left, right = cr.Chunk(2, dim=1)(x)
+    right = cr.Tanh()(cr.Conv2d(2, 2, 3, padding=1)(right))
+    return cr.Graph(x, cr.ChannelShuffle(2)(cr.Concat(1)([left, right])))
+
+
+def dense_block():
+    """DenseNet: every layer reads the concatenation of all earlier maps."""
+    x = cr.Input((2, 4, 4))
+    maps = [x]
+    for _ in range(3):
+        h = cr.Concat(1)(maps) if len(maps) > 1 else maps[0]
+        maps.append(cr.Conv2d(2 * len(maps), 2, 3, padding=1)(cr.Tanh()(h)))
+    return cr.Graph(x, cr.Concat(1)(maps))
+
+
+def split_reshape_permute():
+    """Split with unused piece, Reshape, Permute, Add with broadcasting."""
+    x = cr.Input((6, 4))
+    a, b, c = cr.Split([1, 2, 3], dim=1)(x)
+    h = cr.Permute((0, 2, 1))(cr.Reshape((2, 4))(b))
+    bias = cr.Mean(1, keepdim=True)(c)         # (N, 1, 4)
+    return cr.Graph(x, cr.Add()([cr.Linear(2, 4)(h), bias]))
+
+
+JOINTS = {
+    "inception": (inception_block, (2, 4, 6, 6)),
+    "squeeze_excitation": (squeeze_excitation, (2, 4, 5, 5)),
+    "unet_skip": (unet_skip, (2, 2, 8, 8)),
+    "shuffle_unit": (shuffle_unit, (2, 4, 5, 5)),
+    "dense_block": (dense_block, (2, 2, 4, 4)),
+    "split_reshape_permute": (split_reshape_permute, (3, 6, 4)),
+}
+
+
+@pytest.mark.parametrize("name", JOINTS)
+def test_classic_joints_by_finite_differences(name):
+    build, shape = JOINTS[name]
+    assert_gradcheck(build(), rand(*shape), TOL)
+
+
+def test_dense_block_sums_the_gradients_of_every_reader():
+    model = dense_block()
+    assert model.fan_out() == {"input": 4, "conv2d": 3, "conv2d_1": 2}
+
+
+class TorchSE(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.down = torch.nn.Conv2d(4, 2, 1)
+        self.up = torch.nn.Conv2d(2, 4, 1)
+
+    def forward(self, x):
+        h = self.conv(x)
+        s = torch.sigmoid(self.up(torch.relu(self.down(h.mean((2, 3), keepdim=True)))))
+        return h * s
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_squeeze_excitation_matches_torch(dtype):
+    model = squeeze_excitation().to(dtype)
+    ref = TorchSE().to(torch.float64 if dtype == np.float64 else torch.float32)
+    names = {"conv2d": "conv", "conv2d_1": "down", "conv2d_2": "up"}
+    ref.load_state_dict({f"{names[k.split('.')[0]]}.{k.split('.')[1]}": torch.tensor(v)
+                         for k, v in model.state_dict().items()})
+    x, g = rand(2, 4, 5, 5).astype(dtype), rand(2, 4, 5, 5, seed=1).astype(dtype)
+    out = model(x)
+    dx = model.backward(g)
+    xt = _torch(x)
+    yt = ref(xt)
+    yt.backward(torch.tensor(g))
+    tol = 1e-9 if dtype == np.float64 else float32_tolerance(36, layers=5)
+    assert rel_error(out, yt.detach().numpy()) < tol
+    assert rel_error(dx, xt.grad.numpy()) < tol
+    for key, p in model.named_parameters():
+        theirs = dict(ref.named_parameters())[f"{names[key.split('.')[0]]}.{key.split('.')[1]}"]
+        assert rel_error(p.grad, theirs.grad.numpy()) < tol, key
