@@ -435,3 +435,12 @@ def test_squeeze_excitation_matches_torch(dtype):
     for key, p in model.named_parameters():
         theirs = dict(ref.named_parameters())[f"{names[key.split('.')[0]]}.{key.split('.')[1]}"]
         assert rel_error(p.grad, theirs.grad.numpy()) < tol, key
+
+
+def test_split_on_an_unknown_shape_knows_its_outputs_from_its_sections():
+    x = cr.Input((None, 3))
+    a, b = cr.Split([1, 2], dim=2)(x)
+    model = cr.Graph(x, [cr.Tanh()(a), b])
+    assert [o.shape for o in model(np.zeros((2, 5, 3)))] == [(2, 5, 1), (2, 5, 2)]
+    with pytest.raises(ValueError, match="number of outputs depends on the input's shape"):
+        cr.Chunk(2, dim=1)(x)

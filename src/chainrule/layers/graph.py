@@ -315,6 +315,18 @@ class Graph(Layer):
         return tuple(self._tensor_names[s] for s in self._output_slots)
 
     @property
+    def single_input(self) -> bool:
+        """Whether the graph was declared with one input tensor (not a list): forward
+        then takes an array, else a list of arrays."""
+        return self._single_input
+
+    @property
+    def single_output(self) -> bool:
+        """Whether the graph was declared with one output tensor (not a list): forward
+        then returns an array and backward takes one, else lists."""
+        return self._single_output
+
+    @property
     def input_shapes(self) -> tuple[Any, ...]:
         """Each input's declared shape (one sample, no batch axis; None where unknown)."""
         return self._input_shapes

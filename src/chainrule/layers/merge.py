@@ -202,6 +202,14 @@ class _SplitLayer(Layer):
     output."""
 
     dim: int
+    # A graph declared on inputs of unknown shape asks how many outputs there will be.
+    multi_output = True
+
+    @property
+    def known_num_outputs(self) -> int | None:
+        """How many outputs any input gives, or None when it depends on the input's size."""
+        sections = getattr(self, "split_size_or_sections", None)
+        return len(sections) if isinstance(sections, tuple) else None
 
     def _sizes(self, size: int, shape: tuple[int, ...]) -> list[int]:
         raise NotImplementedError(f"{type(self).__name__} does not implement _sizes")
