@@ -109,3 +109,16 @@ def test_unsupported_layer_in_a_graph_is_named_by_path(tmp_path):
     model = cr.Sequential(cr.Graph(y, inner(y, name="inner")))
     with pytest.raises(UnsupportedModuleError, match=r"^0\.inner\.odd: .*Mine has no ONNX"):
         cr.export_onnx(model, tmp_path / "m.onnx", (3,))
+
+
+def test_an_input_or_a_tensor_returned_as_several_outputs_gets_names_of_its_own(tmp_path):
+    x = cr.Input((3,))
+    t = cr.Tanh()(x)
+    model = cr.Graph(x, [x, t, t])
+    proto = cr.export_onnx(model, tmp_path / "m.onnx", (3,))
+    names = [o.name for o in proto.graph.output]
+    assert names == ["input_output0", "tanh", "tanh_output2"]
+    a = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
+    for theirs, mine in zip(run(tmp_path / "m.onnx", {"input": a}), model(a)):
+        # onnxruntime's tanh is its own float32 approximation: a few ulps
+        np.testing.assert_allclose(theirs, mine, rtol=8 * FLOAT32_UNIT_ROUNDOFF, atol=0)

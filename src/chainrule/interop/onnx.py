@@ -940,6 +940,13 @@ def export_onnx(model: L.Layer, path: str | os.PathLike,
         out_names = (list(frozen.output_names) if isinstance(frozen, L.Graph)
                      else [f"{OUTPUT_NAME}_{k}" for k in range(len(out))])
         outs, out_shapes = out, out_shape
+        # ONNX names each value once: an output that is a graph input, or a tensor
+        # returned twice, gets a name of its own (its values pass through an Identity).
+        taken = set(in_names)
+        for k, name in enumerate(out_names):
+            if name in taken:
+                out_names[k] = name = f"{name}_output{k}"
+            taken.add(name)
     else:
         out_names, outs, out_shapes = [OUTPUT_NAME], [out], [out_shape]
     if len(outs) == 1 and g.nodes and g.nodes[-1].output[0] == outs[0]:
