@@ -444,3 +444,15 @@ def test_split_on_an_unknown_shape_knows_its_outputs_from_its_sections():
     assert [o.shape for o in model(np.zeros((2, 5, 3)))] == [(2, 5, 1), (2, 5, 2)]
     with pytest.raises(ValueError, match="number of outputs depends on the input's shape"):
         cr.Chunk(2, dim=1)(x)
+
+
+def test_a_deep_graph_copies_without_recursion():
+    # densenet121 from from_torch has ~400 nodes; a built graph must not keep the chain
+    # of declared tensors that a deep copy would follow one frame per node.
+    x = cr.Input((4,))
+    h = x
+    for _ in range(3000):
+        h = cr.Tanh()(h)
+    model = cr.Graph(x, h).copy()
+    assert len(model.nodes) == 3000
+    np.testing.assert_array_equal(model(np.zeros((1, 4))), np.zeros((1, 4)))

@@ -233,9 +233,8 @@ class Graph(Layer):
                       outputs=tuple(tensor_names[s] for s in step.out_slots),
                       packed=step.packed, multi_output=step.multi_output)
             for node, step in zip(nodes, steps)))
-        # The declared tensors themselves, for calling this graph on symbolic tensors
-        # again (nesting) and for its description; not used when running.
-        object.__setattr__(self, "_declared", (tuple(ins), tuple(outs)))
+        # The declared SymbolicTensors and Nodes are not kept: a built graph holds names
+        # and slots only, so copying a deep graph (densenet121) never recurses along them.
 
     def _name_layers(self, nodes: list[Node]) -> dict[int, str]:
         """Register each distinct layer as a child, in the order of its first node, and
