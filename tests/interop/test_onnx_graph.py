@@ -11,23 +11,11 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import chainrule as cr  # noqa: E402
-from chainrule.inspect._hooks import install, leaf_layers  # noqa: E402
 from chainrule.interop import UnsupportedModuleError  # noqa: E402
 
 from ..graph_models import GRAPH_MODELS, as_list, batch  # noqa: E402
+from .cases import float32_output_tolerance  # noqa: E402
 from ..helpers import FLOAT32_UNIT_ROUNDOFF, rel_error  # noqa: E402
-
-
-def float32_graph_tolerance(model: cr.Layer, x, factor: float = 16.0) -> float:
-    """``tests.interop.cases.float32_output_tolerance`` for layers of several inputs:
-    ``factor * u * sum over leaf calls of sqrt(elements of the call's inputs)``."""
-    probe = model.copy()
-    sizes: list[int] = []
-    for _, leaf in leaf_layers(probe):
-        install(leaf, "forward",
-                lambda _leaf, a, _y: sizes.append(sum(np.size(v) for v in as_list(a))))
-    probe.forward(x)
-    return factor * FLOAT32_UNIT_ROUNDOFF * float(np.sum(np.sqrt(sizes)))
 
 
 def run(path, feed: dict) -> list[np.ndarray]:
@@ -64,7 +52,7 @@ def test_onnx_runtime_agrees_with_the_graph(name, dtype, tmp_path):
         x = batch(shapes, n, seed, dtype)
         ours = as_list(model.eval().forward(x))
         theirs = run(path, dict(zip(in_names, as_list(x))))
-        bound = float32_graph_tolerance(model, x) if dtype == np.float32 else 1e-12
+        bound = float32_output_tolerance(model, x) if dtype == np.float32 else 1e-12
         errors = [rel_error(t, o) for t, o in zip(theirs, ours, strict=True)]
         assert max(errors) <= bound, f"batch {n}: {errors} > {bound:.2g}"
 
