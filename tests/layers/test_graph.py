@@ -456,3 +456,26 @@ def test_a_deep_graph_copies_without_recursion():
     model = cr.Graph(x, h).copy()
     assert len(model.nodes) == 3000
     np.testing.assert_array_equal(model(np.zeros((1, 4))), np.zeros((1, 4)))
+
+
+def test_merge_shape_mismatches_name_the_node_where_declared():
+    x = cr.Input((3, 8, 8))
+    a = cr.Conv2d(3, 4, 3)(x)               # (4, 6, 6)
+    b = cr.Conv2d(3, 4, 3, padding=1)(x)    # (4, 8, 8)
+    with pytest.raises(ValueError, match=r"node 'merge' Concat\(dim=1\) called on .*"
+                                         r"\(N, 4, 6, 6\).*\(N, 4, 8, 8\)"):
+        cr.Concat(dim=1)([a, b], name="merge")
+    with pytest.raises(ValueError, match=r"node 'sum' Add\(\) called on"):
+        cr.Add()([a, b], name="sum")
+
+
+def test_gradients_in_eval_lets_an_eval_graph_backpropagate():
+    model = squeeze_excitation().reset_parameters(0).double().eval()
+    x = rand(2, 4, 5, 5)
+    with pytest.raises(RuntimeError, match="without a cached forward"):
+        model(x)
+        model.backward(rand(2, 4, 5, 5))
+    model.gradients_in_eval()
+    model(x)
+    assert model.backward(rand(2, 4, 5, 5)).shape == x.shape
+    assert_gradcheck(model, x, TOL)
