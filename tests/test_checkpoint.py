@@ -346,6 +346,9 @@ def _to_torch(desc: dict):
     }
     if desc["type"] in merge:
         return TorchFunction(merge[desc["type"]])
+    if desc["type"] == "ConstantArithmetic":   # x op value: the constant is a buffer
+        from chainrule.interop.torch import TorchConstantArithmetic
+        return TorchConstantArithmetic(args["op"], args["shape"], getattr(torch, args["dtype"]))
     if desc["type"] == "Graph":
         return TorchGraph(desc)
     if desc["type"] == "Sequential":

@@ -79,7 +79,8 @@ def every_layer_model(dtype=np.float32, seed: int = 0) -> cr.Sequential:
         cr.Sequential(                                                     # (N, 12) activations
             cr.LayerNorm(12), cr.ELU(0.5), cr.SELU(), cr.CELU(1.5), cr.SiLU(), cr.Hardswish(),
             cr.Hardsigmoid(), cr.Hardtanh(-2.0, 2.0), cr.Softplus(2.0, 5.0), cr.PReLU(12),
-            cr.Identity(), cr.Softmax(dim=1), cr.LogSoftmax(dim=1)),
+            cr.Identity(), cr.ConstantArithmetic("sub", (12,)), cr.Softmax(dim=1),
+            cr.LogSoftmax(dim=1)),
         cr.Linear(12, 5, bias=False),
     )
     return model.reset_parameters(seed).to(dtype)

@@ -4,6 +4,7 @@
     chainrule train --resume DIR [--epochs N]
     chainrule evaluate CKPT [--data NAME] [--split test]
     chainrule predict CKPT image.png [more.png ...]
+    chainrule import model.onnx out.safetensors [--data NAME]
     chainrule models
     chainrule datasets
 
@@ -31,6 +32,7 @@ from .data.errors import missing_dependency
 from .inspect.cli_inspect import add_explain_parser, add_inspect_parser, finish_recorder, start_recorder
 from .inspect.cli_inspect import add_train_arguments as add_inspect_train_arguments
 from .interop.cli_export import add_export_parser
+from .interop.cli_import import add_import_parser
 from .losses import CrossEntropyLoss
 from .metrics import confusion_matrix, precision_recall
 from .models import MODELS, describe_models
@@ -276,13 +278,15 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    for name, description in describe_models():
+    listed = describe_models()
+    width = max(len(name) for name, _ in listed)
+    for name, description in listed:
         builder = MODELS[name]
         defaults = {k: v.default for k, v in inspect.signature(builder).parameters.items()}
         c, s, k = defaults["in_channels"], defaults["input_size"], defaults["num_classes"]
         model = builder(seed=0)
         params = model.num_parameters()
-        print(f"{name:<12} {params:>9,} parameters ({c}x{s}x{s} input, {k} classes)  "
+        print(f"{name:<{width}} {params:>9,} parameters ({c}x{s}x{s} input, {k} classes)  "
               f"{description}")
         if args.summary:
             print(f"{model.summary((c, s, s))}\n")
@@ -312,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "is written by hand in NumPy.")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     for add in (_add_train, _add_evaluate, _add_predict, _add_models, _add_datasets,
-                add_export_parser, add_inspect_parser, add_explain_parser):
+                add_export_parser, add_import_parser, add_inspect_parser, add_explain_parser):
         add(sub)
     return parser
 

@@ -56,6 +56,7 @@ from .layers import (ChannelShuffle, PixelShuffle, PixelUnshuffle, Upsample,
 from .layers import ConstantPad2d, ReflectionPad2d, ReplicationPad2d, ZeroPad2d
 from .layers import BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm, LocalResponseNorm
 from .layers import Add, Chunk, Concat, Mean, Multiply, Permute, Reshape, Split
+from .layers.constant import OPS as _CONSTANT_OPS, ConstantArithmetic
 from .layers.symbolic import call_symbolic
 
 __all__ = ["describe", "build", "LAYER_TYPES"]
@@ -126,6 +127,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
                                              and all(map(_is_int, v))),
                      "an int or a non-empty list of ints"),
     "shape": (lambda v: isinstance(v, (list, tuple)) and all(map(_is_int, v)), "a list of ints"),
+    "constant_op": (lambda v: v in _CONSTANT_OPS, " or ".join(map(repr, _CONSTANT_OPS))),
 }
 
 
@@ -327,6 +329,11 @@ _LEAVES: dict[str, tuple[type[Layer], dict[str, str],
     "Reshape": (Reshape, {"shape": "shape"}, None),
     "Permute": (Permute, {"dims": "sizes"}, None),
     "Mean": (Mean, {"dims": "int_or_sizes", "keepdim": "bool"}, None),
+    # a constant operand (from_onnx), its value a buffer of the state dict
+    "ConstantArithmetic": (ConstantArithmetic, {"op": "constant_op", "shape": "shape",
+                                                "dtype": "dtype"},
+                           lambda m: {"op": m.op, "shape": list(m.shape),
+                                      "dtype": m.value.dtype.name}),
 }
 _CONTAINERS: dict[str, type[Layer]] = {"Sequential": Sequential, "Residual": Residual,
                                        "Graph": Graph}

@@ -193,12 +193,21 @@ LAYER_CASES: list[Case] = [
     ("mean_spatial", lambda: cr.Mean((2, 3)), IMAGE),
     ("mean_keepdim_negative", lambda: cr.Mean(-1, keepdim=True), IMAGE),
     ("mean_channels", lambda: cr.Mean(1), IMAGE),
+    # a constant operand (from_onnx's Add/Sub/Mul/Div with a constant)
+    ("constant_mul_per_channel", lambda: _constant("mul", (4, 1, 1), seed=13), IMAGE),
+    ("constant_rsub_map", lambda: _constant("rsub", (8, 8), seed=14), IMAGE),
     ("residual_identity", lambda: cr.Residual(cr.Sequential(cr.Conv2d(4, 4, 3, padding=1, rng=10),
                                                             cr.Tanh())), IMAGE),
     ("residual_projection", lambda: cr.Residual(
         cr.Sequential(cr.Conv2d(4, 6, 3, stride=2, padding=1, rng=11), cr.BatchNorm2d(6)),
         cr.Conv2d(4, 6, 1, stride=2, rng=12)), IMAGE),
 ]
+
+
+def _constant(op: str, shape: tuple[int, ...], seed: int) -> cr.Layer:
+    layer = cr.ConstantArithmetic(op, shape)
+    layer.value[...] = np.random.default_rng(seed).standard_normal(shape)
+    return layer
 
 
 def _small_cnn() -> cr.Layer:

@@ -31,6 +31,7 @@ from ..layers.conv import Conv1d, Conv2d, ConvTranspose2d
 from ..layers.dropout import Dropout, Dropout2d
 from ..layers.linear import Flatten, Linear, Unflatten
 from ..layers.merge import Add, Chunk, Concat, Mean, Multiply, Permute, Reshape, Split
+from ..layers.constant import OPS as CONSTANT_OPS, ConstantArithmetic
 from ..layers.normalization import (BatchNorm1d, GroupNorm, InstanceNorm2d, LayerNorm,
                                     LocalResponseNorm, _BatchNorm)
 from ..layers.padding import ConstantPad2d, ReflectionPad2d, ReplicationPad2d, ZeroPad2d
@@ -547,6 +548,15 @@ def _mean(layer: Mean) -> Derivative:
         "Mean: dL/dx = dL/dy / n, spread over the averaged dims (n elements per mean)")
 
 
+def _constant_arithmetic(layer: ConstantArithmetic) -> Derivative:
+    local = {"add": "dL/dy", "sub": "dL/dy", "rsub": "-dL/dy", "mul": "dL/dy * c",
+             "div": "dL/dy / c", "rdiv": "-dL/dy * c / x^2"}[layer.op]
+    return Derivative(
+        f"{CONSTANT_OPS[layer.op]}, c a constant of shape {layer.shape}",
+        "elementwise with a fixed operand: the slope is that of the operation in x alone",
+        f"ConstantArithmetic: dL/dx = {local}, summed over the axes x was broadcast along")
+
+
 def _graph(layer: Graph) -> Derivative:
     fan_out = layer.fan_out()
     summed = (f"; the gradients of {', '.join(repr(t) for t in fan_out)} are sums over "
@@ -636,6 +646,7 @@ _DERIVATIVES: dict[type, Callable[[Any], Derivative]] = {
     Reshape: _reshape,
     Permute: _permute,
     Mean: _mean,
+    ConstantArithmetic: _constant_arithmetic,
     # containers
     Residual: _residual,
     Graph: _graph,

@@ -86,6 +86,7 @@ Split, Chunk                  Split with the pieces' sizes as its split input, o
 Reshape                       Reshape to (0, *shape) (0 keeps the dynamic batch)
 Permute                       Transpose (perm dims)
 Mean                          ReduceMean (axes dims, keepdims)
+ConstantArithmetic            Add, Sub, Mul or Div with the constant as an initializer
 Residual                      Add of the two branches
 Sequential                    the chain of its children
 Graph                         its nodes in forward order (a shared layer's weights
@@ -110,6 +111,7 @@ import numpy as np
 from .. import layers as L
 from ..functional import adaptive_pool_matrix
 from ..functional import adaptive_windows, pool_output_size, pool_overhang
+from ..layers.constant import ConstantArithmetic
 from ._common import UnsupportedModuleError, child_path, shown_path
 
 OPSET = 17
@@ -707,6 +709,14 @@ def _reshape_layer(g: _Graph, c: L.Reshape, x: str, shape: tuple, path: str) -> 
     return _reshape(g, x, [0, *c._target(shape)], path, "shape")   # 0 keeps the batch size
 
 
+def _constant_arithmetic(g: _Graph, c: ConstantArithmetic, x: str, shape: tuple,
+                         path: str) -> str:
+    value = g.weight(child_path(path, "value"), c.value)
+    op, reverse = {"add": ("Add", False), "sub": ("Sub", False), "rsub": ("Sub", True),
+                   "mul": ("Mul", False), "div": ("Div", False), "rdiv": ("Div", True)}[c.op]
+    return g.node(op, [value, x] if reverse else [x, value], path)
+
+
 def _mean(g: _Graph, c: L.Mean, x: str, shape: tuple, path: str) -> str:
     dims = (c.dims,) if isinstance(c.dims, int) else c.dims
     # opset 17's ReduceMean takes its axes as an attribute (an input from opset 18 on).
@@ -785,6 +795,7 @@ _CONVERTERS: dict[type, Converter] = {
     L.Reshape: _reshape_layer,
     L.Permute: lambda g, c, x, shape, path: g.node("Transpose", [x], path, perm=list(c._perm)),
     L.Mean: _mean,
+    ConstantArithmetic: _constant_arithmetic,
 }
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from .. import layers as L
+from ..layers.constant import ConstantArithmetic
 from ._common import UnsupportedModuleError, child_path, shown_path
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
@@ -177,8 +178,26 @@ def _merge_classes() -> dict[str, type]:
         def extra_repr(self) -> str:
             return f"dims={self.dims}" + (", keepdim=True" if self.keepdim else "")
 
+    class TorchConstantArithmetic(torch.nn.Module):
+        """``x op value`` with a constant buffer, the twin of chainrule's
+        ``ConstantArithmetic`` (from_onnx's constant operands)."""
+
+        def __init__(self, op: str, shape: Any, dtype: Any = None) -> None:
+            super().__init__()
+            self.op = op
+            self.register_buffer("value", torch.zeros(tuple(shape), dtype=dtype))
+
+        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+            c = self.value
+            return {"add": lambda: x + c, "sub": lambda: x - c, "rsub": lambda: c - x,
+                    "mul": lambda: x * c, "div": lambda: x / c, "rdiv": lambda: c / x}[self.op]()
+
+        def extra_repr(self) -> str:
+            return f"op={self.op!r}, shape={tuple(self.value.shape)}"
+
     classes = {cls.__name__: cls for cls in (TorchAdd, TorchMultiply, TorchConcat, TorchSplit,
-                                             TorchChunk, TorchReshape, TorchPermute, TorchMean)}
+                                             TorchChunk, TorchReshape, TorchPermute, TorchMean,
+                                             TorchConstantArithmetic)}
     for name, cls in classes.items():   # found again by pickle through __getattr__
         cls.__module__ = __name__
         cls.__qualname__ = name
@@ -189,7 +208,7 @@ def __getattr__(name: str) -> Any:
     if name == "TorchResidual":
         return _residual_class()
     if name in ("TorchAdd", "TorchMultiply", "TorchConcat", "TorchSplit", "TorchChunk",
-                "TorchReshape", "TorchPermute", "TorchMean"):
+                "TorchReshape", "TorchPermute", "TorchMean", "TorchConstantArithmetic"):
         return _merge_classes()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -423,6 +442,8 @@ def _leaf_from_torch(torch: Any) -> dict[type, Callable[[Any, str], L.Layer]]:
         merge["TorchReshape"]: lambda m, path: L.Reshape(m.shape),
         merge["TorchPermute"]: lambda m, path: L.Permute(m.dims),
         merge["TorchMean"]: lambda m, path: L.Mean(m.dims, m.keepdim),
+        merge["TorchConstantArithmetic"]: lambda m, path: ConstantArithmetic(
+            m.op, tuple(m.value.shape), dtype=str(m.value.dtype).removeprefix("torch.")),
     }
 
 
@@ -645,6 +666,8 @@ def _leaf_to_torch(torch: Any) -> dict[type, Callable[[Any, Any], Any]]:
         L.Reshape: lambda c, dtype: merge["TorchReshape"](c.shape),
         L.Permute: lambda c, dtype: merge["TorchPermute"](c.dims),
         L.Mean: lambda c, dtype: merge["TorchMean"](c.dims, c.keepdim),
+        ConstantArithmetic: lambda c, dtype: merge["TorchConstantArithmetic"](
+            c.op, c.shape, dtype=dtype),
     }
 
 

@@ -38,6 +38,9 @@ from .padding import ConstantPad2d, ReflectionPad2d, ReplicationPad2d, ZeroPad2d
 # merge and shape
 from .merge import Add, Chunk, Concat, Mean, Multiply, Permute, Reshape, Split
 
+# a constant operand (from_onnx's Add/Sub/Mul/Div with a constant; input scaling)
+from .constant import ConstantArithmetic
+
 __all__ = [
     "Layer", "Sequential", "Residual", "Graph",
     # convolution
@@ -62,4 +65,6 @@ __all__ = [
     "ZeroPad2d", "ConstantPad2d", "ReflectionPad2d", "ReplicationPad2d",
     # merge and shape
     "Add", "Multiply", "Concat", "Split", "Chunk", "Reshape", "Permute", "Mean",
+    # constant operand
+    "ConstantArithmetic",
 ]
