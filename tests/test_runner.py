@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import chainrule as cr
-from chainrule import runner
+from chainrule import train as train_loop
 from chainrule.runner import Interrupted, RunError, TrainConfig, TrainingRun
 
 pytest.importorskip("sklearn", reason="the runs train on digits (chainrule[datasets])")
@@ -33,10 +33,11 @@ def _weights_and_state(path):
 
 
 def _interrupt_after(monkeypatch, steps: int) -> None:
-    """Press "Ctrl-C" right after the ``steps``-th training step: ``runner.train_step``
-    sends a real SIGINT to this process then (``monkeypatch.undo()`` restores it)."""
+    """Press "Ctrl-C" right after the ``steps``-th training step: ``train_step`` (of
+    ``fit``'s loop, which the runner runs) sends a real SIGINT to this process then
+    (``monkeypatch.undo()`` restores it)."""
     calls = {"n": 0}
-    real_step = runner.train_step
+    real_step = train_loop.train_step
 
     def step_then_interrupt(*args):
         result = real_step(*args)
@@ -45,7 +46,7 @@ def _interrupt_after(monkeypatch, steps: int) -> None:
             os.kill(os.getpid(), signal.SIGINT)
         return result
 
-    monkeypatch.setattr(runner, "train_step", step_then_interrupt)
+    monkeypatch.setattr(train_loop, "train_step", step_then_interrupt)
 
 
 def _assert_same_run(a, b):

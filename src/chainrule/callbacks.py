@@ -59,9 +59,10 @@ class Callback:
     """Base class: every hook does nothing. ``self.loop`` and ``self.model`` are set by
     ``fit`` before ``on_train_begin``.
 
-    ``order`` sorts the callbacks of one ``fit`` call (stable, lowest first): the learning
-    rate is stepped (-10) before anything records or saves the epoch (10), so that a
-    checkpoint holds the state the next step starts from.
+    ``order`` sorts the callbacks of one ``fit`` call (stable, lowest first): History
+    (-20) and TerminateOnNaN (-5) first, then user callbacks (0), the learning-rate step
+    (5), and what writes files last (10), so that a checkpoint holds the state the next
+    step starts from.
     """
 
     order: int = 0
@@ -448,7 +449,9 @@ class LRSchedulerStep(Callback):
         monitor: the log key a ``ReduceLROnPlateau`` reacts to.
     """
 
-    order = -10
+    # After the callbacks that record the step (they see the lr it was taken with),
+    # before those that save it (a checkpoint holds the lr of the next step).
+    order = 5
 
     def __init__(self, scheduler: Any, interval: str = "epoch", monitor: str = "val_loss"
                  ) -> None:
