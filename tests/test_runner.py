@@ -107,3 +107,36 @@ def test_resume_refuses_options_that_change_the_run(tmp_path):
 def test_bad_options(options, message):
     with pytest.raises(RunError, match=message):
         TrainConfig(**options).validate()
+
+
+def _as_before_fit(path) -> None:
+    """Rewrite a run checkpoint's metadata as `chainrule train` wrote it before it ran
+    cr.fit: no callback states or seed (the best value lived in "best", the scheduler's
+    state in "scheduler_config"), and no "counted" in a mid-epoch checkpoint's sums."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    with safe_open(str(path), "numpy") as f:
+        header = f.metadata()
+    meta = json.loads(header["metadata"])
+    del meta["callbacks"], meta["seed"]
+    if "partial" in meta:
+        del meta["partial"]["counted"]
+    header["metadata"] = json.dumps(meta)
+    save_file(load_file(str(path)), str(path), metadata=header)
+
+
+def test_a_checkpoint_from_before_fit_resumes_bit_for_bit(tmp_path, monkeypatch):
+    config = dict(CONFIG, scheduler="step", step_size=1)
+    TrainingRun.start(TrainConfig(**config, out=str(tmp_path / "a")), log=_quiet).train()
+    _interrupt_after(monkeypatch, STEPS_PER_EPOCH + 2)
+    with pytest.raises(Interrupted):
+        TrainingRun.start(TrainConfig(**config, out=str(tmp_path / "b")), log=_quiet).train()
+    monkeypatch.undo()
+    _as_before_fit(tmp_path / "b" / "last.safetensors")
+    assert "callbacks" not in cr.load_checkpoint(tmp_path / "b" / "last.safetensors").metadata
+    TrainingRun.resume(tmp_path / "b", log=_quiet).train()
+    _assert_same_run(_weights_and_state(tmp_path / "a" / "last.safetensors"),
+                     _weights_and_state(tmp_path / "b" / "last.safetensors"))

@@ -127,7 +127,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run = TrainingRun.start(TrainConfig(**given), overwrite=args.overwrite)
     recorder = start_recorder(args, run.model, run.optimizer, run.out)  # None without --inspect
     if recorder is not None:
-        run.on_batch = recorder.on_batch  # labels each recorded step with its epoch and loss
+        run.callbacks.append(recorder)  # labels each recorded step with its epoch and loss
     try:
         run.train()
     except Interrupted as exc:
