@@ -234,6 +234,7 @@ class ModelCheckpoint(Callback):
 
     def _save(self, path: Path) -> Path:
         extra = self.metadata() if callable(self.metadata) else (self.metadata or {})
+        path.parent.mkdir(parents=True, exist_ok=True)
         self.last_path = self.loop.save(path, **extra)
         self._saved_at = (self.loop.epoch, self.loop.step)
         return self.last_path
@@ -342,6 +343,7 @@ class CSVLogger(Callback):
         for row in rows:
             writer.writerow(["" if row.get(key) is None else row[key]
                              for key in columns.values()])
+        self.filename.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(self.filename, text.getvalue().encode())
 
 
