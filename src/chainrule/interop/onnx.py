@@ -787,7 +787,16 @@ def export_onnx(model: L.Layer, path: str | os.PathLike, input_shape: Sequence[i
     frozen = model.copy().eval().gradients_in_eval(False)
     dtype = _model_dtype(frozen)
     g = _Graph(onnx, dtype)
-    out, out_shape = _add_layer(g, frozen, INPUT_NAME, (1, *shape), "")
+    try:
+        out, out_shape = _add_layer(g, frozen, INPUT_NAME, (1, *shape), "")
+    except ValueError as err:
+        if len(shape) < 2 or shape[0] != 1 or isinstance(err, UnsupportedModuleError):
+            raise
+        # A torch user's habit (torch.onnx.export takes a batch): say what input_shape is.
+        raise ValueError(
+            f"export_onnx: input_shape {tuple(input_shape)} does not fit the model ({err}). "
+            f"input_shape is the shape of one sample without the batch axis (the graph adds a "
+            f"dynamic one): for a batch of shape {tuple(input_shape)} pass {shape[1:]}") from err
     if g.nodes and g.nodes[-1].output[0] == out:
         g.nodes[-1].output[0] = OUTPUT_NAME      # name the last node's result "output"
     else:                                         # a model that adds no node (empty Sequential)
