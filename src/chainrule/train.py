@@ -447,7 +447,7 @@ def evaluate(model: Layer, X: Any, y: Any, loss_fn: Loss | None = None,
     _check_reduces(loss_fn, "evaluate")
     out = predict(model, X, batch_size)
     loss = loss_fn(out, y)
-    loss_fn._cache = None  # no backward follows; drop the cached softmax
+    loss_fn.release()  # no backward follows
     metrics = {"loss": loss}
     if _is_classification(loss_fn):
         hits, kept = _class_hits(out, y, loss_fn)
