@@ -39,7 +39,7 @@ from .optim import (SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, CosineAnnealing
                     NAdam, Optimizer, RAdam, RMSprop, StepLR)
 from .optim.lr_scheduler import LinearLR, OneCycleLR, SequentialLR
 from .plots import plot_curves
-from .train import Interrupted, evaluate, fit
+from .train import Interrupted, evaluate, fit  # Interrupted: what `chainrule train` catches
 
 RUN_FORMAT = "chainrule-run"
 LAST, BEST, METRICS, CURVES = "last.safetensors", "best.safetensors", "metrics.csv", "curves.png"
