@@ -243,3 +243,17 @@ def test_the_inspect_recorder_is_a_callback():
     assert rec["step"] == [0, 2, 4] and rec["epoch"] == [0, 0, 1]
     assert rec["loss"][0] is not None
     assert history.loss
+
+
+def test_a_non_finite_validation_loss_stops_after_its_epoch():
+    bad_val = (np.full_like(XV, np.nan), YV)
+    with pytest.raises(cr.NonFiniteLossError, match="the validation loss became nan after "
+                                                    "epoch 1"):
+        fit(epochs=3, val=bad_val)
+
+
+def test_validation_data_may_be_a_loader():
+    a = fit(model=classifier(dropout=False), epochs=2)
+    b = fit(model=classifier(dropout=False), epochs=2,
+            val=cr.data.DataLoader((XV, YV), batch_size=5, shuffle=True, seed=9))
+    assert a.val_loss == b.val_loss and a.val_accuracy == b.val_accuracy
