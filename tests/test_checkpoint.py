@@ -3,7 +3,9 @@ of broken or foreign files, and reading our files with plain safetensors and PyT
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import os
 import struct
 from pathlib import Path
@@ -295,6 +297,57 @@ def _to_torch(desc: dict):
         def forward(self, x):
             return self.block(x) + (x if self.shortcut is None else self.shortcut(x))
 
+    class TorchGraph(torch.nn.Module):
+        """Runs a Graph description's nodes in order, each layer a child of its name."""
+
+        def __init__(self, desc):
+            super().__init__()
+            for key, entry in desc["layers"].items():   # dotted names: nested modules
+                *parents, leaf = key.split(".")
+                owner = self
+                for part in parents:
+                    if not hasattr(owner, part):
+                        owner.add_module(part, torch.nn.Module())
+                    owner = getattr(owner, part)
+                owner.add_module(leaf, _to_torch(entry))
+            ins = desc["inputs"]
+            self.input_names = [e["name"] for e in ins] if isinstance(ins, list) else [ins["name"]]
+            self.nodes, self.outputs = desc["nodes"], desc["outputs"]
+
+        def forward(self, *xs):
+            values = dict(zip(self.input_names, xs[0] if len(self.input_names) > 1 else xs))
+            for node in self.nodes:
+                args = [values[t] for t in node["inputs"]]
+                layer = self.get_submodule(node["layer"])
+                out = layer(args if node["packed"] else args[0])
+                outs = list(out) if node["outputs"] != [node["name"]] else [out]
+                values.update(zip(node["outputs"], outs))
+            outs = self.outputs
+            return values[outs] if isinstance(outs, str) else [values[t] for t in outs]
+
+    class TorchFunction(torch.nn.Module):   # a merge or shape layer: no parameters
+        def __init__(self, fn):
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, x):
+            return self.fn(x)
+
+    args = desc.get("args", {})
+    merge = {
+        "Add": lambda xs: functools.reduce(operator.add, xs),
+        "Multiply": lambda xs: functools.reduce(operator.mul, xs),
+        "Concat": lambda xs: torch.cat(xs, args.get("dim", 1)),
+        "Split": lambda x: torch.split(x, args["split_size_or_sections"], args.get("dim", 1)),
+        "Chunk": lambda x: torch.chunk(x, args["chunks"], args.get("dim", 1)),
+        "Reshape": lambda x: x.reshape(x.shape[0], *args["shape"]),
+        "Permute": lambda x: x.permute(*args["dims"]),
+        "Mean": lambda x: x.mean(args["dims"], keepdim=args.get("keepdim", False)),
+    }
+    if desc["type"] in merge:
+        return TorchFunction(merge[desc["type"]])
+    if desc["type"] == "Graph":
+        return TorchGraph(desc)
     if desc["type"] == "Sequential":
         return torch.nn.Sequential(*map(_to_torch, desc["layers"]))
     if desc["type"] == "Residual":

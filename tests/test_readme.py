@@ -68,3 +68,13 @@ def test_readme_training_script_runs_and_resumes_after_ctrl_c_bit_for_bit(tmp_pa
     assert drop_time(tmp_path / "a" / "runs/mine/metrics.csv") == drop_time(
         tmp_path / "b" / "runs/mine/metrics.csv")
     assert a.metadata["epoch"] == b.metadata["epoch"] >= 3
+
+
+def test_readme_graph_example_runs(capsys):
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+              if "cr.Input(" in b]
+    assert blocks, "README has no graph example"
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "['branch1.weight', 'branch1.bias'] {'input': 2, 'silu': 2}"
+    assert float(printed[1]) < 1e-6, f"gradcheck in the README's graph example: {printed[1]}"

@@ -14,6 +14,22 @@ from chainrule.serialize import LAYER_TYPES, build, describe
 INPUT_SHAPE = (4, 3, 8, 8)
 
 
+def merge_graph() -> cr.Graph:
+    """A Graph of every merge and shape layer, with a fan-out and a shared layer;
+    (N, 8, 8, 8) -> (N, 8, 8, 8)."""
+    x = cr.Input((8, 8, 8), name="maps")
+    a, b = cr.Split([3, 5], dim=1)(x, name="split")                  # (N, 3|5, 8, 8)
+    c1, c2 = cr.Chunk(2, dim=1)(b)                                   # (N, 3|2, 8, 8)
+    s = cr.Add()([a, c1])                                            # a fans out
+    gate = cr.Mean((2, 3), keepdim=True)(s)                          # (N, 3, 1, 1)
+    m = cr.Multiply()([s, gate])
+    t = cr.Permute((0, 1, 3, 2))(m)
+    r = cr.Reshape((3, 8, 8))(cr.Reshape((3, 64))(t))
+    swap = cr.Permute((0, 1, 3, 2))                                  # used twice: shared
+    y = cr.Concat(1)([swap(r), c2, swap(a)])                         # (N, 8, 8, 8)
+    return cr.Graph(x, y)
+
+
 def every_layer_model(dtype=np.float32, seed: int = 0) -> cr.Sequential:
     """A model holding every layer type and the unusual options; input (N, 3, 8, 8)."""
     model = cr.Sequential(
@@ -38,6 +54,7 @@ def every_layer_model(dtype=np.float32, seed: int = 0) -> cr.Sequential:
             cr.Conv1d(4, 8, 3, padding=1), cr.MaxPool1d(2), cr.AvgPool1d(2),  # (N, 8, 16)
             cr.Unflatten(2, (4, 4)),                                       # (N, 8, 4, 4)
             cr.Upsample(scale_factor=2, mode="bilinear"),                  # (N, 8, 8, 8)
+            merge_graph(),                                                 # (N, 8, 8, 8)
         ),
         cr.BatchNorm2d(8, momentum=None),
         cr.LeakyReLU(0.2),

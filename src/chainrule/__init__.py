@@ -18,6 +18,7 @@ from . import inspect
 # Every layer class, by the names of chainrule.layers.__all__.
 from .layers import *  # noqa: F401,F403
 from . import layers as _layers
+from .layers import Input, SymbolicTensor
 # Every loss class, by the names of chainrule.losses.__all__.
 from .losses import *  # noqa: F401,F403
 from . import losses as _losses
@@ -29,8 +30,9 @@ from .train import History, Interrupted, NonFiniteLossError, evaluate, fit, pred
 __version__ = "0.1.0"
 
 __all__ = [
-    "Parameter", *_layers.__all__, *_losses.__all__, "gradcheck", "fit",
-    "evaluate", "predict", "History", "Interrupted", "NonFiniteLossError", "callbacks", "functional", "optim",
+    "Parameter", *_layers.__all__, "Input", "SymbolicTensor", *_losses.__all__, "gradcheck",
+    "fit", "evaluate", "predict", "History", "Interrupted", "NonFiniteLossError", "callbacks",
+    "functional", "optim",
     "models", "data", "save", "load", "load_checkpoint", "Checkpoint", "CheckpointError",
     "interop", "export_onnx", "inspect", "init", "utils", "manual_seed",
 ]

@@ -128,7 +128,8 @@ _STATELESS = frozenset((
     "Hardsigmoid", "Softplus", "Softmax", "LogSoftmax", "Identity", "Dropout", "Dropout2d",
     "LocalResponseNorm", "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d",
     "PixelShuffle", "PixelUnshuffle", "ChannelShuffle", "ZeroPad2d", "ConstantPad2d",
-    "ReflectionPad2d", "ReplicationPad2d"))
+    "ReflectionPad2d", "ReplicationPad2d", "Add", "Multiply", "Concat", "Split", "Chunk",
+    "Reshape", "Permute", "Mean"))
 
 
 def implied_state(desc: Any) -> dict[str, Entry] | None:
@@ -154,6 +155,12 @@ def _walk(desc: Any, prefix: str, state: dict[str, Entry], depth: int) -> None:
         _walk(desc["block"], f"{prefix}block.", state, depth + 1)
         if desc.get("shortcut") is not None:
             _walk(desc["shortcut"], f"{prefix}shortcut.", state, depth + 1)
+    elif kind == "Graph":
+        layers = desc["layers"]
+        if not isinstance(layers, Mapping):
+            raise Unknown
+        for key, child in layers.items():    # the graph's children, in state_dict order
+            _walk(child, f"{prefix}{key}.", state, depth + 1)
     elif kind in _STATE:
         args = desc.get("args", {})
         if not isinstance(args, Mapping):

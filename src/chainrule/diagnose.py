@@ -4,8 +4,9 @@
 call ``find_non_finite``, which replays that step one layer at a time and says which
 layer turned finite values into non-finite ones, so healthy steps pay nothing.
 
-The replay walks ``Sequential`` and ``Residual`` containers down to their leaves, in
-the order their own ``forward`` runs them, and checks in turn:
+The replay walks ``Sequential``, ``Residual`` and ``Graph`` containers down to their
+leaves, in the order their own ``forward`` runs them (a graph's nodes in order, named
+``graph.node``; a shared layer's later calls ``name@k``), and checks in turn:
 
 1. the input batch and the targets;
 2. each layer's output (and, when it is non-finite, whether the layer's parameters
@@ -29,6 +30,7 @@ import numpy as np
 
 from .layers.base import Layer
 from .layers.container import Residual, Sequential
+from .layers.graph import Graph
 from .layers.dropout import Dropout
 from .losses import Loss
 
@@ -47,8 +49,10 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _count(a: np.ndarray) -> str:
-    """'3 NaN and 1 Inf among 40 values' for a float array."""
+def _count(a: Any) -> str:
+    """'3 NaN and 1 Inf among 40 values' for a float array (or a list of them)."""
+    if isinstance(a, (list, tuple)):
+        a = np.concatenate([np.ravel(v) for v in a if v is not None] or [np.zeros(0)])
     nan = int(np.isnan(a).sum())
     inf = int(np.isinf(a).sum())
     parts = [f"{nan} NaN"] * bool(nan) + [f"{inf} Inf"] * bool(inf)
@@ -56,6 +60,8 @@ def _count(a: np.ndarray) -> str:
 
 
 def _finite(a: Any) -> bool:
+    if isinstance(a, (list, tuple)):   # several inputs, outputs or gradients; None: none
+        return all(_finite(v) for v in a if v is not None)
     a = np.asarray(a)
     if not np.issubdtype(a.dtype, np.inexact):
         return True
@@ -89,6 +95,8 @@ def _forward(layer: Layer, x: np.ndarray, name: str) -> np.ndarray:
             raise _Found(f"the output of {_describe(name, layer)} (block + shortcut, each finite) "
                          f"became non-finite: {_count(y)}; the sum overflowed")
         return y
+    if isinstance(layer, Graph):
+        return _forward_graph(layer, x, name)
     # A Dropout layer re-applies the failed forward's mask: the same values, no fresh draw.
     y = layer.replay(x) if isinstance(layer, Dropout) else None
     if y is None:
@@ -121,6 +129,8 @@ def _backward(layer: Layer, grad: np.ndarray, name: str) -> np.ndarray:
             raise _Found(f"the input gradient of {_describe(name, layer)} (block + shortcut "
                          f"gradients, each finite) became non-finite: {_count(dx)}")
         return dx
+    if isinstance(layer, Graph):
+        return _backward_graph(layer, grad, name)
     dx = layer.backward(grad)
     bad = _bad_parameters(layer, "grad")
     if bad or not _finite(dx):
@@ -131,8 +141,60 @@ def _backward(layer: Layer, grad: np.ndarray, name: str) -> np.ndarray:
     return dx
 
 
-def _replay(model: Layer, loss_fn: Loss, xb: np.ndarray, yb: np.ndarray) -> str:
-    xb = np.asarray(xb)
+def _forward_graph(graph: Graph, x: Any, name: str) -> Any:
+    """A graph's nodes one at a time; each node's caches are kept for its backward (a
+    shared layer's next call would overwrite them), as ``Graph.forward`` keeps them."""
+    arrays = [x] if len(graph.input_names) == 1 else list(x)
+    values = dict(zip(graph.input_names, arrays))
+    caches = []
+    for node in graph.nodes:
+        layer = graph.get_layer(node.layer_name)
+        args = [values[t] for t in node.inputs]
+        out = _forward(layer, args if node.packed else args[0], _join(name, node.name))
+        values.update(zip(node.outputs, out if node.multi_output else [out]))
+        caches.append([(m, m._cache) for m in layer.modules()])
+    object.__setattr__(graph, "_cache", ("diagnose", caches,
+                                         [(values[t].shape, values[t].dtype)
+                                          for t in graph.input_names]))
+    outs = [values[t] for t in graph.output_names]
+    return outs if not graph.single_output else outs[0]
+
+
+def _backward_graph(graph: Graph, grad: Any, name: str) -> Any:
+    """The nodes in reverse; a tensor read by several nodes gets the sum of their
+    gradients, which is checked too (finite terms can overflow)."""
+    _, caches, inputs = graph._cache
+    grads: dict[str, Any] = {}
+
+    def add(tensor: str, g: Any, reader: str) -> None:
+        if g is None:
+            return
+        total = g if tensor not in grads else grads[tensor] + g
+        if tensor in grads and not _finite(total):
+            raise _Found(f"the gradient of tensor {tensor!r} of {_describe(name, graph)}, a sum "
+                         f"of finite gradients (the last from {reader!r}), became non-finite: "
+                         f"{_count(total)}; the sum overflowed")
+        grads[tensor] = total
+
+    for tensor, g in zip(graph.output_names, [grad] if graph.single_output else grad):
+        add(tensor, g, "the loss")
+    for node, saved in zip(reversed(graph.nodes), reversed(caches)):
+        g = [grads.pop(t, None) for t in node.outputs]
+        if all(v is None for v in g):
+            continue          # nothing from the loss came this way
+        for module, cache in saved:
+            object.__setattr__(module, "_cache", cache)
+        dx = _backward(graph.get_layer(node.layer_name), g if node.multi_output else g[0],
+                       _join(name, node.name))
+        for tensor, d in zip(node.inputs, dx if node.packed else [dx]):
+            add(tensor, d, node.name)
+    dxs = [grads.get(t, np.zeros(shape, dtype)) for t, (shape, dtype) in
+           zip(graph.input_names, inputs)]
+    return dxs[0] if len(dxs) == 1 else dxs
+
+
+def _replay(model: Layer, loss_fn: Loss, xb: Any, yb: np.ndarray) -> str:
+    xb = [np.asarray(v) for v in xb] if isinstance(xb, (list, tuple)) else np.asarray(xb)
     yb = np.asarray(yb)
     if not _finite(xb):
         return f"the input batch already holds non-finite values ({_count(xb)}); check the data"

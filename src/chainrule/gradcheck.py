@@ -31,8 +31,11 @@ def gradcheck(layer: Layer, x: np.ndarray, eps: float = 1e-6, seed: int = 0,
     gradient.
 
     Args:
-        layer: any Layer (in its current train/eval mode).
-        x: an input batch; cast to float64.
+        layer: any Layer (in its current train/eval mode); a layer with several outputs
+            (a list, as a ``Graph`` or ``Split`` returns) gets one random upstream
+            gradient per output.
+        x: an input batch, cast to float64; a list of batches for a layer that takes
+            several inputs (a ``Graph`` with several inputs, ``Add``, ``Concat``).
         eps: the finite-difference step.
         seed: seed of the random upstream gradient.
         max_elements: check at most this many randomly chosen entries per array (None:
@@ -46,31 +49,38 @@ def gradcheck(layer: Layer, x: np.ndarray, eps: float = 1e-6, seed: int = 0,
     """
     layer = copy.deepcopy(layer).to(np.float64)
     layer.gradients_in_eval(True)  # backward must work in eval mode too
-    x = np.array(x, dtype=np.float64)
+    several = isinstance(x, (list, tuple))
+    xs = [np.array(a, dtype=np.float64) for a in (x if several else [x])]
     rng = np.random.default_rng(seed)
     states = _rng_states(layer)
     buffers = [(module, name, getattr(module, name).copy())
                for module in layer.modules() for name in module._buffers]
 
-    def evaluate(inp: np.ndarray) -> np.ndarray:
+    def evaluate() -> list[np.ndarray]:
         for generator, state in states:
             generator.bit_generator.state = copy.deepcopy(state)
         # Buffers (BatchNorm running stats) are reset so each evaluation is the same function.
         for module, name, value in buffers:
             setattr(module, name, value.copy())
-        return layer.forward(inp)
+        return layer.forward(xs if several else xs[0])
 
-    out = evaluate(x)
-    upstream = rng.standard_normal(out.shape)
+    first = evaluate()
+    listed = isinstance(first, (list, tuple))   # a layer that returns a list takes one back
+    outs = list(first) if listed else [first]
+    upstream = [rng.standard_normal(o.shape) for o in outs]
     layer.zero_grad()
-    analytic = {"input": layer.backward(upstream).copy()}
+    dx = layer.backward(upstream if listed else upstream[0])
+    dxs = dx if several else [dx]
+    analytic = {f"input {i}": np.array(d, dtype=np.float64) for i, d in enumerate(dxs)}
     for name, p in layer.named_parameters():
         analytic[name] = p.grad.copy()
 
-    def f(inp: np.ndarray) -> float:
-        return float(np.sum(evaluate(inp) * upstream))
+    def f() -> float:
+        out = evaluate()
+        return float(sum(np.sum(o * u) for o, u in zip(out if listed else [out], upstream)))
 
-    targets = [("input", x)] + [(name, p.data) for name, p in layer.named_parameters()]
+    targets = [(f"input {i}", a) for i, a in enumerate(xs)]
+    targets += [(name, p.data) for name, p in layer.named_parameters()]
     numerics: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, array in targets:
         flat = array.reshape(-1)
@@ -81,9 +91,9 @@ def gradcheck(layer: Layer, x: np.ndarray, eps: float = 1e-6, seed: int = 0,
         for k, i in enumerate(indices):
             original = flat[i]
             flat[i] = original + eps
-            plus = f(x)
+            plus = f()
             flat[i] = original - eps
-            minus = f(x)
+            minus = f()
             flat[i] = original
             numeric[k] = (plus - minus) / (2 * eps)
         numerics[name] = (analytic[name].reshape(-1)[indices], numeric)

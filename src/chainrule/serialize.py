@@ -8,6 +8,21 @@ JSON types only (str, int, float, bool, None, list, dict)::
                                 "groups": 1, "bias": false, "dtype": "float32"}}
     {"type": "Sequential", "args": {}, "layers": [<entry>, <entry>, ...]}
     {"type": "Residual", "args": {}, "block": <entry>, "shortcut": <entry> or null}
+    {"type": "Graph", "args": {},
+     "inputs": {"name": "input", "shape": [3, 32, 32]} or a list of them,
+     "layers": {"stem": <entry>, ...},
+     "nodes": [{"name": "stem", "layer": "stem", "inputs": ["input"], "packed": false,
+                "outputs": ["stem"]}, ...],
+     "outputs": "head" or a list of tensor names}
+
+A graph is described by its declaration (see ``chainrule.layers.graph``): its inputs
+(names and per-sample shapes, null where unknown), each distinct layer once under its
+name (a shared layer too; nested graphs and containers recursively), the nodes in
+forward order (``GraphNode``: which layer, on which tensors, ``packed`` for a list
+input, the names of its output tensors: ``split:0``, ``split:1`` for several) and its
+outputs. A single input or output is written bare, a list as a list, as the graph
+was declared (its ``forward`` takes and returns the same). ``build`` replays the calls:
+``cr.Input`` per input, then each node's layer called on its input tensors.
 
 ``args`` are the layer's constructor keyword arguments, so ``build(describe(model))``
 makes a model with the same structure, the same state-dict keys, shapes and dtypes, and
@@ -28,7 +43,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .layers import Layer, Residual, Sequential
+from .layers import Graph, Input, Layer, Residual, Sequential
 # layer families, one import each (see the matching sections of _LEAVES)
 from .layers import Conv1d, Conv2d, ConvTranspose2d
 from .layers import AvgPool1d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, MaxPool1d, MaxPool2d
@@ -40,6 +55,8 @@ from .layers import (ChannelShuffle, PixelShuffle, PixelUnshuffle, Upsample,
                      UpsamplingBilinear2d, UpsamplingNearest2d)
 from .layers import ConstantPad2d, ReflectionPad2d, ReplicationPad2d, ZeroPad2d
 from .layers import BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm, LocalResponseNorm
+from .layers import Add, Chunk, Concat, Mean, Multiply, Permute, Reshape, Split
+from .layers.symbolic import call_symbolic
 
 __all__ = ["describe", "build", "LAYER_TYPES"]
 
@@ -104,6 +121,11 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "upsample_mode": (lambda v: v in ("nearest", "nearest-exact", "linear", "bilinear"),
                       '"nearest", "nearest-exact", "linear" or "bilinear"'),
     "bool_or_none": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
+    # merge and shape
+    "int_or_sizes": (lambda v: _is_int(v) or (isinstance(v, (list, tuple)) and len(v) > 0
+                                             and all(map(_is_int, v))),
+                     "an int or a non-empty list of ints"),
+    "shape": (lambda v: isinstance(v, (list, tuple)) and all(map(_is_int, v)), "a list of ints"),
 }
 
 
@@ -296,10 +318,21 @@ _LEAVES: dict[str, tuple[type[Layer], dict[str, str],
     "ConstantPad2d": (ConstantPad2d, {"padding": "pad4", "value": "float"}, None),
     "ReflectionPad2d": (ReflectionPad2d, {"padding": "pad4"}, None),
     "ReplicationPad2d": (ReplicationPad2d, {"padding": "pad4"}, None),
+    # merge and shape
+    "Add": (Add, {}, None),
+    "Multiply": (Multiply, {}, None),
+    "Concat": (Concat, {"dim": "int"}, None),
+    "Split": (Split, {"split_size_or_sections": "int_or_sizes", "dim": "int"}, None),
+    "Chunk": (Chunk, {"chunks": "int", "dim": "int"}, None),
+    "Reshape": (Reshape, {"shape": "shape"}, None),
+    "Permute": (Permute, {"dims": "sizes"}, None),
+    "Mean": (Mean, {"dims": "int_or_sizes", "keepdim": "bool"}, None),
 }
-_CONTAINERS: dict[str, type[Layer]] = {"Sequential": Sequential, "Residual": Residual}
+_CONTAINERS: dict[str, type[Layer]] = {"Sequential": Sequential, "Residual": Residual,
+                                       "Graph": Graph}
 # Keys an entry may hold besides "type" and "args".
-_CHILD_KEYS = {"Sequential": {"layers"}, "Residual": {"block", "shortcut"}}
+_CHILD_KEYS = {"Sequential": {"layers"}, "Residual": {"block", "shortcut"},
+               "Graph": {"inputs", "layers", "nodes", "outputs"}}
 
 LAYER_TYPES: tuple[str, ...] = tuple(_LEAVES) + tuple(_CONTAINERS)
 _NAME_OF_CLASS = {cls: name for name, (cls, _, _) in _LEAVES.items()}
@@ -335,9 +368,26 @@ def _describe(layer: Any, where: str) -> dict[str, Any]:
                     else _describe(layer.shortcut, f"{where}.shortcut"))
         return {"type": name, "args": {}, "block": _describe(layer.block, f"{where}.block"),
                 "shortcut": shortcut}
+    if isinstance(layer, Graph):
+        return _describe_graph(layer, where)
     _, schema, describe_args = _LEAVES[name]
     return {"type": name,
             "args": describe_args(layer) if describe_args else _attributes(layer, schema)}
+
+
+def _describe_graph(graph: Graph, where: str) -> dict[str, Any]:
+    inputs = [{"name": name, "shape": None if shape is None else list(shape)}
+              for name, shape in zip(graph.input_names, graph.input_shapes)]
+    outputs = list(graph.output_names)
+    return {
+        "type": "Graph", "args": {},
+        "inputs": inputs[0] if graph.single_input else inputs,
+        "layers": {key: _describe(child, f"{where}.{key}")
+                   for key, child in graph.named_children()},
+        "nodes": [{"name": n.name, "layer": n.layer_name, "inputs": list(n.inputs),
+                   "packed": n.packed, "outputs": list(n.outputs)} for n in graph.nodes],
+        "outputs": outputs[0] if graph.single_output else outputs,
+    }
 
 
 # ---------------------------------------------------------------------- build
@@ -384,6 +434,8 @@ def _build(desc: Any, where: str, depth: int) -> Layer:
                 raise ValueError(f"build: {where} (Sequential): 'layers' must be a list, got "
                                  f"{type(layers).__name__}")
             return Sequential(*(_build(d, f"{where}.{i}", depth + 1) for i, d in enumerate(layers)))
+        if kind == "Graph":
+            return _build_graph(desc, where, depth)
         if "block" not in desc:
             raise ValueError(f"build: {where} (Residual): missing 'block'")
         block = _build(desc["block"], f"{where}.block", depth + 1)
@@ -405,3 +457,159 @@ def _build(desc: Any, where: str, depth: int) -> Layer:
         return cls(**args)
     except (TypeError, ValueError) as err:  # e.g. a missing argument, groups not dividing
         raise ValueError(f"build: {where} ({kind}): {err}") from err
+
+
+# ---------------------------------------------------------------------- build a graph
+# A graph's description is checked piece by piece before anything is called, so a
+# malformed one (read from an untrusted file) is refused with a ValueError that names
+# the node, never an IndexError or KeyError from inside the replay.
+
+def _names_list(value: Any, what: str, where: str, single_ok: bool) -> tuple[list[Any], bool]:
+    """``value`` as a list and whether it was written bare (a single input/output)."""
+    if single_ok and not isinstance(value, list):
+        return [value], True
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"build: {where} (Graph): {what} must be a non-empty list, got "
+                         f"{value!r}"[:300])
+    return value, False
+
+
+def _graph_inputs(desc: Mapping[str, Any], where: str) -> tuple[list[Any], bool]:
+    entries, single = _names_list(desc.get("inputs"), "'inputs'", where, single_ok=True)
+    tensors = []
+    for i, entry in enumerate(entries):
+        at = f"build: {where} (Graph): inputs[{i}]"
+        if not isinstance(entry, Mapping) or set(entry) != {"name", "shape"}:
+            raise ValueError(f"{at} must be a dict with exactly 'name' and 'shape', got "
+                             f"{entry!r}"[:300])
+        shape = entry["shape"]
+        if shape is not None and not (isinstance(shape, list) and all(
+                d is None or (_is_int(d) and d > 0) for d in shape)):
+            raise ValueError(f"{at} ({entry['name']!r}): 'shape' must be null or a list of "
+                             f"positive ints and nulls, got {shape!r}")
+        if not isinstance(entry["name"], str):
+            raise ValueError(f"{at}: 'name' must be a string, got {entry['name']!r}")
+        if any(t.node.name == entry["name"] for t in tensors):
+            raise ValueError(f"{at}: the input name {entry['name']!r} is used twice")
+        try:
+            tensors.append(Input(shape, name=entry["name"]))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{at} ({entry['name']!r}): {err}") from err
+    return tensors, single
+
+
+_NODE_KEYS = {"name", "layer", "inputs", "packed", "outputs"}
+
+
+def _check_node(node: Any, i: int, where: str) -> str:
+    """The node's name, once its entry has the right keys and JSON types."""
+    at = f"build: {where} (Graph): nodes[{i}]"
+    if not isinstance(node, Mapping) or set(node) != _NODE_KEYS:
+        raise ValueError(f"{at} must be a dict with the keys {sorted(_NODE_KEYS)}, got "
+                         f"{node!r}"[:300])
+    name = node["name"]
+    if not isinstance(name, str):
+        raise ValueError(f"{at}: 'name' must be a string, got {name!r}")
+    at = f"build: {where} (Graph): node {name!r}"
+    if not isinstance(node["layer"], str):
+        raise ValueError(f"{at}: 'layer' must be a layer's name (a string), got "
+                         f"{node['layer']!r}")
+    for key in ("inputs", "outputs"):
+        if not (isinstance(node[key], list) and node[key]
+                and all(isinstance(t, str) for t in node[key])):
+            raise ValueError(f"{at}: {key!r} must be a non-empty list of tensor names, got "
+                             f"{node[key]!r}")
+    if not isinstance(node["packed"], bool):
+        raise ValueError(f"{at}: 'packed' must be true or false, got {node['packed']!r}")
+    if not node["packed"] and len(node["inputs"]) != 1:
+        raise ValueError(f"{at}: a node that is not packed reads one tensor, got "
+                         f"{node['inputs']}")
+    return name
+
+
+def _build_graph(desc: Mapping[str, Any], where: str, depth: int) -> Graph:
+    """Replay the calls a graph description records (see the module docstring)."""
+    layer_descs = desc.get("layers")
+    if not isinstance(layer_descs, Mapping):
+        raise ValueError(f"build: {where} (Graph): 'layers' must be a dict of layer name -> "
+                         f"entry, got {type(layer_descs).__name__}")
+    nodes = desc.get("nodes")
+    if not isinstance(nodes, list):
+        raise ValueError(f"build: {where} (Graph): 'nodes' must be a list, got "
+                         f"{type(nodes).__name__}")
+    node_names = [_check_node(node, i, where) for i, node in enumerate(nodes)]
+    output_names, single_out = _names_list(desc.get("outputs"), "'outputs'", where,
+                                           single_ok=True)
+    if not all(isinstance(t, str) for t in output_names):
+        raise ValueError(f"build: {where} (Graph): 'outputs' must be tensor names (strings), "
+                         f"got {desc.get('outputs')!r}"[:300])
+    for key in layer_descs:
+        if not isinstance(key, str):
+            raise ValueError(f"build: {where} (Graph): layer names must be strings, got "
+                             f"{key!r}")
+    for name, node in zip(node_names, nodes):
+        if node["layer"] not in layer_descs:
+            raise ValueError(f"build: {where} (Graph): node {name!r}: calls the layer "
+                             f"{node['layer']!r}, which 'layers' does not hold (it holds "
+                             f"{list(layer_descs)})")
+    used = {node["layer"] for node in nodes}
+    unused = [key for key in layer_descs if key not in used]
+    if unused:
+        raise ValueError(f"build: {where} (Graph): layer(s) {unused} are called by no node")
+    layers = {key: _build(entry, f"{where}.{key}", depth + 1)
+              for key, entry in layer_descs.items()}
+
+    ins, single_in = _graph_inputs(desc, where)
+    tensors: dict[str, Any] = {t.node.name: t for t in ins}
+    produced_later = {t: name for name, node in zip(node_names, nodes) for t in node["outputs"]}
+    calls: dict[str, int] = {}
+    for name, node in zip(node_names, nodes):
+        at = f"build: {where} (Graph): node {name!r}"
+        key = node["layer"]
+        k = calls.get(key, 0)
+        calls[key] = k + 1
+        expected = key if k == 0 else f"{key}@{k}"
+        if name != expected:
+            raise ValueError(f"{at}: call {k + 1} of layer {key!r} is named {expected!r}, "
+                             f"not {name!r}")
+        args = []
+        for t in node["inputs"]:
+            if t not in tensors:
+                later = produced_later.get(t)
+                why = (f"made by node {later!r}, which comes later (nodes must be listed in "
+                       "forward order)" if later is not None else "which no input or earlier "
+                       "node makes")
+                raise ValueError(f"{at}: reads tensor {t!r}, {why}")
+            args.append(tensors[t])
+        multi = node["outputs"] != [name]
+        if multi and node["outputs"] != [f"{name}:{j}" for j in range(len(node["outputs"]))]:
+            raise ValueError(f"{at}: 'outputs' must be [{name!r}] or [{name + ':0'!r}, "
+                             f"{name + ':1'!r}, ...], got {node['outputs']}")
+        try:
+            out = call_symbolic(layers[key], args if node["packed"] else args[0], name=key,
+                                num_outputs=len(node["outputs"]) if multi else None)
+        except (TypeError, ValueError, IndexError, NotImplementedError) as err:
+            raise ValueError(f"{at}: {err}") from err
+        outs = out if isinstance(out, list) else [out]
+        if isinstance(out, list) != multi or len(outs) != len(node["outputs"]):
+            raise ValueError(f"{at}: the description gives it the outputs {node['outputs']}, "
+                             f"but its layer returns {len(outs)} "
+                             f"{'list entries' if isinstance(out, list) else 'array'}")
+        for t_name, t in zip(node["outputs"], outs):
+            if t_name in tensors:
+                raise ValueError(f"{at}: makes tensor {t_name!r}, which already exists")
+            tensors[t_name] = t
+    for t in output_names:
+        if t not in tensors:
+            raise ValueError(f"build: {where} (Graph): output {t!r} is no input's or node's "
+                             "tensor")
+    try:
+        outs = [tensors[t] for t in output_names]
+        graph = Graph(ins[0] if single_in else ins, outs[0] if single_out else outs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"build: {where} (Graph): {err}") from err
+    if [n.name for n in graph.nodes] != node_names:
+        # Nodes no output depends on are dropped by Graph; a description must not hold them.
+        dropped = [n for n in node_names if n not in {g.name for g in graph.nodes}]
+        raise ValueError(f"build: {where} (Graph): node(s) {dropped} do not lead to any output")
+    return graph

@@ -14,8 +14,11 @@ dropout generators and the train/eval mode of each of its modules stay as they w
 What each figure counts:
 
 - Output shape: the shape of the layer's output on that batch, batch axis included
-  (``(1, 6, 28, 28)`` for ``batch_size=1``), as torchinfo shows it. "--" for a layer the
-  forward pass never called; ``xK`` after it for a layer called K times (the last shape).
+  (``(1, 6, 28, 28)`` for ``batch_size=1``), as torchinfo shows it; a list of shapes for
+  a layer with several outputs (``Split``, a graph with several). "--" for a layer the
+  forward pass never called; ``xK`` after it for a layer called K times (the last shape):
+  a layer that a ``Graph`` calls at K nodes (a shared layer) has one row, ``xK``, its
+  parameters counted once and its mult-adds and outputs summed over the K calls.
 - Params: the elements of the layer's *own* parameters (not its children's), all
   trainable: chainrule has no frozen parameters. "--" for none. The column sums to
   ``trainable_params``, which equals ``sum(p.numel() for p in to_torch(model).parameters())``.
@@ -42,7 +45,8 @@ What each figure counts:
 
 Memory, in bytes as attributes and in MiB (2**20 bytes) in the table:
 
-- ``input_bytes``: the zero batch, ``batch_size * prod(input_shape) * itemsize``;
+- ``input_bytes``: the zero batch, ``batch_size * prod(input_shape) * itemsize`` (summed
+  over the inputs of a graph with several);
 - ``forward_bytes``: the sum of the output bytes of every call of every *leaf* layer (a
   layer without children; containers only pass their children's outputs on). This is
   the activations a forward pass produces, which training keeps for backward; the
@@ -66,8 +70,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .layers import (BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, GroupNorm,
-                     InstanceNorm2d, Layer, LayerNorm, Linear, PReLU)
+from .layers import (BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, Graph,
+                     GroupNorm, InstanceNorm2d, Layer, LayerNorm, Linear, PReLU)
 from .layers.base import DEFAULT_DTYPE
 
 __all__ = ["summary", "ModelSummary", "SummaryRow", "MULT_ADDS"]
@@ -75,6 +79,9 @@ __all__ = ["summary", "ModelSummary", "SummaryRow", "MULT_ADDS"]
 MIB = 1 << 20
 
 Shape = tuple[int, ...]
+# A call's shapes: one tuple, or a list of them for several arrays (a merge layer's
+# inputs, a Split's outputs, a graph's inputs or outputs).
+Shapes = Any
 MultAddsFn = Callable[[Layer, Shape, Shape], int]
 
 
@@ -121,7 +128,7 @@ class SummaryRow:
     type: str
     depth: int
     is_leaf: bool
-    output_shape: Shape | None
+    output_shape: Shapes | None
     calls: int
     params: int
     non_trainable: int
@@ -136,8 +143,10 @@ class ModelSummary:
 
     Attributes:
         model_type: the model's class name.
-        input_shape: the batch that was run, (batch_size, *input_shape).
-        dtype: its dtype (the model's). output_shape: the model's output shape.
+        input_shape: the batch that was run, (batch_size, *input_shape); a list of such
+            shapes for a graph with several inputs.
+        dtype: its dtype (the model's). output_shape: the model's output shape (a list
+            for several outputs).
         rows: a ``SummaryRow`` per layer, the model first.
         total_params, trainable_params, non_trainable_params: element counts
             (total = trainable + non-trainable).
@@ -148,9 +157,9 @@ class ModelSummary:
     """
 
     model_type: str
-    input_shape: Shape
+    input_shape: Shapes
     dtype: np.dtype
-    output_shape: Shape | None
+    output_shape: Shapes | None
     rows: list[SummaryRow]
     total_params: int
     trainable_params: int
@@ -173,9 +182,21 @@ class ModelSummary:
 
 @dataclass
 class _Call:
-    x_shape: Shape
-    y_shape: Shape
+    x_shape: Shapes
+    y_shape: Shapes
     y_bytes: int
+
+
+def _shapes(value: Any) -> Shapes:
+    """The shape of an array, or the list of shapes of a list of arrays."""
+    if isinstance(value, (list, tuple)):
+        return [tuple(np.shape(v)) for v in value]
+    return tuple(np.shape(value))
+
+
+def _nbytes(value: Any) -> int:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return sum(int(getattr(v, "nbytes", 0)) for v in items)
 
 
 class _Trace:
@@ -183,7 +204,7 @@ class _Trace:
 
     def __init__(self) -> None:
         self.calls: dict[int, list[_Call]] = {}
-        self.failure: tuple[str, Layer, Shape] | None = None
+        self.failure: tuple[str, Layer, Shapes] | None = None
 
 
 class _Probe:
@@ -198,15 +219,14 @@ class _Probe:
         trace.calls[id(layer)] = []
 
     def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
-        x_shape = tuple(np.shape(x))
+        x_shape = _shapes(x)
         try:
             y = self.inner(x, *args, **kwargs)
         except Exception:
             if self.trace.failure is None:
                 self.trace.failure = (self.name, self.layer, x_shape)
             raise
-        self.trace.calls[id(self.layer)].append(
-            _Call(x_shape, tuple(np.shape(y)), int(getattr(y, "nbytes", 0))))
+        self.trace.calls[id(self.layer)].append(_Call(x_shape, _shapes(y), _nbytes(y)))
         return y
 
 
@@ -229,7 +249,7 @@ def _layer_name(name: str, layer: Layer) -> str:
     return f"layer {name!r} ({what})" if name else f"the model ({what})"
 
 
-def _check_args(input_shape: Any, batch_size: Any, max_depth: Any) -> Shape:
+def _sample_shape(input_shape: Any) -> Shape:
     shape = (input_shape,) if isinstance(input_shape, (int, np.integer)) else input_shape
     try:
         shape = tuple(shape)
@@ -238,7 +258,25 @@ def _check_args(input_shape: Any, batch_size: Any, max_depth: Any) -> Shape:
     if (not shape or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
                              and d > 0 for d in shape)):
         raise ValueError("summary: input_shape must be the shape of one sample without the "
-                         f"batch axis, positive ints such as (3, 32, 32), got {input_shape!r}")
+                         f"batch axis, positive ints such as (3, 32, 32) (a list of them for "
+                         f"a graph with several inputs), got {input_shape!r}")
+    return tuple(int(d) for d in shape)
+
+
+def _check_args(model: Layer, input_shape: Any, batch_size: Any,
+                max_depth: Any) -> list[Shape] | Shape:
+    """One sample shape, or a list of them for a model of several inputs (a Graph)."""
+    several = isinstance(model, Graph) and len(model.input_names) > 1
+    if several:
+        if not (isinstance(input_shape, (list, tuple))
+                and len(input_shape) == len(model.input_names)
+                and all(isinstance(s, (list, tuple)) for s in input_shape)):
+            raise ValueError(f"summary: the model takes {len(model.input_names)} inputs "
+                             f"{list(model.input_names)}; input_shape must be a list of as "
+                             f"many sample shapes, got {input_shape!r}")
+        shape: Any = [_sample_shape(s) for s in input_shape]
+    else:
+        shape = _sample_shape(input_shape)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
         raise TypeError(f"summary: batch_size must be a positive int, got {batch_size!r}")
     if batch_size < 1:
@@ -248,17 +286,19 @@ def _check_args(input_shape: Any, batch_size: Any, max_depth: Any) -> Shape:
         raise TypeError(f"summary: max_depth must be None or an int >= 0, got {max_depth!r}")
     if max_depth is not None and max_depth < 0:
         raise ValueError(f"summary: max_depth must be None or an int >= 0, got {max_depth!r}")
-    return tuple(int(d) for d in shape)
+    return shape
 
 
-def summary(model: Layer, input_shape: Sequence[int] | int, batch_size: int = 1,
+def summary(model: Layer, input_shape: Sequence[int] | int | Sequence[Sequence[int]],
+            batch_size: int = 1,
             max_depth: int | None = None) -> ModelSummary:
     """The summary of ``model`` on a zero batch of shape ``(batch_size, *input_shape)``.
 
     Args:
         model: any chainrule ``Layer`` (a user's own subclass too); it is not changed.
         input_shape: one sample without the batch axis, as ``export_onnx`` takes it,
-            e.g. (1, 28, 28); an int stands for a 1-tuple.
+            e.g. (1, 28, 28); an int stands for a 1-tuple. For a ``Graph`` of several
+            inputs, a list of such shapes in the order of its inputs.
         batch_size: the batch axis of the run (1 by default). Output shapes, mult-adds,
             the forward-pass and input bytes are for the whole batch.
         max_depth: show rows down to this depth only (0: the model alone); the shown row
@@ -275,9 +315,11 @@ def summary(model: Layer, input_shape: Sequence[int] | int, batch_size: int = 1,
     """
     if not isinstance(model, Layer):
         raise TypeError(f"summary: model must be a chainrule Layer, got {type(model).__name__}")
-    sample = _check_args(input_shape, batch_size, max_depth)
+    sample = _check_args(model, input_shape, batch_size, max_depth)
     dtype = model.dtype or DEFAULT_DTYPE
-    x = np.zeros((int(batch_size), *sample), dtype)                  # (N, *input_shape)
+    x: Any = ([np.zeros((int(batch_size), *s), dtype) for s in sample]
+              if isinstance(sample, list)
+              else np.zeros((int(batch_size), *sample), dtype))      # (N, *input_shape)
 
     # A copy in eval mode, so that the model keeps its mode, caches, running statistics
     # and dropout generators; the probes on the copy are dropped with it.
@@ -293,7 +335,7 @@ def summary(model: Layer, input_shape: Sequence[int] | int, batch_size: int = 1,
         where = ("the model" if trace.failure is None
                  else f"{_layer_name(trace.failure[0], trace.failure[1])} on its input of "
                       f"shape {trace.failure[2]}")
-        raise ValueError(f"summary: the forward pass of a zero batch of shape {x.shape} failed "
+        raise ValueError(f"summary: the forward pass of a zero batch of shape {_shapes(x)} failed "
                          f"in {where}: {type(exc).__name__}: {exc}") from exc
 
     rows = [_row(name, depth, layer, trace.calls[id(layer)]) for name, depth, layer in walked]
@@ -302,14 +344,14 @@ def summary(model: Layer, input_shape: Sequence[int] | int, batch_size: int = 1,
     params_bytes = sum(r.params_bytes for r in rows)
     forward_bytes = sum(r.output_bytes for r in rows if r.is_leaf)
     return ModelSummary(
-        model_type=type(model).__name__, input_shape=x.shape, dtype=x.dtype,
-        output_shape=tuple(np.shape(y)), rows=rows,
+        model_type=type(model).__name__, input_shape=_shapes(x), dtype=np.dtype(dtype),
+        output_shape=_shapes(y), rows=rows,
         total_params=trainable + non_trainable, trainable_params=trainable,
         non_trainable_params=non_trainable,
         total_mult_adds=sum(r.mult_adds for r in rows if r.mult_adds is not None),
         unknown_mult_adds=tuple(r.name for r in rows if r.mult_adds is None),
-        input_bytes=x.nbytes, forward_bytes=forward_bytes, params_bytes=params_bytes,
-        total_bytes=x.nbytes + forward_bytes + params_bytes,
+        input_bytes=_nbytes(x), forward_bytes=forward_bytes, params_bytes=params_bytes,
+        total_bytes=_nbytes(x) + forward_bytes + params_bytes,
         max_depth=None if max_depth is None else int(max_depth))
 
 

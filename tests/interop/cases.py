@@ -184,6 +184,15 @@ LAYER_CASES: list[Case] = [
     ("flatten_unflatten", lambda: cr.Sequential(cr.Flatten(), cr.Unflatten(1, (4, 8, 8))), IMAGE),
     ("dropout2d", lambda: cr.Dropout2d(0.3, rng=13), IMAGE),
     ("dropout2d_inplace", lambda: cr.Dropout2d(0.6, inplace=True, rng=14), IMAGE),
+    # -- merge and shape (the multi-input and multi-output layers get graph cases)
+    ("reshape", lambda: cr.Reshape((8, 32)), IMAGE),
+    ("reshape_inferred", lambda: cr.Reshape([2, -1, 4]), IMAGE),
+    ("reshape_features", lambda: cr.Reshape((3, 2, 2)), (12,)),
+    ("permute_nhwc", lambda: cr.Permute((0, 2, 3, 1)), IMAGE),
+    ("permute_negative_dims", lambda: cr.Permute((0, -1, 1)), (3, 7)),
+    ("mean_spatial", lambda: cr.Mean((2, 3)), IMAGE),
+    ("mean_keepdim_negative", lambda: cr.Mean(-1, keepdim=True), IMAGE),
+    ("mean_channels", lambda: cr.Mean(1), IMAGE),
     ("residual_identity", lambda: cr.Residual(cr.Sequential(cr.Conv2d(4, 4, 3, padding=1, rng=10),
                                                             cr.Tanh())), IMAGE),
     ("residual_projection", lambda: cr.Residual(
@@ -208,9 +217,34 @@ def _small_resnet() -> cr.Layer:
                          cr.AdaptiveAvgPool2d(3), cr.Flatten(), cr.Linear(72, 5, rng=9))
 
 
+def _graph_add_multiply_concat() -> cr.Layer:
+    """Two branches added, gated (squeeze-excitation's broadcast product) and joined."""
+    x = cr.Input(IMAGE)
+    a = cr.Conv2d(4, 6, 3, padding=1, rng=15)(x, name="a")
+    b = cr.Tanh()(cr.Conv2d(4, 6, 1, rng=16)(x, name="b"))
+    gate = cr.Sigmoid()(cr.AdaptiveAvgPool2d(1)(b))                   # (N, 6, 1, 1)
+    added = cr.Add()([a, b, a])                                       # a read twice
+    return cr.Graph(x, cr.Concat(1)([added, cr.Multiply()([a, gate])], name="cat"))
+
+
+def _graph_split_chunk() -> cr.Layer:
+    """A tensor cut by Split and Chunk, some pieces used twice, one not at all."""
+    x = cr.Input(IMAGE)
+    y = cr.Conv2d(4, 8, 3, padding=1, rng=17)(x, name="conv")
+    p, q, r = cr.Split([2, 4, 2])(y, name="split")
+    q1, q2 = cr.Chunk(2)(q, name="chunk")
+    _unused, w = cr.Chunk(2, dim=3)(r)                                # halves of the width
+    w = cr.Upsample(size=(8, 8))(w)
+    return cr.Graph(x, cr.Concat(1)([q2, p, cr.Multiply()([q1, p]), w, q2]))
+
+
 MODEL_CASES: list[Case] = [
     ("small_cnn", _small_cnn, (3, 16, 16)),
     ("small_resnet", _small_resnet, (3, 12, 12)),
+    # graphs: the merge and split layers, through to_torch (a torch.fx GraphModule),
+    # from_torch and ONNX
+    ("graph_add_multiply_concat", _graph_add_multiply_concat, IMAGE),
+    ("graph_split_chunk", _graph_split_chunk, IMAGE),
 ]
 
 try:
@@ -262,6 +296,8 @@ def float32_output_tolerance(model: cr.Layer, x: np.ndarray, factor: float = 16.
     probe = model.copy()
     sizes: list[int] = []
     for _, leaf in leaf_layers(probe):
-        install(leaf, "forward", lambda _leaf, a, _y: sizes.append(np.asarray(a).size))
+        install(leaf, "forward", lambda _leaf, a, _y: sizes.append(
+            sum(np.asarray(v).size for v in a) if isinstance(a, (list, tuple))  # merge layers
+            else np.asarray(a).size))
     probe.forward(x)
     return factor * FLOAT32_UNIT_ROUNDOFF * float(np.sum(np.sqrt(sizes)))

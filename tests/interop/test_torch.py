@@ -123,8 +123,10 @@ def _unsupported_cases():
         (TorchResidual(nn.Sequential(nn.BatchNorm2d(2, bias=False))),
          "block.0: torch.nn.BatchNorm2d(bias=False)"),
         (nn.Sequential(nn.Linear(2, 2).half()), "0: torch.nn.Linear with dtype torch.float16"),
-        # A subclass may override forward: it is refused, not converted as its base class.
-        (nn.Sequential(type("MyReLU", (nn.ReLU,), {})()), "0: test_torch.MyReLU"),
+        # A subclass may override forward: it is traced (never converted as its base
+        # class), and what its forward calls decides.
+        (nn.Sequential(type("MyReLU", (nn.ReLU,), {"forward": lambda self, x: torch.sin(x)})()),
+         "traced node 'sin' (op call_function, target torch.sin)"),
     ]
 
 

@@ -99,6 +99,46 @@ def leaf_layers(model: Layer) -> list[tuple[str, Layer]]:
     return [(name or "model", m) for name, m in leaves]
 
 
+def call_counts(model: Layer) -> dict[int, int]:
+    """id(module) -> how many times one forward pass of ``model`` calls it: once per
+    call of its parent, times the number of nodes that call it where the parent is a
+    ``Graph`` (a shared layer, a graph called twice and everything inside it)."""
+    from ..layers.graph import Graph   # graph imports the layers this module watches
+
+    counts: dict[int, int] = {}
+
+    def visit(layer: Layer, times: int) -> None:
+        counts[id(layer)] = counts.get(id(layer), 0) + times
+        if isinstance(layer, Graph):
+            nodes: dict[str, int] = {}
+            for node in layer.nodes:
+                nodes[node.layer_name] = nodes.get(node.layer_name, 0) + 1
+            for name, child in layer.named_children():
+                visit(child, times * nodes.get(name, 0))
+        else:
+            for child in layer.children():
+                visit(child, times)
+
+    visit(model, 1)
+    return counts
+
+
+def call_names(name: str, calls: int) -> list[str]:
+    """The names of the ``calls`` calls of the layer ``name`` in one forward pass:
+    ``name``, then ``name@1``, ``name@2``, ... as a graph names a shared layer's nodes."""
+    return [name] + [f"{name}@{k}" for k in range(1, calls)]
+
+
+def joined(value: Any) -> np.ndarray:
+    """An array, or the elements of a list of arrays (a multi-input layer's inputs, a
+    Split's outputs; None entries left out) as one flat array, for statistics taken
+    over all of them."""
+    if not isinstance(value, (list, tuple)):
+        return value
+    parts = [np.ravel(v) for v in value if v is not None]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
 @contextmanager
 def capture_outputs(layers: list[tuple[str, Layer]],
                     reduce: Callable[[np.ndarray], np.ndarray] | None = None
@@ -111,7 +151,7 @@ def capture_outputs(layers: list[tuple[str, Layer]],
     hooks = []
     for name, layer in layers:
         def keep(_layer: Layer, x: np.ndarray, y: np.ndarray, name: str = name) -> None:
-            captured[name] = (x, y) if reduce is None else (None, reduce(y))
+            captured[name] = (x, y) if reduce is None else (None, reduce(joined(y)))
         hooks.append(install(layer, "forward", keep))
     try:
         yield captured

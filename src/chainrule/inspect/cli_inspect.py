@@ -142,6 +142,13 @@ def _explain_input(args: argparse.Namespace, in_channels: int, input_size: int,
     return x, int(rng.integers(num_classes)), "a random N(0, 1) input with a random label"
 
 
+def _declared(model: Any) -> tuple[int, int, int] | None:
+    from .inputs import declared_image_shape
+
+    declared = declared_image_shape(model)
+    return None if declared is None or declared[2] is None else declared
+
+
 def run_explain(args: argparse.Namespace) -> int:
     from ..models import MODELS
     from .explain import explain
@@ -160,8 +167,10 @@ def run_explain(args: argparse.Namespace) -> int:
 
         info = get_dataset_info(args.data)
         shape = (info.in_channels, info.input_size, len(info.classes))
-    elif meta:
+    elif meta and {"in_channels", "input_size", "classes"} <= meta.keys():
         shape = (meta["in_channels"], meta["input_size"], len(meta["classes"]))
+    elif model is not None and _declared(model) is not None:
+        shape = _declared(model)     # a graph's cr.Input gives the image's shape
     else:
         defaults = {k: v.default for k, v in
                     _stdlib_inspect.signature(MODELS[args.model]).parameters.items()}

@@ -5,6 +5,12 @@ hooks on each layer and writes what happened as text a student can set beside a
 textbook: each layer's forward shape and formula, its local derivative in words and as
 a formula, the shapes and norms of dL/dx and dL/dW, and the update ``w <- w - lr * dL/dw``
 of one concrete weight with its numbers before and after.
+
+On a ``Graph`` it also lists the nodes in the order forward runs them and the reverse
+order backward runs them, and says where backward *sums* gradients: a tensor read by
+several nodes (``graph.fan_out()``) gets the sum of the gradients its readers send back,
+the chain rule's sum over paths. A layer a graph calls at several nodes has a paragraph
+per call, named as the graph names its nodes (``conv``, ``conv@1``).
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from ..layers.activation import (CELU, ELU, GELU, SELU, Hardsigmoid, Hardswish, 
                                  Sigmoid, SiLU, Softmax, Softplus, Tanh)
 from ..layers.base import Layer
 from ..layers.container import Residual, Sequential
+from ..layers.graph import Graph
 from ..layers.conv import Conv1d, Conv2d, ConvTranspose2d
 from ..layers.dropout import Dropout, Dropout2d
 from ..layers.linear import Flatten, Linear, Unflatten
+from ..layers.merge import Add, Chunk, Concat, Mean, Multiply, Permute, Reshape, Split
 from ..layers.normalization import (BatchNorm1d, GroupNorm, InstanceNorm2d, LayerNorm,
                                     LocalResponseNorm, _BatchNorm)
 from ..layers.padding import ConstantPad2d, ReflectionPad2d, ReplicationPad2d, ZeroPad2d
@@ -481,6 +489,75 @@ def _channel_shuffle(layer: ChannelShuffle) -> Derivative:
         f"ChannelShuffle: dL/dx = channel_shuffle(dL/dy, C/{g}), the inverse permutation")
 
 
+# merge and shape
+def _add(layer: Add) -> Derivative:
+    return Derivative(
+        "y = x_0 + x_1 + ... (broadcast to one shape)",
+        "a sum has slope 1 to each of its terms, so every input receives dL/dy; an input "
+        "broadcast along an axis fed every position there and collects all their gradients",
+        "Add: dL/dx_i = dL/dy, summed over the axes x_i was broadcast along")
+
+
+def _multiply(layer: Multiply) -> Derivative:
+    return Derivative(
+        "y = x_0 * x_1 * ... elementwise (broadcast to one shape)",
+        "a product's slope to one factor is the product of the other factors",
+        "Multiply: dL/dx_i = dL/dy * (product of the other inputs), summed over the axes x_i "
+        "was broadcast along")
+
+
+def _concat(layer: Concat) -> Derivative:
+    return Derivative(
+        f"y = the inputs joined along dim {layer.dim}",
+        "a concatenation moves values without changing them, so each input gets back its "
+        "own part of the gradient",
+        f"Concat: dL/dx_i = the slice of dL/dy along dim {layer.dim} where x_i was placed")
+
+
+def _split(layer: Split | Chunk) -> Derivative:
+    name = type(layer).__name__
+    how = (f"{layer.chunks} chunks" if isinstance(layer, Chunk)
+           else f"pieces of {layer.split_size_or_sections}")
+    return Derivative(
+        f"y_0, y_1, ... = x cut along dim {layer.dim} into {how}",
+        "each piece is a part of x unchanged, so the pieces' gradients go back to their parts",
+        f"{name}: dL/dx = the gradients of the pieces concatenated along dim {layer.dim}, "
+        "zeros where a piece had none")
+
+
+def _reshape(layer: Reshape) -> Derivative:
+    return Derivative(
+        f"y = reshape(x, (N, *{layer.shape}))",
+        _RESHAPE_WORDS,
+        "Reshape: dL/dx = reshape(dL/dy, shape of x)")
+
+
+def _permute(layer: Permute) -> Derivative:
+    return Derivative(
+        f"y = x with its axes reordered as {layer.dims}",
+        "a permutation of axes moves values without changing them, so the gradient is "
+        "moved back",
+        "Permute: dL/dx = dL/dy with the inverse permutation of axes")
+
+
+def _mean(layer: Mean) -> Derivative:
+    return Derivative(
+        f"y = mean of x over dims {layer.dims}" + (", kept as size 1" if layer.keepdim else ""),
+        "each of the n elements averaged has slope 1/n to its mean",
+        "Mean: dL/dx = dL/dy / n, spread over the averaged dims (n elements per mean)")
+
+
+def _graph(layer: Graph) -> Derivative:
+    fan_out = layer.fan_out()
+    summed = (f"; the gradients of {', '.join(repr(t) for t in fan_out)} are sums over "
+              "their readers" if fan_out else "")
+    return Derivative(
+        f"its {len(layer.nodes)} nodes in order, each node's layer on the tensors it reads",
+        "the chain rule over a graph: each node's backward, in reverse order, and where a "
+        "tensor feeds several nodes its gradient is the sum of what they send back",
+        f"Graph: dL/dt = sum over the readers r of t of dL/dt through r{summed}")
+
+
 def _residual(layer: Residual) -> Derivative:
     skip = ("dL/dy (identity shortcut)" if layer.shortcut is None
             else "dL/dx through the shortcut")
@@ -550,8 +627,18 @@ _DERIVATIVES: dict[type, Callable[[Any], Derivative]] = {
     ConstantPad2d: _pad2d,
     ReflectionPad2d: _pad2d,
     ReplicationPad2d: _pad2d,
+    # merge and shape
+    Add: _add,
+    Multiply: _multiply,
+    Concat: _concat,
+    Split: _split,
+    Chunk: _split,
+    Reshape: _reshape,
+    Permute: _permute,
+    Mean: _mean,
     # containers
     Residual: _residual,
+    Graph: _graph,
 }
 
 
@@ -678,8 +765,49 @@ def _explained_layers(model: Layer) -> list[tuple[str, Layer]]:
             if not m._children or not isinstance(m, Sequential)]
 
 
-def _shape(a: np.ndarray) -> str:
+def _shape(a: Any) -> str:
+    """An array's shape; a list of them (several inputs or outputs) as a list."""
+    if isinstance(a, (list, tuple)):
+        return "[" + ", ".join("-" if v is None else str(v.shape) for v in a) + "]"
     return str(a.shape)
+
+
+def _graph_lines(name: str, graph: Graph) -> list[str]:
+    """The node order of forward and backward, and where backward sums gradients."""
+    where = f" {name!r}" if name != "model" else ""
+    lines = [f"[{name}] Graph: {len(graph.nodes)} nodes, inputs {list(graph.input_names)}, "
+             f"outputs {list(graph.output_names)}", "    forward order:"]
+    lines += [f"        {node.name} = {node.layer_name}({', '.join(node.inputs)})"
+              for node in graph.nodes]
+    lines.append("    backward order (the reverse): "
+                 + ", ".join(node.name for node in reversed(graph.nodes)))
+    fan_out = graph.fan_out()
+    if not fan_out:
+        lines += _wrap("", f"Every tensor of graph{where} is read once: no gradient is "
+                       "summed.")
+    for tensor, count in fan_out.items():
+        readers = [repr(node.name) for node in graph.nodes for t in node.inputs if t == tensor]
+        readers += ["the graph's output"] * list(graph.output_names).count(tensor)
+        lines += _wrap("", f"the gradient of {tensor!r} is the sum of the gradients from "
+                       f"{count} readers: {', '.join(readers)} (backward adds each one as "
+                       f"its reader's backward runs; the sum is complete {_when(graph, tensor)})")
+    return lines
+
+
+def _when(graph: Graph, tensor: str) -> str:
+    """When the summed gradient of ``tensor`` is complete: before its producer's backward."""
+    for node in graph.nodes:
+        if tensor in node.outputs:
+            return f"before {node.name!r} runs its own backward"
+    return "when backward returns it as the gradient of the graph's input"
+
+
+def _batched(x: Any) -> Any:
+    """One input (C, H, W) as a batch of one; a batch as it is; a list, each entry."""
+    if isinstance(x, (list, tuple)):
+        return [_batched(v) for v in x]
+    x = np.asarray(x)
+    return x[None] if x.ndim == 3 else x
 
 
 def _num(v: float) -> str:
@@ -693,8 +821,10 @@ def explain(model: Layer, x: Any, y: Any, loss_fn: Loss | None = None, lr: float
     Args:
         model: the network; its weights are updated by the step (one SGD update).
         x: one input (C, H, W) (or a batch (N, ...) if the model needs more than one
-            sample, e.g. for BatchNorm1d).
-        y: its label (an int class index for cross-entropy).
+            sample, e.g. for BatchNorm1d); a list of them for a graph of several inputs.
+        y: its label (an int class index for cross-entropy); for a graph of several
+            outputs, a list with one target per output: the loss is the sum of
+            ``loss_fn`` over the outputs.
         loss_fn: default ``CrossEntropyLoss()``.
         lr: the SGD learning rate of the update that is shown.
         title: a first line (e.g. which model and sample).
@@ -703,22 +833,39 @@ def explain(model: Layer, x: Any, y: Any, loss_fn: Loss | None = None, lr: float
         The explanation, one paragraph per layer, forward then backward then update.
     """
     loss_fn = loss_fn if loss_fn is not None else CrossEntropyLoss()
-    x = np.asarray(x)
-    batch = x[None] if x.ndim == 3 else x
-    target = np.atleast_1d(np.asarray(y))
-    if len(batch) == 1 and any(isinstance(m, BatchNorm1d) for m in model.modules()):
+    batch = _batched(x)
+    several_out = isinstance(model, Graph) and len(model.output_names) > 1
+    if several_out and not (isinstance(y, (list, tuple)) and len(y) == len(model.output_names)):
+        raise ValueError(f"explain: the model has {len(model.output_names)} outputs "
+                         f"{list(model.output_names)}; y must be a list of as many targets")
+    targets = [np.atleast_1d(np.asarray(t)) for t in (y if several_out else [y])]
+    target = targets if several_out else targets[0]
+    first = batch[0] if isinstance(batch, list) else batch
+    if len(first) == 1 and any(isinstance(m, BatchNorm1d) for m in model.modules()):
         raise ValueError("explain: BatchNorm1d needs more than one sample per channel in "
                          "training mode; pass a batch of at least 2 inputs")
     layers = _explained_layers(model)
     forwards: list[_Call] = []
     backwards: list[_Call] = []
     hooks = []
-    for name, layer in layers:
-        def on_forward(lay: Layer, a: np.ndarray, r: np.ndarray, name: str = name) -> None:
-            forwards.append(_Call(name, lay, a, r))
+    counts = _hooks.call_counts(model)
+    seen: dict[tuple[str, int], int] = {}
 
-        def on_backward(lay: Layer, a: np.ndarray, r: np.ndarray, name: str = name) -> None:
-            backwards.append(_Call(name, lay, a, r))
+    def call_name(names: list[str], backward: bool) -> str:
+        # k-th forward call -> names[k]; backward runs the calls in reverse order.
+        k = seen.get((names[0], backward), 0)
+        seen[(names[0], backward)] = k + 1
+        k %= len(names)
+        return names[-1 - k] if backward else names[k]
+
+    for name, layer in layers:
+        names = _hooks.call_names(name, max(counts.get(id(layer), 1), 1))
+
+        def on_forward(lay: Layer, a: Any, r: Any, names: list[str] = names) -> None:
+            forwards.append(_Call(call_name(names, False), lay, a, r))
+
+        def on_backward(lay: Layer, a: Any, r: Any, names: list[str] = names) -> None:
+            backwards.append(_Call(call_name(names, True), lay, a, r))
         hooks.append(_hooks.install(layer, "forward", on_forward))
         hooks.append(_hooks.install(layer, "backward", on_backward))
 
@@ -728,8 +875,11 @@ def explain(model: Layer, x: Any, y: Any, loss_fn: Loss | None = None, lr: float
     try:
         model.zero_grad()
         out = model.forward(batch)
-        loss = loss_fn(out, target)
-        dout = loss_fn.backward()
+        loss, douts = 0.0, []
+        for o, t in zip(out if several_out else [out], targets):
+            loss += loss_fn(o, t)
+            douts.append(loss_fn.backward())
+        dout = douts if several_out else douts[0]
         model.backward(dout)
     finally:
         for hook in reversed(hooks):
@@ -753,13 +903,21 @@ def explain(model: Layer, x: Any, y: Any, loss_fn: Loss | None = None, lr: float
         "(the chain rule) and hands dL/dx down, where it is the next layer's dL/dy.",
         "Layers with weights W also compute dL/dW, which the optimizer uses to update W.",
         "||.|| is the L2 norm of all the elements.", "",
-        rule, f"FORWARD: input x {_shape(batch)}, label {target.tolist()}", rule]
+        rule, f"FORWARD: input x {_shape(batch)}, label "
+              f"{[t.tolist() for t in targets] if several_out else target.tolist()}", rule]
     for call in forwards:
         d = derivative_of(call.layer)
         lines += [_title(call.name, call.layer),
                   f"    shape:   {_shape(call.arg)} -> {_shape(call.result)}",
                   *_wrap("forward: ", d.forward)]
-    lines += ["", f"LOSS: {loss_fn!r} = {_num(loss)}",
+    graphs = [(name, m) for name, m in layers if isinstance(m, Graph)]
+    if graphs:
+        lines += ["", rule, "GRAPH: the order of the nodes, and where gradients are summed",
+                  rule]
+        for name, graph in graphs:
+            lines += [*_graph_lines(name, graph), ""]
+    summed = " (summed over the outputs)" if several_out else ""
+    lines += ["", f"LOSS: {loss_fn!r}{summed} = {_num(loss)}",
               *_formula_lines(loss_derivative(loss_fn)),
               _norm_line("dL/dz", dout), "",
               rule, "BACKWARD: the chain rule, from the loss back to the input", rule]
@@ -810,5 +968,7 @@ def _formula_lines(formula: str) -> list[str]:
     return ["    formula: " + first] + [pad + part for part in rest]
 
 
-def _norm_line(what: str, a: np.ndarray) -> str:
-    return f"    {what:<12} {_shape(a):<18} ||{what}|| = {_num(float(np.linalg.norm(a)))}"
+def _norm_line(what: str, a: Any) -> str:
+    # Several arrays (a merge layer's input gradients): the norm of all of them together.
+    flat = _hooks.joined(a) if isinstance(a, (list, tuple)) else a
+    return f"    {what:<12} {_shape(a):<18} ||{what}|| = {_num(float(np.linalg.norm(flat)))}"

@@ -80,3 +80,24 @@ def synthetic_input(in_channels: int, input_size: int, seed: int = 0, count: int
                         "saliency and routing maps show the mechanics, not what the network "
                         "learned to look for. Pass --image or make the run's data set "
                         "available for a real one."])
+
+
+def declared_image_shape(model: Any) -> tuple[int, int, int | None] | None:
+    """(in_channels, input_size, classes) that a single-input ``Graph`` declares for
+    square images (``cr.Input((C, S, S))``; classes from a (K,) output, else None), for
+    a checkpoint whose metadata does not give them; None for other models."""
+    from ..layers.graph import Graph
+
+    if not isinstance(model, Graph) or len(model.input_shapes) != 1:
+        return None
+    shape = model.input_shapes[0]
+    if shape is None or len(shape) != 3 or None in shape or shape[1] != shape[2]:
+        return None
+    classes = None
+    if len(model.output_names) == 1:
+        try:
+            out = model.copy().eval().forward(np.zeros((1, *shape), model.dtype or np.float32))
+            classes = out.shape[1] if out.ndim == 2 else None
+        except ValueError:
+            classes = None
+    return shape[0], shape[1], classes

@@ -14,6 +14,14 @@ Usage::
     recorder.save(run_dir)               # run_dir/inspect.json
 
 Without an optimizer, call ``recorder.on_step()`` after each backward to close a step.
+
+Graphs. A layer that one forward pass calls several times (a layer a ``Graph`` calls at
+two nodes, or one inside a graph that is itself called twice) gets one entry per call,
+named as the graph names its nodes: ``name`` for the first call, ``name@1``, ... for the
+later ones. Forward calls are matched to entries in the order they run; backward calls
+in reverse order, since backward runs the nodes in reverse. A layer of several inputs or
+outputs (``Concat``, ``Split``) is recorded over all of them: the activation statistics
+over the elements of all its outputs, ``grad_input_norm`` over all its input gradients.
 """
 
 from __future__ import annotations
@@ -89,6 +97,8 @@ class Recorder(Callback):
         self._step = 0                     # optimizer steps seen while attached
         self._pending_layers: dict[str, dict[str, Any]] = {}
         self._pending_fired: dict[str, np.ndarray] = {}
+        # Calls seen this step of each layer called several times per pass (see _call_name).
+        self._calls: dict[tuple[str, str], int] = {}
         # Per ReLU layer, the fired_channels masks of the last dead_window recorded steps.
         self._fired: dict[str, deque[np.ndarray]] = {}
         self._pending_params: dict[str, dict[str, float | None]] = {}
@@ -112,13 +122,15 @@ class Recorder(Callback):
             raise RuntimeError("Recorder.attach: already attached; call detach() first")
         if not isinstance(model, Layer):
             raise TypeError(f"Recorder.attach: expected a Layer, got {type(model).__name__}")
-        leaves = _hooks.leaf_layers(model)
-        self._describe(model, leaves)
-        for name, layer in leaves:
+        counts = _hooks.call_counts(model)
+        calls = [(layer, _hooks.call_names(name, max(counts.get(id(layer), 1), 1)))
+                 for name, layer in _hooks.leaf_layers(model)]
+        self._describe(model, [(n, layer) for layer, names in calls for n in names])
+        for layer, names in calls:
             kind = activation_kind(layer)
-            self._hooks.append(_hooks.install(layer, "forward", self._forward_hook(name, kind)))
+            self._hooks.append(_hooks.install(layer, "forward", self._forward_hook(names, kind)))
             # dx of a layer that could skip it (the first) is computed on recorded steps only
-            self._hooks.append(_hooks.install(layer, "backward", self._backward_hook(name),
+            self._hooks.append(_hooks.install(layer, "backward", self._backward_hook(names),
                                               wants_result=lambda: self.recording))
         self._model = model
         self._params = list(model.named_parameters())
@@ -172,20 +184,36 @@ class Recorder(Callback):
         """Whether the current step is one that gets recorded."""
         return self.attached and self._step % self.every == 0
 
-    def _forward_hook(self, name: str, kind: str):
+    def _call_name(self, names: list[str], direction: str) -> str:
+        """The entry of this call of a layer called ``len(names)`` times per pass: the
+        k-th forward call of the step is ``names[k]``, the k-th backward call
+        ``names[-1 - k]`` (modulo the count, should a step run more passes)."""
+        if len(names) == 1:
+            return names[0]
+        key = (direction, names[0])
+        k = self._calls.get(key, 0)
+        self._calls[key] = k + 1
+        k %= len(names)
+        return names[k] if direction == "forward" else names[-1 - k]
+
+    def _forward_hook(self, names: list[str], kind: str):
         def after_forward(layer: Layer, x: np.ndarray, y: np.ndarray) -> None:
             if not (layer.training and self.recording):
                 return
+            name = self._call_name(names, "forward")
+            y = _hooks.joined(y)
             fired = fired_channels(y) if kind == "relu" else None
             self._pending_layers.setdefault(name, {}).update(activation_stats(y, kind, fired))
             if fired is not None:
                 self._pending_fired[name] = fired
         return after_forward
 
-    def _backward_hook(self, name: str):
+    def _backward_hook(self, names: list[str]):
         def after_backward(layer: Layer, grad: np.ndarray, dx: np.ndarray) -> None:
             if layer.training and self.recording:
-                self._pending_layers.setdefault(name, {})["grad_input_norm"] = l2_norm(dx)
+                name = self._call_name(names, "backward")
+                self._pending_layers.setdefault(name, {})["grad_input_norm"] = l2_norm(
+                    _hooks.joined(dx))
         return after_backward
 
     def _wrap_step(self, step):
@@ -276,6 +304,7 @@ class Recorder(Callback):
         rec["epoch"].append(None)
         rec["loss"].append(None)
         self._pending_layers, self._pending_params, self._pending_fired = {}, {}, {}
+        self._calls = {}
         self._step += 1
 
     # ------------------------------------------------------------------ results

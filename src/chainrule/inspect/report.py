@@ -23,7 +23,8 @@ from ..layers.dropout import Dropout
 from ..layers.linear import Flatten
 from ..layers.pooling import MaxPool2d
 from ._hooks import capture_outputs, eval_mode, leaf_layers
-from .inputs import ReportInput, dataset_input, load_image, synthetic_input
+from .inputs import (ReportInput, dataset_input, declared_image_shape, load_image,
+                     synthetic_input)
 from .recorder import STATS_FILENAME, flags_of, format_flags, load_stats
 from .saliency import maxpool_routing, saliency, saliency_map
 
@@ -278,8 +279,10 @@ def inspect_run(run_dir: str | os.PathLike, image: str | os.PathLike | None = No
     checkpoint = load_checkpoint(checkpoint_path)
     model, meta = checkpoint.model, checkpoint.metadata
     convs = [m for _, m in leaf_layers(model) if isinstance(m, Conv2d)]
-    in_channels = meta.get("in_channels") or (convs[0].in_channels if convs else None)
-    input_size = meta.get("input_size")
+    declared = declared_image_shape(model)     # a graph's cr.Input((C, S, S))
+    in_channels = meta.get("in_channels") or (declared[0] if declared else None) or (
+        convs[0].in_channels if convs else None)
+    input_size = meta.get("input_size") or (declared[1] if declared else None)
     if in_channels is None or input_size is None:
         raise ValueError(f"{checkpoint_path}: the metadata lacks in_channels/input_size, "
                          "so the input shape is unknown")

@@ -78,8 +78,20 @@ ZeroPad2d, ConstantPad2d      Pad, mode constant with the value; a negative amou
                               crops with a Slice after the Pad
 ReflectionPad2d               Pad, mode reflect; negative amounts: Slice after the Pad
 ReplicationPad2d              Pad, mode edge; negative amounts: Slice after the Pad
+Add, Multiply                 Add, Mul: one node per further input, in order (ONNX
+                              broadcasts as NumPy does)
+Concat                        Concat (axis dim)
+Split, Chunk                  Split with the pieces' sizes as its split input, one
+                              output per piece
+Reshape                       Reshape to (0, *shape) (0 keeps the dynamic batch)
+Permute                       Transpose (perm dims)
+Mean                          ReduceMean (axes dims, keepdims)
 Residual                      Add of the two branches
 Sequential                    the chain of its children
+Graph                         its nodes in forward order (a shared layer's weights
+                              are one initializer read by each call); a top-level
+                              graph's inputs and outputs keep its names when it has
+                              several
 ============================  ==================================================
 
 Initializers are named by their state-dict key (``"0.weight"``), so a graph can be read
@@ -127,6 +139,7 @@ class _Graph:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self._names: set[str] = {INPUT_NAME}
+        self._arrays: dict[str, np.ndarray] = {}   # initializer name -> its values
 
     def _unique(self, name: str) -> str:
         candidate, k = name, 1
@@ -136,10 +149,16 @@ class _Graph:
         return candidate
 
     def constant(self, name: str, array: np.ndarray) -> str:
-        """Add an initializer (a weight or a constant) and return its name."""
-        name = self._unique(name)
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
+        """Add an initializer (a weight or a constant) and return its name; the same
+        name and values again (a layer a graph calls at two nodes) reuse the first."""
+        array = np.ascontiguousarray(array)
+        same = self._arrays.get(name)
+        if same is not None and same.dtype == array.dtype and np.array_equal(same, array):
+            return name
+        unique = self._unique(name)
+        self._arrays.setdefault(unique, array)
+        self.initializers.append(self.onnx.numpy_helper.from_array(array, unique))
+        return unique
 
     def weight(self, name: str, array: np.ndarray) -> str:
         """An initializer in the model's floating dtype."""
@@ -653,6 +672,48 @@ def _channel_shuffle(g: _Graph, c: L.ChannelShuffle, x: str, shape: tuple, path:
     return _reshape(g, t, [0, *shape[1:]], path, "shape_out")
 
 
+# merge and shape: a multi-input layer gets a list of input names and a list of shapes;
+# a multi-output layer returns a list of output names.
+def _chain(op: str) -> Callable[[_Graph, Any, list, list, str], str]:
+    """Add or Multiply: ``op`` applied to the inputs in order, ((x0 op x1) op x2) ..., the
+    order chainrule and torch compute them in."""
+    def convert(g: _Graph, c: Any, xs: list[str], shapes: list[tuple], path: str) -> str:
+        out = xs[0]
+        for x in xs[1:]:
+            out = g.node(op, [out, x], path)
+        return out
+    return convert
+
+
+def _concat(g: _Graph, c: L.Concat, xs: list[str], shapes: list[tuple], path: str) -> str:
+    return g.node("Concat", list(xs), path, axis=c.dim % len(shapes[0]))
+
+
+def _split(g: _Graph, c: L.Split | L.Chunk, x: str, shape: tuple, path: str) -> list[str]:
+    axis = c.dim % len(shape)
+    if axis == 0:
+        raise UnsupportedModuleError(
+            f"{shown_path(path)}: {c!r} cuts the batch axis, so the exported graph could not "
+            "keep its dynamic batch dimension")
+    sizes = c._sizes(shape[axis], shape)
+    split = g.constant(child_path(path, "split"), np.array(sizes, np.int64))
+    base = g._unique(f"/{path}/Split" if path else "/Split")
+    outputs = [g._unique(f"{base}_output_{i}") for i in range(len(sizes))]
+    g.nodes.append(g.onnx.helper.make_node("Split", [x, split], outputs, name=base, axis=axis))
+    return outputs
+
+
+def _reshape_layer(g: _Graph, c: L.Reshape, x: str, shape: tuple, path: str) -> str:
+    return _reshape(g, x, [0, *c._target(shape)], path, "shape")   # 0 keeps the batch size
+
+
+def _mean(g: _Graph, c: L.Mean, x: str, shape: tuple, path: str) -> str:
+    dims = (c.dims,) if isinstance(c.dims, int) else c.dims
+    # opset 17's ReduceMean takes its axes as an attribute (an input from opset 18 on).
+    return g.node("ReduceMean", [x], path, axes=[d % len(shape) for d in dims],
+                  keepdims=int(c.keepdim))
+
+
 _CONVERTERS: dict[type, Converter] = {
     # convolution
     L.Conv2d: _conv,
@@ -715,6 +776,15 @@ _CONVERTERS: dict[type, Converter] = {
     L.ConstantPad2d: _pad2d,
     L.ReflectionPad2d: _pad2d,
     L.ReplicationPad2d: _pad2d,
+    # merge and shape
+    L.Add: _chain("Add"),
+    L.Multiply: _chain("Mul"),
+    L.Concat: _concat,
+    L.Split: _split,
+    L.Chunk: _split,
+    L.Reshape: _reshape_layer,
+    L.Permute: lambda g, c, x, shape, path: g.node("Transpose", [x], path, perm=list(c._perm)),
+    L.Mean: _mean,
 }
 
 
@@ -734,15 +804,61 @@ def _add_layer(g: _Graph, layer: L.Layer, x: str, shape: tuple, path: str) -> tu
             raise ValueError(f"export_onnx: {shown_path(path)}: Residual block output shape "
                              f"{out_shape} does not match shortcut output shape {skip_shape}")
         return g.node("Add", [out, skip], path), out_shape
+    if kind is L.Graph:
+        return _add_graph(g, layer, x, shape, path)
     if kind not in _CONVERTERS:
         raise UnsupportedModuleError(
             f"{shown_path(path)}: {kind.__module__}.{kind.__qualname__} has no ONNX export: "
-            "export_onnx handles chainrule's own layer classes (Sequential, Residual, "
+            "export_onnx handles chainrule's own layer classes (Sequential, Residual, Graph, "
             + ", ".join(sorted(c.__name__ for c in _CONVERTERS)) + ")")
-    # The layer's own forward on a dummy batch gives its output shape and checks that the
-    # input shape fits it, with the layer's own error message when it does not.
-    out_shape = layer.forward(np.zeros(shape, dtype=g.dtype)).shape
-    return _CONVERTERS[kind](g, layer, x, shape, path), tuple(out_shape)
+    # The layer's own forward on a dummy batch gives its output shape(s) and checks that
+    # the input shape fits it, with the layer's own error message when it does not. A
+    # multi-input layer gets lists of names and shapes; a multi-output one returns lists.
+    zeros = ([np.zeros(s, dtype=g.dtype) for s in shape] if isinstance(shape, list)
+             else np.zeros(shape, dtype=g.dtype))
+    out = layer.forward(zeros)
+    out_shape = [a.shape for a in out] if isinstance(out, list) else tuple(out.shape)
+    return _CONVERTERS[kind](g, layer, x, shape, path), out_shape
+
+
+def _add_graph(g: _Graph, graph: L.Graph, x: str | list[str], shape: tuple | list[tuple],
+               path: str) -> tuple[Any, Any]:
+    """A Graph's nodes in forward order, each through ``_add_layer`` under the path of its
+    layer (a shared layer's calls read the same initializers, see ``_Graph.constant``).
+    ``x``/``shape`` are lists for several inputs; the result is a list for several
+    outputs."""
+    names = [x] if not isinstance(x, list) else x
+    shapes = [shape] if not isinstance(x, list) else shape
+    if len(names) != len(graph.input_names):
+        raise ValueError(f"export_onnx: {shown_path(path)}: the graph takes "
+                         f"{len(graph.input_names)} inputs {list(graph.input_names)}, got "
+                         f"{len(names)}")
+    values = dict(zip(graph.input_names, zip(names, shapes)))   # tensor -> (ONNX name, shape)
+    for node in graph.nodes:
+        args = [values[t] for t in node.inputs]
+        arg_names = [a[0] for a in args] if node.packed else args[0][0]
+        arg_shapes = [a[1] for a in args] if node.packed else args[0][1]
+        try:
+            out, out_shape = _add_layer(g, graph.get_layer(node.layer_name), arg_names,
+                                        arg_shapes, child_path(path, node.layer_name))
+        except UnsupportedModuleError:
+            raise
+        except ValueError as err:
+            raise ValueError(f"export_onnx: {shown_path(path)}: node {node.name!r}: "
+                             f"{err}") from err
+        if node.multi_output:
+            values.update(zip(node.outputs, zip(out, out_shape)))
+        else:
+            values[node.outputs[0]] = (out, tuple(out_shape))
+    outs = [values[t] for t in graph.output_names]
+    if len(outs) == 1 and not _several_outputs(graph):
+        return outs[0]
+    return [o[0] for o in outs], [o[1] for o in outs]
+
+
+def _several_outputs(graph: L.Graph) -> bool:
+    """Whether ``graph.forward`` returns a list (it was declared with a list of outputs)."""
+    return not graph.single_output
 
 
 def _model_dtype(model: L.Layer) -> np.dtype:
@@ -763,18 +879,44 @@ def _sample_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
 
-def export_onnx(model: L.Layer, path: str | os.PathLike, input_shape: Sequence[int]) -> Any:
+def _input_shapes(model: L.Layer, input_shape: Any) -> list[tuple[int, ...]]:
+    """One sample shape per model input: ``input_shape`` is one shape, or a list of
+    shapes (one per input of a graph with several); None takes a Graph's declared ones."""
+    count = len(model.input_names) if isinstance(model, L.Graph) else 1
+    if input_shape is None:
+        declared = model.input_shapes if isinstance(model, L.Graph) else (None,)
+        if any(s is None or None in s for s in declared):
+            raise ValueError("export_onnx: input_shape is needed: the model "
+                             + ("declares unknown input dimensions " + repr(list(declared))
+                                if isinstance(model, L.Graph) else "is not a Graph"))
+        return [tuple(s) for s in declared]
+    several = (isinstance(input_shape, (list, tuple)) and len(input_shape) > 0
+               and all(isinstance(s, (list, tuple)) for s in input_shape))
+    shapes = [_sample_shape(s) for s in input_shape] if several else [_sample_shape(input_shape)]
+    if len(shapes) != count:
+        names = f" {list(model.input_names)}" if isinstance(model, L.Graph) else ""
+        raise ValueError(f"export_onnx: the model takes {count} input(s){names}, but "
+                         f"input_shape gives {len(shapes)} shape(s): {input_shape!r}")
+    return shapes
+
+
+def export_onnx(model: L.Layer, path: str | os.PathLike,
+                input_shape: Sequence[int] | Sequence[Sequence[int]] | None = None) -> Any:
     """Write ``model`` in inference mode as an ONNX file and return the ``onnx.ModelProto``.
 
     Args:
-        model: a chainrule layer (usually a Sequential) built from chainrule's layer
+        model: a chainrule layer (a Sequential, a Graph, ...) built from chainrule's layer
             classes, all float32 or all float64. It is not changed: the export works on an
             eval-mode copy, so Dropout is the identity and BatchNorm uses its running stats.
         path: where to write the ``.onnx`` file.
-        input_shape: the shape of one sample *without* the batch axis, e.g. (3, 32, 32).
+        input_shape: the shape of one sample *without* the batch axis, e.g. (3, 32, 32);
+            for a Graph with several inputs, a list of such shapes in the order of its
+            inputs. None: a Graph's declared input shapes (when fully known).
 
     Shape: the graph's input ``"input"`` is (N, *input_shape) with a dynamic batch size N;
-    its output ``"output"`` is (N, *out) as ``model.forward`` gives.
+    its output ``"output"`` is (N, *out) as ``model.forward`` gives. A Graph with several
+    inputs or outputs keeps its own names for them (``model.input_names``,
+    ``model.output_names``), each with the dynamic batch N.
 
     Raises:
         ImportError: when the ``onnx`` package is missing (``pip install "chainrule[onnx]"``).
@@ -783,30 +925,55 @@ def export_onnx(model: L.Layer, path: str | os.PathLike, input_shape: Sequence[i
     """
     onnx = _import_onnx()
     helper = onnx.helper
-    shape = _sample_shape(input_shape)
+    shapes = _input_shapes(model, input_shape)
     frozen = model.copy().eval().gradients_in_eval(False)
     dtype = _model_dtype(frozen)
     g = _Graph(onnx, dtype)
+    several_in = len(shapes) > 1
+    in_names = list(frozen.input_names) if several_in else [INPUT_NAME]
+    g._names.update(in_names)   # reserved, with a graph's output names, before any node
+    g._names.update(frozen.output_names if isinstance(frozen, L.Graph) else ())
+    batched = [(1, *s) for s in shapes]
     try:
-        out, out_shape = _add_layer(g, frozen, INPUT_NAME, (1, *shape), "")
+        out, out_shape = _add_layer(g, frozen, in_names if several_in else in_names[0],
+                                    batched if several_in else batched[0], "")
     except ValueError as err:
-        if len(shape) < 2 or shape[0] != 1 or isinstance(err, UnsupportedModuleError):
+        shape = shapes[0]
+        if (several_in or len(shape) < 2 or shape[0] != 1
+                or isinstance(err, UnsupportedModuleError)):
             raise
         # A torch user's habit (torch.onnx.export takes a batch): say what input_shape is.
         raise ValueError(
             f"export_onnx: input_shape {tuple(input_shape)} does not fit the model ({err}). "
             f"input_shape is the shape of one sample without the batch axis (the graph adds a "
             f"dynamic one): for a batch of shape {tuple(input_shape)} pass {shape[1:]}") from err
-    if g.nodes and g.nodes[-1].output[0] == out:
-        g.nodes[-1].output[0] = OUTPUT_NAME      # name the last node's result "output"
-    else:                                         # a model that adds no node (empty Sequential)
-        g.nodes.append(helper.make_node("Identity", [out], [OUTPUT_NAME], name="/Identity"))
+    if isinstance(out, list):      # several outputs: a Graph's own names for them
+        out_names = (list(frozen.output_names) if isinstance(frozen, L.Graph)
+                     else [f"{OUTPUT_NAME}_{k}" for k in range(len(out))])
+        outs, out_shapes = out, out_shape
+        # ONNX names each value once: an output that is a graph input, or a tensor
+        # returned twice, gets a name of its own (its values pass through an Identity).
+        taken = set(in_names)
+        for k, name in enumerate(out_names):
+            if name in taken:
+                out_names[k] = name = f"{name}_output{k}"
+            taken.add(name)
+    else:
+        out_names, outs, out_shapes = [OUTPUT_NAME], [out], [out_shape]
+    if len(outs) == 1 and g.nodes and g.nodes[-1].output[0] == outs[0]:
+        g.nodes[-1].output[0] = out_names[0]     # name the last node's result "output"
+    else:   # several outputs, or a model that adds no node (empty Sequential)
+        for name, internal in zip(out_names, outs):
+            g.nodes.append(helper.make_node("Identity", [internal], [name],
+                                            name=g._unique(f"/Identity_{name}")))
 
     elem_type = helper.np_dtype_to_tensor_dtype(dtype)
     graph = helper.make_graph(
         g.nodes, "chainrule",
-        inputs=[helper.make_tensor_value_info(INPUT_NAME, elem_type, ["N", *shape])],
-        outputs=[helper.make_tensor_value_info(OUTPUT_NAME, elem_type, ["N", *out_shape[1:]])],
+        inputs=[helper.make_tensor_value_info(name, elem_type, ["N", *s])
+                for name, s in zip(in_names, shapes)],
+        outputs=[helper.make_tensor_value_info(name, elem_type, ["N", *s[1:]])
+                 for name, s in zip(out_names, out_shapes)],
         initializer=g.initializers)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               ir_version=IR_VERSION, producer_name="chainrule",

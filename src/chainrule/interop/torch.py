@@ -66,9 +66,131 @@ def _residual_class() -> type:
     return TorchResidual
 
 
+@functools.lru_cache(maxsize=None)
+def _merge_classes() -> dict[str, type]:
+    """The torch twins of chainrule's merge, split and shape layers (torch.nn has no
+    modules for them), defined once on first use: ``TorchAdd``, ``TorchMultiply`` and
+    ``TorchConcat`` take the inputs as ``forward(*xs)``; ``TorchSplit`` and ``TorchChunk``
+    return a tuple; ``TorchReshape`` keeps the batch axis as chainrule's Reshape does."""
+    torch = _import_torch()
+
+    class TorchAdd(torch.nn.Module):
+        """``xs[0] + xs[1] + ...`` (broadcasting), the twin of ``chainrule.Add``."""
+
+        def forward(self, *xs: "torch.Tensor") -> "torch.Tensor":
+            out = xs[0]
+            for x in xs[1:]:
+                out = out + x
+            return out
+
+    class TorchMultiply(torch.nn.Module):
+        """``xs[0] * xs[1] * ...`` (broadcasting), the twin of ``chainrule.Multiply``."""
+
+        def forward(self, *xs: "torch.Tensor") -> "torch.Tensor":
+            out = xs[0]
+            for x in xs[1:]:
+                out = out * x
+            return out
+
+    class TorchConcat(torch.nn.Module):
+        """``torch.cat(xs, dim)``, the twin of ``chainrule.Concat``."""
+
+        def __init__(self, dim: int = 1) -> None:
+            super().__init__()
+            self.dim = dim
+
+        def forward(self, *xs: "torch.Tensor") -> "torch.Tensor":
+            return torch.cat(xs, self.dim)
+
+        def extra_repr(self) -> str:
+            return f"dim={self.dim}"
+
+    class TorchSplit(torch.nn.Module):
+        """``torch.split(x, split_size_or_sections, dim)`` as a tuple, the twin of
+        ``chainrule.Split``."""
+
+        def __init__(self, split_size_or_sections: Any, dim: int = 1) -> None:
+            super().__init__()
+            self.split_size_or_sections = split_size_or_sections
+            self.dim = dim
+
+        def forward(self, x: "torch.Tensor") -> tuple:
+            sections = self.split_size_or_sections
+            return tuple(torch.split(x, sections if isinstance(sections, int) else list(sections),
+                                     self.dim))
+
+        def extra_repr(self) -> str:
+            return f"split_size_or_sections={self.split_size_or_sections}, dim={self.dim}"
+
+    class TorchChunk(torch.nn.Module):
+        """``torch.chunk(x, chunks, dim)`` as a tuple, the twin of ``chainrule.Chunk``."""
+
+        def __init__(self, chunks: int, dim: int = 1) -> None:
+            super().__init__()
+            self.chunks = chunks
+            self.dim = dim
+
+        def forward(self, x: "torch.Tensor") -> tuple:
+            return tuple(torch.chunk(x, self.chunks, self.dim))
+
+        def extra_repr(self) -> str:
+            return f"chunks={self.chunks}, dim={self.dim}"
+
+    class TorchReshape(torch.nn.Module):
+        """``x.reshape(N, *shape)``: the batch axis kept, the twin of ``chainrule.Reshape``."""
+
+        def __init__(self, shape: tuple) -> None:
+            super().__init__()
+            self.shape = tuple(shape)
+
+        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+            return x.reshape(x.shape[0], *self.shape)
+
+        def extra_repr(self) -> str:
+            return f"shape={self.shape}"
+
+    class TorchPermute(torch.nn.Module):
+        """``x.permute(dims)`` (dims over all axes, the batch's included), the twin of
+        ``chainrule.Permute``."""
+
+        def __init__(self, dims: tuple) -> None:
+            super().__init__()
+            self.dims = tuple(dims)
+
+        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+            return x.permute(self.dims)
+
+        def extra_repr(self) -> str:
+            return f"dims={self.dims}"
+
+    class TorchMean(torch.nn.Module):
+        """``x.mean(dims, keepdim)``, the twin of ``chainrule.Mean``."""
+
+        def __init__(self, dims: Any, keepdim: bool = False) -> None:
+            super().__init__()
+            self.dims = dims
+            self.keepdim = keepdim
+
+        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+            return x.mean(dim=self.dims, keepdim=self.keepdim)
+
+        def extra_repr(self) -> str:
+            return f"dims={self.dims}" + (", keepdim=True" if self.keepdim else "")
+
+    classes = {cls.__name__: cls for cls in (TorchAdd, TorchMultiply, TorchConcat, TorchSplit,
+                                             TorchChunk, TorchReshape, TorchPermute, TorchMean)}
+    for name, cls in classes.items():   # found again by pickle through __getattr__
+        cls.__module__ = __name__
+        cls.__qualname__ = name
+    return classes
+
+
 def __getattr__(name: str) -> Any:
     if name == "TorchResidual":
         return _residual_class()
+    if name in ("TorchAdd", "TorchMultiply", "TorchConcat", "TorchSplit", "TorchChunk",
+                "TorchReshape", "TorchPermute", "TorchMean"):
+        return _merge_classes()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -144,6 +266,7 @@ def _leaf_from_torch(torch: Any) -> dict[type, Callable[[Any, str], L.Layer]]:
     """torch.nn leaf class -> function(module, path) building the chainrule layer
     (weights are loaded afterwards from the module's state dict)."""
     nn = torch.nn
+    merge = _merge_classes()
 
     def conv(cls: type) -> Callable[[Any, str], L.Layer]:
         """Conv2d and Conv1d: the same arguments, as pairs or 1-tuples."""
@@ -291,15 +414,30 @@ def _leaf_from_torch(torch: Any) -> dict[type, Callable[[Any, str], L.Layer]]:
         nn.ConstantPad2d: constant_pad,
         nn.ReflectionPad2d: lambda m, path: L.ReflectionPad2d(pad4(m, path)),
         nn.ReplicationPad2d: lambda m, path: L.ReplicationPad2d(pad4(m, path)),
+        # merge and shape (chainrule's own torch modules: torch.nn has none)
+        merge["TorchAdd"]: lambda m, path: L.Add(),
+        merge["TorchMultiply"]: lambda m, path: L.Multiply(),
+        merge["TorchConcat"]: lambda m, path: L.Concat(m.dim),
+        merge["TorchSplit"]: lambda m, path: L.Split(m.split_size_or_sections, m.dim),
+        merge["TorchChunk"]: lambda m, path: L.Chunk(m.chunks, m.dim),
+        merge["TorchReshape"]: lambda m, path: L.Reshape(m.shape),
+        merge["TorchPermute"]: lambda m, path: L.Permute(m.dims),
+        merge["TorchMean"]: lambda m, path: L.Mean(m.dims, m.keepdim),
     }
 
 
-def from_torch(module: "torch.nn.Module") -> L.Layer:
+def from_torch(module: "torch.nn.Module", input_shape: Any = None) -> L.Layer:
     """Convert a torch module into the equivalent chainrule layer, weights included.
 
+    A ``torch.nn.Sequential`` or ``TorchResidual`` of supported modules (nested ones
+    too), or one supported module, converts structurally into ``Sequential``,
+    ``Residual`` or the layer. Any other module (a ResNet, a DenseNet, a
+    ``torch.fx.GraphModule``) is traced with ``torch.fx`` into a ``chainrule.Graph``
+    whose layers are named by torch's module paths (see ``chainrule.interop.fx`` for the
+    functions and methods a trace may contain).
+
     Args:
-        module: a ``torch.nn.Sequential`` (nested ones allowed), a ``TorchResidual``, or a
-            single supported layer: Conv2d and Conv1d (padding_mode="zeros"),
+        module: a ``torch.nn.Module``; the supported layers are Conv2d and Conv1d (padding_mode="zeros"),
             ConvTranspose2d, MaxPool1d, MaxPool2d and AdaptiveMaxPool2d (no
             return_indices), AvgPool1d, AvgPool2d (divisor_override > 0 if any),
             AdaptiveAvgPool2d, Linear,
@@ -310,8 +448,15 @@ def from_torch(module: "torch.nn.Module") -> L.Layer:
             ZeroPad2d, ConstantPad2d (a finite value), ReflectionPad2d, ReplicationPad2d
             (padding of four ints), Unflatten, Dropout2d; Upsample (modes nearest,
             nearest-exact, linear, bilinear), UpsamplingNearest2d, UpsamplingBilinear2d,
-            PixelShuffle, PixelUnshuffle, ChannelShuffle;
+            PixelShuffle, PixelUnshuffle, ChannelShuffle; this module's TorchAdd,
+            TorchMultiply, TorchConcat, TorchSplit, TorchChunk, TorchReshape,
+            TorchPermute, TorchMean (what ``to_torch`` makes of the merge and shape layers);
             float32 or float64, on any device.
+        input_shape: for a traced module, one sample's shape without the batch axis, e.g.
+            ``(3, 224, 224)`` (a list of shapes for several inputs); the graph's input
+            shape. Needed where the trace reads sizes (``x.size(1)``) or splits a tensor;
+            without it a GraphModule from ``to_torch`` keeps its graph's shapes, and
+            other inputs are of unknown shape. Ignored for a structural conversion.
 
     Returns:
         A chainrule layer with the same child names, state-dict keys and values, per-module
@@ -319,10 +464,33 @@ def from_torch(module: "torch.nn.Module") -> L.Layer:
 
     Raises:
         UnsupportedModuleError: naming the first (depth-first) module that cannot be
-            converted exactly and its path, e.g. ``"3: torch.nn.LSTM ..."``.
+            converted exactly and its path, e.g. ``"3: torch.nn.LSTM ..."``; for a
+            traced module, the fx node, its op and its target.
     """
     torch = _import_torch()
+    if isinstance(module, torch.fx.GraphModule) or not _is_leaf_module(module):
+        from .fx import graph_from_torch   # imports this module: imported here
+        return graph_from_torch(module, input_shape)
     return _convert_from(module, "", torch, _leaf_from_torch(torch), _residual_class())
+
+
+@functools.lru_cache(maxsize=None)
+def _leaf_classes() -> frozenset:
+    return frozenset(_leaf_from_torch(_import_torch()))
+
+
+def _is_leaf_module(module: Any) -> bool:
+    """Whether ``module`` converts whole (without tracing): a supported leaf class, a
+    ``torch.fx.GraphModule`` (a nested graph), or a Sequential/TorchResidual of such;
+    and torch.nn's other modules, refused by name rather than traced into."""
+    torch = _import_torch()
+    kind = type(module)
+    if kind is torch.nn.Sequential or kind is _residual_class():
+        return all(_is_leaf_module(child) for child in module.children())
+    if kind in _leaf_classes() or isinstance(module, torch.fx.GraphModule):
+        return True
+    return kind.__module__.startswith("torch.nn.") and not isinstance(
+        module, (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict))
 
 
 def _convert_from(module: Any, path: str, torch: Any, leaves: dict, residual_cls: type) -> L.Layer:
@@ -344,6 +512,9 @@ def _convert_from(module: Any, path: str, torch: Any, leaves: dict, residual_cls
     elif kind in leaves:
         layer = leaves[kind](module, path)
         layer.load_state_dict(_numpy_state(module))
+    elif isinstance(module, torch.fx.GraphModule):
+        from .fx import _trace   # imports this module: imported here
+        layer = _trace(module, None, path)
     else:
         raise _unsupported(path, _torch_name(module),
                            "is not supported: chainrule converts torch.nn.Sequential, "
@@ -354,6 +525,8 @@ def _convert_from(module: Any, path: str, torch: Any, leaves: dict, residual_cls
 
 
 def _torch_name_of_class(cls: type) -> str:
+    if cls.__module__ == __name__:         # chainrule's own torch modules (TorchConcat, ...)
+        return f"{cls.__module__}.{cls.__qualname__}"
     return f"torch.nn.{cls.__name__}"
 
 
@@ -362,6 +535,7 @@ def _leaf_to_torch(torch: Any) -> dict[type, Callable[[Any, Any], Any]]:
     """chainrule leaf class -> function(layer, torch dtype) building the torch module
     (weights are loaded afterwards from the layer's state dict)."""
     nn = torch.nn
+    merge = _merge_classes()
 
     def conv(cls: type) -> Callable[[Any, Any], Any]:
         """Conv2d and Conv1d: the same arguments, as pairs or 1-tuples."""
@@ -462,6 +636,15 @@ def _leaf_to_torch(torch: Any) -> dict[type, Callable[[Any, Any], Any]]:
         L.ConstantPad2d: lambda c, dtype: nn.ConstantPad2d(c.padding, c.value),
         L.ReflectionPad2d: lambda c, dtype: nn.ReflectionPad2d(c.padding),
         L.ReplicationPad2d: lambda c, dtype: nn.ReplicationPad2d(c.padding),
+        # merge and shape
+        L.Add: lambda c, dtype: merge["TorchAdd"](),
+        L.Multiply: lambda c, dtype: merge["TorchMultiply"](),
+        L.Concat: lambda c, dtype: merge["TorchConcat"](c.dim),
+        L.Split: lambda c, dtype: merge["TorchSplit"](c.split_size_or_sections, c.dim),
+        L.Chunk: lambda c, dtype: merge["TorchChunk"](c.chunks, c.dim),
+        L.Reshape: lambda c, dtype: merge["TorchReshape"](c.shape),
+        L.Permute: lambda c, dtype: merge["TorchPermute"](c.dims),
+        L.Mean: lambda c, dtype: merge["TorchMean"](c.dims, c.keepdim),
     }
 
 
@@ -469,9 +652,10 @@ def to_torch(model: L.Layer) -> "torch.nn.Module":
     """Convert a chainrule layer into the equivalent torch module, weights included.
 
     ``Sequential`` becomes ``torch.nn.Sequential`` (same child names), ``Residual``
-    becomes ``TorchResidual``, and each layer its ``torch.nn`` namesake with the same
-    options, dtype, train/eval mode, parameters and buffers, on the CPU. The module
-    shares no memory with ``model``.
+    becomes ``TorchResidual``, the merge and shape layers (``Add``, ``Concat``, ...) this
+    module's ``TorchAdd``, ``TorchConcat``, ..., and each other layer its ``torch.nn``
+    namesake with the same options, dtype, train/eval mode, parameters and buffers, on the
+    CPU. The module shares no memory with ``model``.
 
     Raises:
         UnsupportedModuleError: for a layer class chainrule does not ship (e.g. a user's
@@ -496,6 +680,9 @@ def _convert_to(layer: L.Layer, path: str, torch: Any, leaves: dict, residual_cl
         shortcut = None if layer.shortcut is None else _convert_to(
             layer.shortcut, child_path(path, "shortcut"), torch, leaves, residual_cls)
         module = residual_cls(block, shortcut)
+    elif isinstance(layer, L.Graph) and kind.forward is L.Graph.forward:
+        from .fx import graph_to_torch   # imports this module: imported here
+        module = graph_to_torch(layer, path)
     elif kind in leaves:
         dtype = getattr(torch, _TORCH_DTYPES[_float_dtype(layer)])
         module = leaves[kind](layer, dtype)

@@ -2,6 +2,9 @@
 
 from .base import Layer
 from .container import Residual, Sequential
+from .graph import Graph
+# not layers: the placeholders a graph is declared with (re-exported by chainrule)
+from .symbolic import Input, SymbolicTensor
 
 # convolution
 from .conv import Conv1d, Conv2d, ConvTranspose2d
@@ -32,8 +35,11 @@ from .resample import (ChannelShuffle, PixelShuffle, PixelUnshuffle, Upsample,
 # padding
 from .padding import ConstantPad2d, ReflectionPad2d, ReplicationPad2d, ZeroPad2d
 
+# merge and shape
+from .merge import Add, Chunk, Concat, Mean, Multiply, Permute, Reshape, Split
+
 __all__ = [
-    "Layer", "Sequential", "Residual",
+    "Layer", "Sequential", "Residual", "Graph",
     # convolution
     "Conv2d", "Conv1d", "ConvTranspose2d",
     # linear and shape
@@ -54,4 +60,6 @@ __all__ = [
     "ChannelShuffle",
     # padding
     "ZeroPad2d", "ConstantPad2d", "ReflectionPad2d", "ReplicationPad2d",
+    # merge and shape
+    "Add", "Multiply", "Concat", "Split", "Chunk", "Reshape", "Permute", "Mean",
 ]

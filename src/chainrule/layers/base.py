@@ -30,6 +30,7 @@ import numpy as np
 
 from ..parameter import Parameter
 from ..random import generator
+from .symbolic import call_symbolic, is_symbolic
 
 DEFAULT_DTYPE = np.dtype(np.float32)
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -115,7 +116,16 @@ class Layer:
     def backward(self, grad: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: Any, name: str | None = None) -> Any:
+        """``forward(x)`` on arrays. On symbolic tensors (``cr.Input``) it records a node
+        of a graph being declared instead, named ``name``, and returns its output
+        tensor(s); see ``chainrule.layers.graph``."""
+        if is_symbolic(x):
+            return call_symbolic(self, x, name)
+        if name is not None:
+            raise TypeError(f"{self!r}: name= names a node of a graph being declared; it "
+                            "applies only when the layer is called on symbolic tensors "
+                            "(cr.Input)")
         return self.forward(x)
 
     @property
