@@ -77,6 +77,16 @@ def test_a_callback_stops_training_after_the_batch_as_in_keras():
     assert [c[0] for c in rec.calls][-3:] == ["on_batch_begin", "on_batch_end", "on_train_end"]
 
 
+def test_setting_model_stop_training_stops_as_in_keras_and_the_next_fit_resets_it():
+    model = classifier(dropout=False)
+    stopper = LambdaCallback(on_epoch_end=lambda e, logs: setattr(stopper.model,
+                                                                  "stop_training", True))
+    assert len(fit(model, epochs=4, callbacks=[stopper]).rows) == 1
+    assert model.stop_training is True           # left as Keras leaves it
+    assert len(fit(model, epochs=2).rows) == 2    # a new fit starts with it cleared
+    assert model.stop_training is False
+
+
 # ---------------------------------------------------------------------- ModelCheckpoint
 def test_model_checkpoint_every_epoch_with_a_formatted_name_and_metadata(tmp_path):
     ckpt = ModelCheckpoint(tmp_path / "m-{epoch:02d}-{val_loss:.3f}.safetensors",

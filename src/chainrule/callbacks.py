@@ -21,8 +21,9 @@ The hooks and names are Keras' (``keras.callbacks``): a :class:`Callback` overri
 
 Epochs are counted from 0 in the hooks, as in Keras. Each callback sees the running loop
 as ``self.loop`` (a :class:`chainrule.train.FitLoop`: ``model``, ``optimizer``,
-``epoch``, ``step``, ``history``, ...) and ``self.model``; it stops training as in Keras
-by setting ``self.loop.stop_training = True`` (``fit`` stops after that step or epoch).
+``epoch``, ``step``, ``history``, ...) and ``self.model``; it stops training by setting
+``self.model.stop_training = True`` as in Keras, or ``self.loop.stop_training = True``,
+which leaves nothing on the model (``fit`` stops after that step or epoch).
 
 A callback whose state must survive a resume returns it from ``state_dict()`` (JSON
 types only); :class:`ModelCheckpoint` saves it and ``fit(resume=...)`` hands it back to

@@ -174,12 +174,22 @@ class FitLoop:
         self.seed = loader.seed
         self.epoch = self.step = 0
         self.steps_per_epoch = len(loader)
-        self.stop_training = False
+        self._stop_training = False
         self.batch: tuple[np.ndarray, np.ndarray] | None = None
         self.classify = _is_classification(loss_fn)
         self.dropouts = [m for m in model.modules() if isinstance(m, Dropout)]
         self.sums: dict[str, float] = {}
         self._started = time.perf_counter()
+
+    @property
+    def stop_training(self) -> bool:
+        """Whether to stop after the current step: set here, or on the model as Keras'
+        callbacks do (``self.model.stop_training = True``)."""
+        return self._stop_training or bool(self.model.__dict__.get("stop_training", False))
+
+    @stop_training.setter
+    def stop_training(self, value: bool) -> None:
+        self._stop_training = bool(value)
 
     def elapsed(self) -> float:
         """Seconds of training in the current epoch (across a resume)."""
@@ -248,6 +258,8 @@ class FitLoop:
     # ------------------------------------------------------------------ the loop
     def run(self) -> History:
         cbs = self.callbacks
+        if "stop_training" in self.model.__dict__:   # left set by an earlier fit, as in Keras
+            self.model.stop_training = False
         cbs.call("on_train_begin", {})
         # NumPy's overflow warnings are noise here: a non-finite loss is caught per step.
         with _stop_on_sigint() as flag, np.errstate(over="ignore", invalid="ignore",
