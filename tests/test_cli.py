@@ -194,3 +194,13 @@ def test_inspect_export_and_explain_commands_are_wired(tmp_path):
     done = chainrule("explain", "--model", "lenet5", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "dL/dx = dL/dy * [x > 0]" in done.stdout
+
+
+def test_evaluate_a_checkpoint_without_shape_metadata_is_a_clear_error(tmp_path, capsys):
+    # A checkpoint of cr.save (no metadata) whose model takes 28x28 images, on 8x8 digits.
+    model = cr.models.MODELS["lenet5"](in_channels=1, input_size=28, num_classes=10, seed=0)
+    cr.save(model, tmp_path / "plain.safetensors")
+    assert main(["evaluate", str(tmp_path / "plain.safetensors"), "--data", "digits"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("chainrule: error:") and "Traceback" not in err
+    assert "no in_channels/input_size metadata" in err and "1x8x8 images" in err

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import chainrule as cr
-import chainrule.train
+import chainrule.diagnose
 from chainrule.diagnose import find_non_finite
 
 # The models here overflow on purpose; NumPy's warnings about it are expected.
@@ -138,8 +138,33 @@ def test_healthy_steps_never_run_the_diagnosis(monkeypatch):
     def fail(*args):
         raise AssertionError("find_non_finite called on a healthy step")
 
-    monkeypatch.setattr(chainrule.train, "find_non_finite", fail)
+    # (fit's TerminateOnNaN looks it up in chainrule.diagnose when a loss is non-finite)
+    monkeypatch.setattr(chainrule.diagnose, "find_non_finite", fail)
     model = cr.Sequential(cr.Linear(4, 3)).reset_parameters(0)
     X, y = positive_data(16)
     cr.fit(model, cr.CrossEntropyLoss(), cr.optim.SGD(model.parameters(), lr=0.1), (X, y),
            epochs=2, batch_size=4)
+
+
+def test_dropout_replays_its_last_mask_for_the_diagnosis(monkeypatch):
+    """diagnose asks Dropout for its kept mask (Dropout.replay) rather than reading the
+    layer's private cache, and the loss releases its own cache."""
+    drop = cr.Dropout(0.5, rng=1)
+    x = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
+    y = drop.forward(x)
+    np.testing.assert_array_equal(drop.replay(x), y)       # the same mask, no fresh draw
+    assert drop.replay(x[:2]) is None                        # another shape: none kept
+
+    calls = {"replay": 0, "release": 0}
+    real_replay, real_release = cr.Dropout.replay, cr.Loss.release
+    monkeypatch.setattr(cr.Dropout, "replay", lambda self, a: calls.__setitem__(
+        "replay", calls["replay"] + 1) or real_replay(self, a))
+    monkeypatch.setattr(cr.Loss, "release", lambda self: calls.__setitem__(
+        "release", calls["release"] + 1) or real_release(self))
+    model = cr.Sequential(cr.Linear(6, 3, rng=0), cr.Dropout(0.5, rng=2))
+    loss_fn = cr.CrossEntropyLoss()
+    loss_fn(model.forward(x), np.zeros(4, np.int64))
+    find_non_finite(model, loss_fn, x, np.zeros(4, np.int64))
+    assert calls == {"replay": 1, "release": 1}
+    with pytest.raises(RuntimeError):
+        loss_fn.backward()                                   # released: nothing to go back on

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import chainrule as cr
-from chainrule import runner
+from chainrule import train as train_loop
 from chainrule.runner import Interrupted, RunError, TrainConfig, TrainingRun
 
 pytest.importorskip("sklearn", reason="the runs train on digits (chainrule[datasets])")
@@ -33,10 +33,11 @@ def _weights_and_state(path):
 
 
 def _interrupt_after(monkeypatch, steps: int) -> None:
-    """Press "Ctrl-C" right after the ``steps``-th training step: ``runner.train_step``
-    sends a real SIGINT to this process then (``monkeypatch.undo()`` restores it)."""
+    """Press "Ctrl-C" right after the ``steps``-th training step: ``train_step`` (of
+    ``fit``'s loop, which the runner runs) sends a real SIGINT to this process then
+    (``monkeypatch.undo()`` restores it)."""
     calls = {"n": 0}
-    real_step = runner.train_step
+    real_step = train_loop.train_step
 
     def step_then_interrupt(*args):
         result = real_step(*args)
@@ -45,7 +46,7 @@ def _interrupt_after(monkeypatch, steps: int) -> None:
             os.kill(os.getpid(), signal.SIGINT)
         return result
 
-    monkeypatch.setattr(runner, "train_step", step_then_interrupt)
+    monkeypatch.setattr(train_loop, "train_step", step_then_interrupt)
 
 
 def _assert_same_run(a, b):
@@ -78,8 +79,10 @@ def test_interrupt_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypa
 
     monkeypatch.undo()
     TrainingRun.resume(tmp_path / "b", log=_quiet).train()
-    _assert_same_run(_weights_and_state(tmp_path / "a" / "last.safetensors"),
-                     _weights_and_state(tmp_path / "b" / "last.safetensors"))
+    a = _weights_and_state(tmp_path / "a" / "last.safetensors")
+    b = _weights_and_state(tmp_path / "b" / "last.safetensors")
+    _assert_same_run(a, b)
+    assert a[2]["best"] == b[2]["best"]
 
 
 def test_resume_refuses_options_that_change_the_run(tmp_path):
@@ -106,3 +109,38 @@ def test_resume_refuses_options_that_change_the_run(tmp_path):
 def test_bad_options(options, message):
     with pytest.raises(RunError, match=message):
         TrainConfig(**options).validate()
+
+
+def _as_before_fit(path) -> None:
+    """Rewrite a run checkpoint's metadata as `chainrule train` wrote it before it ran
+    cr.fit: no callback states or seed (the best value lived in "best", the scheduler's
+    state in "scheduler_config"), and no "counted" in a mid-epoch checkpoint's sums."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    with safe_open(str(path), "numpy") as f:
+        header = f.metadata()
+    meta = json.loads(header["metadata"])
+    del meta["callbacks"], meta["seed"]
+    if "partial" in meta:
+        del meta["partial"]["counted"]
+    header["metadata"] = json.dumps(meta)
+    save_file(load_file(str(path)), str(path), metadata=header)
+
+
+def test_a_checkpoint_from_before_fit_resumes_bit_for_bit(tmp_path, monkeypatch):
+    config = CONFIG  # a cosine schedule: its lr depends on the restored scheduler state
+    TrainingRun.start(TrainConfig(**config, out=str(tmp_path / "a")), log=_quiet).train()
+    _interrupt_after(monkeypatch, STEPS_PER_EPOCH + 2)
+    with pytest.raises(Interrupted):
+        TrainingRun.start(TrainConfig(**config, out=str(tmp_path / "b")), log=_quiet).train()
+    monkeypatch.undo()
+    _as_before_fit(tmp_path / "b" / "last.safetensors")
+    assert "callbacks" not in cr.load_checkpoint(tmp_path / "b" / "last.safetensors").metadata
+    TrainingRun.resume(tmp_path / "b", log=_quiet).train()
+    a = _weights_and_state(tmp_path / "a" / "last.safetensors")
+    b = _weights_and_state(tmp_path / "b" / "last.safetensors")
+    _assert_same_run(a, b)
+    assert a[2]["best"] == b[2]["best"]

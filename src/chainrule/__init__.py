@@ -6,6 +6,7 @@ from . import _allocator  # noqa: F401
 from . import functional, optim
 from . import models
 from . import data
+from . import callbacks
 from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
 from .gradcheck import gradcheck
 # interop imports torch/onnx only inside its functions, so this stays cheap.
@@ -24,13 +25,14 @@ from . import losses as _losses
 from .parameter import Parameter
 from . import init, utils
 from .random import manual_seed
-from .train import History, NonFiniteLossError, evaluate, fit, predict
+from .train import History, Interrupted, NonFiniteLossError, evaluate, fit, predict
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Parameter", *_layers.__all__, "Input", "SymbolicTensor", *_losses.__all__, "gradcheck", "fit",
-    "evaluate", "predict", "History", "NonFiniteLossError", "functional", "optim",
+    "Parameter", *_layers.__all__, "Input", "SymbolicTensor", *_losses.__all__, "gradcheck",
+    "fit", "evaluate", "predict", "History", "Interrupted", "NonFiniteLossError", "callbacks",
+    "functional", "optim",
     "models", "data", "save", "load", "load_checkpoint", "Checkpoint", "CheckpointError",
     "interop", "export_onnx", "inspect", "init", "utils", "manual_seed",
 ]

@@ -19,7 +19,9 @@ and ``safetensors.torch.load_file``):
   ====================  ==============================================================
 
 Loading never runs code from the file: the architecture is rebuilt through
-``serialize.build``'s allow-list, and tensors are raw little-endian arrays.
+``serialize.build``'s allow-list, and tensors are raw little-endian arrays. Nor does a
+file make it allocate more than the file holds: the shapes and dtypes the architecture
+implies are checked against the tensor headers before the model is built.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import safetensors.numpy
 from safetensors import SafetensorError
 
 from ._files import write_atomically
+from ._state_shapes import implied_state
 from .layers.base import Layer
 from .serialize import build, describe
 
@@ -183,6 +186,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = Path(path)
     data = _read(path)
     meta = _chainrule_metadata(data, path)
+    architecture = _from_json(meta, "architecture", path)
+    # Before anything is allocated: the state the architecture implies must be what the
+    # file holds, so a header that asks for huge layers costs nothing (see _state_shapes).
+    _check_tensor_headers(architecture, data, path)
 
     try:  # checks every offset against the file size: catches truncated tensor data
         tensors = safetensors.numpy.load(data)
@@ -190,7 +197,6 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         # KeyError: a dtype safetensors knows but its NumPy reader does not (e.g. BF16).
         raise CheckpointError(f"{path}: corrupt tensor data: {err!r}") from err
 
-    architecture = _from_json(meta, "architecture", path)
     try:
         model = build(architecture)
     except (ValueError, MemoryError) as err:  # MemoryError: absurd sizes in a corrupt file
@@ -222,6 +228,39 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{path}: 'metadata' must be a JSON object, got "
                               f"{type(metadata).__name__}")
     return Checkpoint(model, optimizer_state, optimizer_type, metadata)
+
+
+_SAFETENSORS_DTYPES = {"F16": "float16", "F32": "float32", "F64": "float64", "I64": "int64",
+                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+                       "BOOL": "bool", "BF16": "bfloat16"}
+
+
+def _check_tensor_headers(architecture: Any, data: bytes, path: Path) -> None:
+    """Compare the dtypes and shapes ``architecture`` implies with the file's tensor
+    headers (read without loading any tensor); raise CheckpointError naming every
+    mismatch. A description it cannot judge is left to ``build``."""
+    expected = implied_state(architecture)
+    if expected is None:
+        return
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")].decode("utf-8"))
+    stored: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for key, entry in header.items():
+        if key.startswith(MODEL_PREFIX) and isinstance(entry, dict):
+            shape = entry.get("shape")
+            if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
+                raise CheckpointError(f"{path}: corrupt header: tensor {key} has shape {shape!r}")
+            stored[key[len(MODEL_PREFIX):]] = (
+                _SAFETENSORS_DTYPES.get(entry.get("dtype"), str(entry.get("dtype"))), tuple(shape))
+    problems = [f"missing {MODEL_PREFIX}{k}" for k in expected if k not in stored]
+    problems += [f"unexpected {MODEL_PREFIX}{k}" for k in stored if k not in expected]
+    for key, (dtype, shape) in expected.items():
+        got = stored.get(key)
+        if got is not None and got != (dtype, shape):
+            problems.append(f"{MODEL_PREFIX}{key} is {got[0]} {got[1]}, the architecture "
+                            f"needs {dtype} {shape}")
+    if problems:
+        raise CheckpointError(f"{path}: the file does not match the architecture (checked "
+                              "before building it): " + "; ".join(problems))
 
 
 def _read(path: Path) -> bytes:

@@ -129,7 +129,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run = TrainingRun.start(TrainConfig(**given), overwrite=args.overwrite)
     recorder = start_recorder(args, run.model, run.optimizer, run.out)  # None without --inspect
     if recorder is not None:
-        run.on_batch = recorder.on_batch  # labels each recorded step with its epoch and loss
+        run.callbacks.append(recorder)  # labels each recorded step with its epoch and loss
     try:
         run.train()
     except Interrupted as exc:
@@ -183,8 +183,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     X, y = getattr(ds, args.split)
     if not len(X):
         raise CommandError(f"the {args.split} split of {name} is empty")
-    logits = predict(model, X, batch_size=args.batch_size)
-    if logits.shape[1] != ds.num_classes:
+    try:
+        logits = predict(model, X, batch_size=args.batch_size)
+    except ValueError as exc:  # the model's layers refuse the images' shape
+        if "in_channels" in meta and "input_size" in meta:
+            raise
+        raise CommandError(
+            f"{args.checkpoint} does not say which input shape its model takes (no "
+            f"in_channels/input_size metadata: not written by `chainrule train`), and the "
+            f"model does not take {name}'s {info.in_channels}x{info.input_size}x"
+            f"{info.input_size} images: {exc}") from exc
+    if logits.ndim != 2 or logits.shape[1] != ds.num_classes:
         raise CommandError(f"the model has {logits.shape[1]} outputs, {name} has "
                            f"{ds.num_classes} classes")
     loss = CrossEntropyLoss()(logits, y)

@@ -97,12 +97,9 @@ def _forward(layer: Layer, x: np.ndarray, name: str) -> np.ndarray:
         return y
     if isinstance(layer, Graph):
         return _forward_graph(layer, x, name)
-    cache = layer._cache
-    if isinstance(layer, Dropout) and cache is not None and cache[0] is not None \
-            and cache[1] == np.shape(x):
-        # The failed forward's mask: the same values as in that step, no fresh draw.
-        y = layer._cast_input(x) * cache[0]
-    else:
+    # A Dropout layer re-applies the failed forward's mask: the same values, no fresh draw.
+    y = layer.replay(x) if isinstance(layer, Dropout) else None
+    if y is None:
         y = layer.forward(x)
     if not _finite(y):
         message = (f"the output of {_describe(name, layer)} became non-finite ({_count(y)}) "
@@ -252,4 +249,4 @@ def find_non_finite(model: Layer, loss_fn: Loss, xb: Any, yb: Any) -> str:
         for module, flag in flags:
             object.__setattr__(module, "_keep_cache_in_eval", flag)
             object.__setattr__(module, "_cache", None)
-        loss_fn._cache = None
+        loss_fn.release()

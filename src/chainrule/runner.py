@@ -1,60 +1,45 @@
-"""A training run, as ``chainrule train`` performs it: epochs over a data set with
-checkpoints, metrics and curves in a run folder, resumable bit for bit.
+"""What ``chainrule train`` adds to :func:`chainrule.fit`: options, a run folder, and
+the choice of callbacks. The epochs themselves run in ``fit``.
 
 The run folder (``--out``) holds:
 
-- ``last.safetensors``: written at the start, after every epoch, and on Ctrl-C;
-- ``best.safetensors``: the epoch with the best validation accuracy so far;
-- ``metrics.csv``: one row per epoch; ``curves.png``: loss and accuracy per epoch.
+- ``last.safetensors``: written at the start, after every epoch, and on Ctrl-C
+  (``ModelCheckpoint``);
+- ``best.safetensors``: the epoch with the best validation accuracy so far
+  (``ModelCheckpoint(save_best_only=True)``);
+- ``metrics.csv``: one row per epoch (``CSVLogger``); ``curves.png``: loss and accuracy
+  per epoch.
 
-Every checkpoint's metadata holds everything needed to continue (see
-:meth:`TrainingRun._metadata`), and all randomness of an epoch comes from state that
-the checkpoint records, so ``--resume`` ends with the same weights, bit for bit, as a
-run that was never interrupted:
-
-- epoch ``e`` draws its shuffling order and augmentation from
-  ``np.random.default_rng([seed, e])``, and the ``i``-th Dropout layer its masks from
-  ``np.random.default_rng([seed, e, i + 1])``;
-- Ctrl-C (SIGINT) is caught and only sets a flag; the loop checks it *between*
-  steps, so the weights and optimizer state are never half-updated, and saves a
-  mid-epoch checkpoint: the step reached, the epoch Generator's and each Dropout
-  Generator's ``bit_generator.state``, and the epoch's running sums. Resuming redraws
-  the epoch's order from ``(seed, e)``, restores those states and carries on at the
-  next step. A second Ctrl-C stops at once (the last checkpoint on disk stays valid:
-  writes are atomic).
+Every checkpoint's metadata holds what ``fit`` needs to resume bit for bit (see
+``FitLoop.state_metadata``: epoch ``e`` draws its order and augmentation from
+``default_rng([seed, e])``, Dropout ``i`` from ``default_rng([seed, e, i + 1])``; Ctrl-C
+stops between steps and saves a mid-epoch checkpoint), plus the run's options and what
+``evaluate``/``predict`` need to read images as training did (:meth:`TrainingRun._metadata`).
+Checkpoints written before ``fit`` ran this loop are read too (:func:`_upgrade`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import math
-import signal
 import sys
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from tqdm import tqdm
-
-from ._files import write_atomically
-from .checkpoint import load, load_checkpoint, save
-from .data import augment, get_dataset_info, load_dataset
+from .callbacks import (Callback, CSVLogger, LambdaCallback, LRSchedulerStep, ModelCheckpoint,
+                        ProgressBar, TerminateOnNaN)
+from .checkpoint import Checkpoint, load, load_checkpoint
+from .data import DataLoader, augment, get_dataset_info, load_dataset
 from .data.datasets import Dataset
-from .diagnose import find_non_finite
 from .layers.base import Layer
-from .layers.dropout import Dropout
 from .losses import CrossEntropyLoss
 from .models import MODELS
 from .optim import (SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, CosineAnnealingLR, LRScheduler,
                     NAdam, Optimizer, RAdam, RMSprop, StepLR)
 from .optim.lr_scheduler import LinearLR, OneCycleLR, SequentialLR
 from .plots import plot_curves
-from .train import NonFiniteLossError, batches, evaluate, train_step
+from .train import Interrupted, evaluate, fit  # Interrupted: what `chainrule train` catches
 
 RUN_FORMAT = "chainrule-run"
 LAST, BEST, METRICS, CURVES = "last.safetensors", "best.safetensors", "metrics.csv", "curves.png"
@@ -85,15 +70,6 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 class RunError(Exception):
     """A run that cannot start or resume (bad options, a folder that holds another run)."""
-
-
-class Interrupted(Exception):
-    """Training stopped on Ctrl-C after saving a resumable checkpoint."""
-
-    def __init__(self, path: Path, epoch: int, step: int) -> None:
-        where = f"epoch {epoch}" if step == 0 else f"epoch {epoch + 1}, step {step}"
-        super().__init__(f"interrupted; saved a resumable checkpoint at {where} in {path}")
-        self.path, self.epoch, self.step = path, epoch, step
 
 
 @dataclass
@@ -261,17 +237,12 @@ def prepare_data(cfg: TrainConfig, stats: tuple[list, list] | None = None) -> Da
 
 @dataclass
 class RunState:
-    """Where a run stands: ``epoch`` epochs done, ``step`` steps into the next one."""
+    """Where a run stands: ``epoch`` epochs done, its per-epoch ``history`` rows (as
+    ``fit``'s History) and ``best`` (``{"metric", "value", "epoch"}``)."""
 
     epoch: int = 0
-    step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
-    # Only for a mid-epoch checkpoint (step > 0): the running sums of the epoch and the
-    # Generator states reached, to continue exactly where it stopped.
-    partial: dict[str, float] | None = None
-    rng_state: dict[str, Any] | None = None
-    dropout_states: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -280,34 +251,6 @@ class RunResult:
     epochs: int
     best: dict[str, Any] | None
     test: dict[str, float] | None
-
-
-class _StopFlag:
-    requested = False
-
-
-@contextmanager
-def _stop_on_sigint(log: Callable[[str], None]) -> Iterator[_StopFlag]:
-    """While inside, the first SIGINT only sets ``flag.requested``; a second one raises
-    KeyboardInterrupt as usual."""
-    flag = _StopFlag()
-
-    def handler(signum: int, frame: Any) -> None:
-        if flag.requested:
-            raise KeyboardInterrupt
-        flag.requested = True
-        log("\ninterrupt: finishing the current step, then saving a resumable checkpoint "
-            "(Ctrl-C again stops at once)")
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread: leave Ctrl-C alone
-        previous = None
-    try:
-        yield flag
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
 
 
 def _as_json(value: Any) -> Any:
@@ -319,32 +262,91 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+# The metrics.csv header, and the History key each column holds.
+CSV_KEYS = {"epoch": "epoch", "train_loss": "loss", "train_accuracy": "accuracy",
+            "val_loss": "val_loss", "val_accuracy": "val_accuracy", "lr": "lr",
+            "time_s": "time_s"}
+
+
+def _upgrade(meta: dict[str, Any]) -> dict[str, Any]:
+    """The metadata of a checkpoint written before ``fit`` ran the command line's loop,
+    with the callback states ``fit`` restores: the best-checkpoint's best value and the
+    scheduler's state (then kept in ``best`` and ``scheduler_config``). The history rows'
+    older names (``train_loss``) ``fit`` reads itself."""
+    if "callbacks" in meta:
+        return meta
+    states: dict[str, Any] = {}
+    if meta.get("best") is not None:
+        states["ModelCheckpoint"] = {"best": meta["best"]["value"],
+                                     "best_epoch": meta["best"]["epoch"]}
+    if meta.get("scheduler_config") is not None:
+        states["LRSchedulerStep"] = meta["scheduler_config"]["state"]
+    return {**meta, "callbacks": states}
+
+
+class _RunFolder(Callback):
+    """The run's own bookkeeping after each epoch: ``run.state``, curves.png and the
+    epoch's line on the log (after the checkpoints and metrics.csv are written)."""
+
+    order = 20
+
+    def __init__(self, run: "TrainingRun", best: ModelCheckpoint, last: ModelCheckpoint) -> None:
+        self.run, self.best, self.last = run, best, last
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        if self.loop.epoch == 0 and self.loop.step == 0 and self.loop.epochs > 0:
+            self.last._save(self.run.out / LAST)  # so that even epoch 1 has a last good one
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        run, cfg = self.run, self.run.cfg
+        run.state.epoch, run.state.best = epoch + 1, run.best_record()
+        plot_curves(run.state.history, run.out / CURVES, title=f"{cfg.model} on {cfg.data}")
+        val = (f"  val loss {logs['val_loss']:.4f} acc {logs['val_accuracy']:.2%}"
+               if "val_loss" in logs else "")
+        width = len(str(cfg.epochs))
+        improved = self.best.best_epoch == epoch + 1
+        run.log(f"epoch {epoch + 1:>{width}}/{cfg.epochs}  train loss {logs['loss']:.4f} "
+                f"acc {logs['accuracy']:.2%}{val}  lr {logs['lr']:.2e}  "
+                f"{logs['time_s']:.1f}s{'  *best*' if improved else ''}")
+
+    def last_good(self) -> str:
+        epoch = self.last._saved_at[0] if self.last._saved_at else 0
+        return f". The last good checkpoint, {self.run.out / LAST} (epoch {epoch}), is intact"
+
+
 class TrainingRun:
     """One run: a model, its optimizer and scheduler, the data, and the run folder.
 
     Build it with :meth:`start` (a fresh run) or :meth:`resume` (from a run folder),
-    then call :meth:`train`.
+    then call :meth:`train`, which runs :func:`chainrule.fit` with the run's callbacks.
     """
 
     def __init__(self, cfg: TrainConfig, data: Dataset, model: Layer, optimizer: Optimizer,
                  scheduler: LRScheduler | None, scheduler_config: Mapping[str, Any] | None,
-                 state: RunState, log: Callable[[str], None] = print) -> None:
+                 checkpoint: Checkpoint | None = None, log: Callable[[str], None] = print
+                 ) -> None:
         self.cfg, self.data, self.model = cfg, data, model
-        self.optimizer, self.scheduler, self.state = optimizer, scheduler, state
+        self.optimizer, self.scheduler = optimizer, scheduler
         # What the scheduler was built from (build_scheduler), saved with its state: a
         # resume with more --epochs rebuilds it with these lengths, not new ones.
         self.scheduler_config = scheduler_config
+        self.checkpoint = checkpoint   # the one to resume from, or None
+        meta = checkpoint.metadata if checkpoint is not None else {}
+        self.state = RunState(epoch=meta.get("epoch", 0), history=list(meta.get("history", [])),
+                              best=meta.get("best"))
         self.out = cfg.out_dir
-        # Optional per-step callback on_batch(epoch, step, loss), e.g. the inspect recorder.
+        # Optional per-step callback on_batch(epoch, step, loss), and more callbacks
+        # (e.g. the inspect Recorder).
         self.on_batch: Callable[[int, int, float], None] | None = None
+        self.callbacks: list[Callback] = []
         self.log = log
         self.loss_fn = CrossEntropyLoss()
-        self.dropouts = [m for m in model.modules() if isinstance(m, Dropout)]
         info = get_dataset_info(cfg.data)
         self.max_shift = info.max_shift if cfg.augment else 0
         self.hflip = info.hflip and cfg.augment
         # Shifted-in pixels are black: the normalized value of a zero pixel.
         self.fill = (-np.asarray(data.mean) / np.asarray(data.std)).astype(DTYPES[cfg.dtype])
+        self._best: ModelCheckpoint | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -369,7 +371,7 @@ class TrainingRun:
         # Only now that the new run can start: nothing of an overwritten run survives.
         for name in (LAST, BEST, METRICS, CURVES):
             (cfg.out_dir / name).unlink(missing_ok=True)
-        return cls(cfg, data, model, optimizer, scheduler, scheduler_config, RunState(), log)
+        return cls(cfg, data, model, optimizer, scheduler, scheduler_config, None, log)
 
     @classmethod
     def resume(cls, directory: str | Path, overrides: Mapping[str, Any] | None = None,
@@ -409,195 +411,102 @@ class TrainingRun:
         scheduler = build_scheduler(optimizer, scheduler_config)
         if ckpt.optimizer_state is None or ckpt.optimizer_type != type(optimizer).__name__:
             raise RunError(f"{directory / LAST} holds no {type(optimizer).__name__} state")
-        # After the scheduler's constructor, which rewrites each group's lr: the saved
-        # groups bring back the lr that was current.
-        optimizer.load_state_dict(ckpt.optimizer_state)
-        if scheduler is not None:
-            scheduler.load_state_dict(saved_schedule["state"])
         steps_per_epoch = _steps_per_epoch(cfg, data)
         if (isinstance(scheduler, OneCycleLR)
                 and cfg.epochs * steps_per_epoch > scheduler.total_steps):
             raise RunError(f"--epochs {cfg.epochs} runs past the one-cycle schedule, built for "
                            f"{scheduler.total_steps // steps_per_epoch} epochs; a "
                            "one-cycle schedule cannot be extended (start a new run)")
-        state = RunState(epoch=meta["epoch"], step=meta["step"], history=meta["history"],
-                         best=meta["best"], partial=meta.get("partial"),
-                         rng_state=meta.get("rng_state"),
-                         dropout_states=meta.get("dropout_states"))
-        return cls(cfg, data, model, optimizer, scheduler, scheduler_config, state, log)
+        ckpt.metadata = _upgrade(meta)
+        return cls(cfg, data, model, optimizer, scheduler, scheduler_config, ckpt, log)
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _metadata(self, rng: np.random.Generator | None = None) -> dict[str, Any]:
-        """Everything a resume needs, and what ``evaluate``/``predict`` need to read
-        images the way training did (classes, input size and channels, mean and std)."""
-        s = self.state
+    def _sync_history(self, rows: list[dict[str, Any]]) -> None:
+        # The run's rows keep the names of metrics.csv (train_loss, ...), as checkpoints
+        # of every earlier version have them.
+        self.state.history = [{k: row.get(key) for k, key in CSV_KEYS.items()} for row in rows]
+
+    def best_record(self) -> dict[str, Any] | None:
+        """``{"metric", "value", "epoch"}`` of the best checkpoint so far, or None."""
+        best = self._best
+        if best is None or best.best is None:
+            return self.state.best
+        metric = "val_accuracy" if best.monitor == "val_accuracy" else "train_accuracy"
+        return {"metric": metric, "value": best.best, "epoch": best.best_epoch}
+
+    def _metadata(self) -> dict[str, Any]:
+        """What the command line keeps beside ``fit``'s state: the options (``args``), how
+        the optimizer and scheduler were built, the best epoch, and what ``evaluate`` and
+        ``predict`` need to read images the way training did (classes, input size and
+        channels, mean and std)."""
         meta: dict[str, Any] = {
             "format": RUN_FORMAT, "data": self.cfg.data, "classes": self.data.classes,
             "in_channels": self.data.in_channels, "input_size": self.data.input_size,
             "mean": self.data.mean, "std": self.data.std, "model_name": self.cfg.model,
-            "epoch": s.epoch, "step": s.step,
             "optimizer_config": self.cfg.optimizer_config(),
-            "scheduler_config": None, "best": s.best, "history": s.history,
-            "args": self.cfg.to_dict(),
+            "scheduler_config": None, "best": self.best_record(), "args": self.cfg.to_dict(),
+            "history": self.state.history,
         }
-        if self.scheduler is not None:
+        if self.scheduler is not None:  # (also in fit's callback states; read by older runs)
             meta["scheduler_config"] = {**self.scheduler_config,
                                         "state": self.scheduler.state_dict()}
-        # The Generator the next step draws from: mid-epoch the live one, at an epoch
-        # boundary the fresh one of the next epoch (a function of seed and epoch).
-        rng = rng if rng is not None else np.random.default_rng([self.cfg.seed, s.epoch])
-        meta["rng_state"] = rng.bit_generator.state
-        if s.step > 0:
-            meta["partial"] = s.partial
-            meta["dropout_states"] = [d.rng.bit_generator.state for d in self.dropouts]
         return meta
-
-    def _save(self, name: str, rng: np.random.Generator | None = None) -> Path:
-        return save(self.model, self.out / name, optimizer=self.optimizer,
-                    **self._metadata(rng))
-
-    def _write_metrics(self) -> None:
-        text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in self.state.history:
-            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in CSV_COLUMNS})
-        write_atomically(self.out / METRICS, text.getvalue().encode())  # never half a file
-        plot_curves(self.state.history, self.out / CURVES,
-                    title=f"{self.cfg.model} on {self.cfg.data}")
 
     # ------------------------------------------------------------------ the loop
 
+    def _augment(self, xb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return augment(xb, rng, self.max_shift, self.hflip, self.fill)
+
     def train(self) -> RunResult:
-        """Train up to ``cfg.epochs`` epochs, then evaluate the best checkpoint on the
-        test split.
+        """Train up to ``cfg.epochs`` epochs with :func:`chainrule.fit`, then evaluate the
+        best checkpoint on the test split.
 
         Raises:
             Interrupted: after Ctrl-C, once a resumable checkpoint is saved.
             NonFiniteLossError: the loss became NaN/Inf (epoch and step named); nothing
                 is saved, so the last checkpoint on disk is the last good one.
         """
-        cfg, s = self.cfg, self.state
+        cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        n_train = len(self.data.train[0])
+        X, y = self.data.train
         self.log(f"{cfg.model} ({self.model.num_parameters():,} parameters) on {cfg.data}: "
-                 f"{n_train} training, {len(self.data.val[0])} validation, "
+                 f"{len(X)} training, {len(self.data.val[0])} validation, "
                  f"{len(self.data.test[0])} test images; {cfg.optimizer} lr "
                  f"{self.optimizer.param_groups[0]['lr']:g}, batch {cfg.batch_size}, "
                  f"{cfg.dtype}{', augmented' if cfg.augment else ''} -> {self.out}")
-        if s.epoch >= cfg.epochs:
-            self.log(f"already trained {s.epoch} epochs; pass --epochs N (N > {s.epoch}) "
-                     "to train further")
-        elif s.epoch == 0 and s.step == 0:
-            self._save(LAST)  # so that even epoch 1 has a last good checkpoint
-        with _stop_on_sigint(_stderr) as flag, np.errstate(over="ignore", invalid="ignore",
-                                                           divide="ignore"):
-            # (NumPy's overflow warnings are noise here: a non-finite loss is caught below.)
-            while s.epoch < cfg.epochs:
-                self._run_epoch(flag)
-                if flag.requested:
-                    raise Interrupted(self.out / LAST, s.epoch, 0)
-        return RunResult(self.out, s.epoch, s.best, self._test())
-
-    def _run_epoch(self, flag: _StopFlag) -> None:
-        cfg, s = self.cfg, self.state
-        epoch = s.epoch
-        X, y = self.data.train
-        rng = np.random.default_rng([cfg.seed, epoch])
-        order = rng.permutation(len(X))
-        spans = list(batches(len(X), cfg.batch_size))
-        if s.step > 0:  # continue a mid-epoch checkpoint where it stopped
-            rng.bit_generator.state = s.rng_state
-            for d, state in zip(self.dropouts, s.dropout_states or []):
-                d.rng.bit_generator.state = state
-            sums = dict(s.partial or {})
-            s.rng_state = s.dropout_states = None  # used up
-        else:
-            for i, d in enumerate(self.dropouts):
-                d.rng = np.random.default_rng([cfg.seed, epoch, i + 1])
-            sums = {"loss": 0.0, "correct": 0, "seen": 0, "time": 0.0}
-
-        self.model.train()
-        # The lr of the epoch's first batch (per-batch schedules change it within the
-        # epoch), kept in the sums so that a mid-epoch checkpoint carries it.
-        lr = sums.setdefault("lr", self.optimizer.param_groups[0]["lr"])
-        bar = tqdm(total=len(spans), initial=s.step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   unit="batch", leave=False, disable=not cfg.progress, file=sys.stderr,
-                   dynamic_ncols=True)
-        started = time.perf_counter() - sums["time"]
-        try:
-            for step in range(s.step, len(spans)):
-                if flag.requested:
-                    s.partial = sums | {"time": time.perf_counter() - started}
-                    self._save(LAST, rng)
-                    raise Interrupted(self.out / LAST, epoch, step)
-                idx = order[spans[step]]
-                xb, yb = X[idx], y[idx]
-                if cfg.augment:
-                    xb = augment(xb, rng, self.max_shift, self.hflip, self.fill)
-                loss, out = train_step(self.model, self.loss_fn, self.optimizer, xb, yb,
-                                       cfg.clip_grad_norm)
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; lower "
-                        f"the learning rate (--lr) or check the data. Diagnosis: "
-                        f"{find_non_finite(self.model, self.loss_fn, xb, yb)}. The last "
-                        f"good checkpoint, {self.out / LAST} (epoch {epoch}), is intact")
-                sums["loss"] += loss * len(idx)
-                sums["correct"] += int(np.sum(out.argmax(axis=1) == yb))
-                sums["seen"] += len(idx)
-                s.step = step + 1
-                if self.on_batch is not None:
-                    self.on_batch(epoch, step, loss)
-                if self.scheduler is not None and cfg.scheduler in PER_BATCH_SCHEDULERS:
-                    self.scheduler.step()  # before the next Ctrl-C check: saved with the step
-                elapsed = time.perf_counter() - started
-                bar.set_postfix({"loss": f"{sums['loss'] / sums['seen']:.4f}",
-                                 "acc": f"{sums['correct'] / sums['seen']:.2%}",
-                                 "img/s": f"{sums['seen'] / max(elapsed, 1e-9):.0f}"},
-                                refresh=False)
-                bar.update(1)
-            bar.refresh()  # the epoch's final numbers, even when it took under mininterval
-        finally:
-            bar.close()
-        train_time = time.perf_counter() - started
-        self._finish_epoch(sums, lr, train_time)
-
-    def _finish_epoch(self, sums: Mapping[str, float], lr: float, train_time: float) -> None:
-        cfg, s = self.cfg, self.state
-        t0 = time.perf_counter()
-        row: dict[str, Any] = {
-            "epoch": s.epoch + 1, "train_loss": sums["loss"] / max(sums["seen"], 1),
-            "train_accuracy": sums["correct"] / max(sums["seen"], 1),
-            "val_loss": None, "val_accuracy": None, "lr": lr}
-        if len(self.data.val[0]):
-            metrics = evaluate(self.model, *self.data.val, loss_fn=self.loss_fn,
-                               batch_size=max(cfg.batch_size, 256))
-            if not math.isfinite(metrics["loss"]):
-                raise NonFiniteLossError(
-                    f"the validation loss became {metrics['loss']} after epoch {s.epoch + 1}; "
-                    f"the last good checkpoint, {self.out / LAST} (epoch {s.epoch}), is intact")
-            row["val_loss"], row["val_accuracy"] = metrics["loss"], metrics["accuracy"]
-        row["time_s"] = train_time + time.perf_counter() - t0
-        if self.scheduler is not None and cfg.scheduler not in PER_BATCH_SCHEDULERS:
-            self.scheduler.step()
-        key = "val_accuracy" if row["val_accuracy"] is not None else "train_accuracy"
-        improved = s.best is None or row[key] > s.best["value"]
-        s.epoch, s.step, s.partial = s.epoch + 1, 0, None
-        s.history.append(row)
-        if improved:
-            s.best = {"metric": key, "value": row[key], "epoch": s.epoch}
-        self._save(LAST)
-        if improved:
-            self._save(BEST)
-        self._write_metrics()
-        val = (f"  val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.2%}"
-               if row["val_loss"] is not None else "")
-        width = len(str(cfg.epochs))
-        self.log(f"epoch {s.epoch:>{width}}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
-                 f"acc {row['train_accuracy']:.2%}{val}  lr {lr:.2e}  "
-                 f"{row['time_s']:.1f}s{'  *best*' if improved else ''}")
+        if self.state.epoch >= cfg.epochs:
+            self.log(f"already trained {self.state.epoch} epochs; pass --epochs N "
+                     f"(N > {self.state.epoch}) to train further")
+        has_val = len(self.data.val[0]) > 0
+        self._best = best = ModelCheckpoint(
+            self.out / BEST, monitor="val_accuracy" if has_val else "accuracy",
+            save_best_only=True, mode="max", metadata=self._metadata)
+        last = ModelCheckpoint(self.out / LAST, metadata=self._metadata)
+        folder = _RunFolder(self, best, last)
+        sync = LambdaCallback(on_epoch_end=lambda e, logs: self._sync_history(
+            folder.loop.history.rows))
+        callbacks: list[Callback] = [sync,
+            TerminateOnNaN(advice="lower the learning rate (--lr) or check the data",
+                           epilogue=folder.last_good),
+            best, last, CSVLogger(self.out / METRICS, columns=CSV_KEYS), folder,
+            *self.callbacks]
+        if cfg.progress:
+            callbacks.append(ProgressBar())
+        if self.scheduler is not None:
+            interval = "batch" if cfg.scheduler in PER_BATCH_SCHEDULERS else "epoch"
+            callbacks.append(LRSchedulerStep(self.scheduler, interval))
+        if self.on_batch is not None:
+            on_batch = self.on_batch
+            callbacks.append(LambdaCallback(
+                on_batch_end=lambda b, logs: on_batch(folder.loop.epoch, b, logs["loss"])))
+        loader = DataLoader(self.data.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                            transform=self._augment if cfg.augment else None)
+        fit(self.model, self.loss_fn, self.optimizer, loader, epochs=cfg.epochs,
+            val=self.data.val if has_val else None, callbacks=callbacks, seed=cfg.seed,
+            progress=False, resume=self.checkpoint, clip_grad_norm=cfg.clip_grad_norm)
+        self.state.epoch = folder.loop.epoch
+        return RunResult(self.out, self.state.epoch, self.state.best, self._test())
 
     def _test(self) -> dict[str, float] | None:
         """Loss and accuracy of the best checkpoint on the test split (None without one)."""

@@ -1,40 +1,35 @@
 """The training loop: forward, loss, backward, update, over mini-batches and epochs.
 
-The command line and user code share these functions.
+:func:`fit` is the only epoch loop: the command line (``chainrule train``) and user code
+both run it, and plug what they need into it as callbacks (``chainrule.callbacks``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .diagnose import find_non_finite
+from .callbacks import (NOT_METRICS, Callback, CallbackList, History, LambdaCallback,
+                        LRSchedulerStep, ModelCheckpoint, ProgressBar, TerminateOnNaN)
+from .checkpoint import Checkpoint, load_checkpoint, save
+from .data.loader import DataLoader
 from .layers.base import Layer, backward_parameters_only
 from .layers.dropout import Dropout
 from .losses import CrossEntropyLoss, Loss, NLLLoss
-from .random import generator
 from .utils.clip_grad import clip_grad_norm_
 
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when the loss becomes NaN or infinite; names the epoch and step."""
-
-
-@dataclass
-class History:
-    """Per-epoch metrics of ``fit``: lists indexed by epoch (accuracy only for
-    classification losses; ``val_*`` only when validation data was given)."""
-
-    loss: list[float] = field(default_factory=list)
-    accuracy: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_accuracy: list[float] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, list[float]]:
-        return {k: v for k, v in vars(self).items() if v}
 
 
 def _check_xy(X: Any, y: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -78,12 +73,6 @@ def train_step(model: Layer, loss_fn: Loss, optimizer: Any, xb: np.ndarray, yb: 
     return loss, out
 
 
-def _seed_dropout(model: Layer, rng: np.random.Generator) -> None:
-    for module in model.modules():
-        if isinstance(module, Dropout):
-            module.rng = np.random.default_rng(rng.integers(2**63))
-
-
 def _is_classification(loss_fn: Loss) -> bool:
     return isinstance(loss_fn, (CrossEntropyLoss, NLLLoss))
 
@@ -106,70 +95,345 @@ def _check_reduces(loss_fn: Loss, where: str) -> None:
                          "a loss that reduces them to one number (reduction='mean' or 'sum')")
 
 
-def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: tuple[Any, Any], epochs: int = 1,
-        batch_size: int = 32, val: tuple[Any, Any] | None = None, shuffle: bool = True,
-        seed: int | None = 0, scheduler: Any = None,
-        on_batch: Callable[[int, int, float], None] | None = None,
-        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-        clip_grad_norm: float | None = None) -> History:
-    """Train ``model`` for ``epochs`` passes over ``train = (X, y)``.
+class Interrupted(KeyboardInterrupt):
+    """``fit`` stopped on Ctrl-C (SIGINT) between two steps, after every callback's
+    ``on_interrupt`` ran (a ``ModelCheckpoint`` writes a resumable checkpoint then).
 
-    Each step: forward, loss, backward, optimizer step. ``seed`` fixes the shuffling and
-    the dropout masks (a per-run Generator; the global NumPy state is never touched), so
-    the same seed and initial weights give the same weights (``seed=None``: the library
-    generator of ``chainrule.manual_seed``, or OS entropy without it). ``clip_grad_norm``
-    clips the gradients' total L2 norm before each update (None: no clipping; see
-    ``chainrule.utils.clip_grad_norm_``). ``scheduler.step()`` runs
-    once per epoch. ``on_batch(epoch, step, loss)`` and ``on_epoch(epoch, metrics)`` are
-    optional callbacks (progress bars, logging).
-
-    Returns a ``History`` with per-epoch mean training loss (and accuracy for
-    classification), plus ``val_loss``/``val_accuracy`` when ``val`` is given.
-
-    Raises ``NonFiniteLossError`` naming the epoch and step when the loss becomes NaN/Inf,
-    and the first layer whose output or gradient did (see ``chainrule.diagnose``); that
-    step is not applied, so the model keeps the last finite weights.
+    Attributes:
+        path: the checkpoint written (None when no ModelCheckpoint saves one).
+        epoch, step: ``step`` steps into epoch ``epoch`` (from 0); ``step == 0``:
+            ``epoch`` epochs done.
     """
-    X, y = _check_xy(*train, "fit")
-    _check_reduces(loss_fn, "fit")
-    if epochs < 0:
-        raise ValueError(f"fit: epochs must be >= 0, got {epochs}")
-    rng = generator(seed)
-    _seed_dropout(model, rng)
-    classify = _is_classification(loss_fn)
-    history = History()
-    for epoch in range(epochs):
-        model.train()
-        total_loss, correct, counted, seen = 0.0, 0, 0, 0
-        for step, idx in enumerate(batches(len(X), batch_size, rng if shuffle else None)):
-            loss, out = train_step(model, loss_fn, optimizer, X[idx], y[idx], clip_grad_norm)
-            if not math.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; lower the "
-                    f"learning rate or check the data. Diagnosis: "
-                    f"{find_non_finite(model, loss_fn, X[idx], y[idx])}")
-            # An average over the batch ("mean", KLDivLoss's "batchmean"), weighed by its size.
-            total_loss += loss if loss_fn.reduction == "sum" else loss * len(idx)
-            if classify:
-                hits, kept = _class_hits(out, y[idx], loss_fn)
-                correct, counted = correct + hits, counted + kept
-            seen += len(idx)
-            if on_batch is not None:
-                on_batch(epoch, step, loss)
-        history.loss.append(total_loss / max(seen, 1))
-        if classify:
-            history.accuracy.append(correct / max(counted, 1))
-        if val is not None:
-            metrics = evaluate(model, *val, loss_fn=loss_fn, batch_size=max(batch_size, 256))
-            history.val_loss.append(metrics["loss"])
-            if classify:
-                history.val_accuracy.append(metrics["accuracy"])
-        if scheduler is not None:
-            scheduler.step()
-        if on_epoch is not None:
-            on_epoch(epoch, {k: v[-1] for k, v in history.as_dict().items()})
-    return history
 
+    def __init__(self, path: Path | None, epoch: int, step: int) -> None:
+        where = f"epoch {epoch}" if step == 0 else f"epoch {epoch + 1}, step {step}"
+        text = (f"saved a resumable checkpoint at {where} in {path}" if path is not None else
+                f"stopped at {where}; no checkpoint written (add a callbacks.ModelCheckpoint)")
+        super().__init__(f"interrupted; {text}")
+        self.path, self.epoch, self.step = path, epoch, step
+
+
+class _StopFlag:
+    requested = False
+
+
+@contextmanager
+def _stop_on_sigint() -> Iterator[_StopFlag]:
+    """While inside, the first SIGINT only sets ``flag.requested`` (the loop checks it
+    between steps, so weights and optimizer state are never half-updated); a second one
+    raises KeyboardInterrupt as usual. Outside the main thread Ctrl-C is left alone."""
+    flag = _StopFlag()
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+        print("\ninterrupt: finishing the current step, then saving a resumable checkpoint "
+              "(Ctrl-C again stops at once)", file=sys.stderr, flush=True)
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        yield flag
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+# The keys of a checkpoint's metadata that hold the loop's state (see FitLoop.save).
+STATE_KEYS = ("epoch", "step", "seed", "history", "rng_state", "partial", "dropout_states",
+              "callbacks")
+# History rows of checkpoints written by `chainrule train` before fit ran its loop.
+_OLD_ROW_KEYS = {"train_loss": "loss", "train_accuracy": "accuracy"}
+
+
+class FitLoop:
+    """The state of one :func:`fit` call; callbacks see it as ``self.loop``.
+
+    Attributes:
+        model, loss_fn, optimizer, loader (the training ``DataLoader``), val, epochs,
+        callbacks (a ``CallbackList``), history (``callbacks.History``);
+        epoch: the epoch running (from 0), or the epochs done between epochs;
+        step: steps done in ``epoch``; steps_per_epoch: ``len(loader)``;
+        batch: ``(x_batch, y_batch)`` of the current step;
+        sums: the epoch's running sums (``loss``, ``correct``, ``counted``, ``seen``,
+            ``time``, and ``lr``: the lr of the epoch's first step);
+        classify: whether accuracy is counted (CrossEntropyLoss, NLLLoss);
+        stop_training: set it to stop after the current step.
+    """
+
+    def __init__(self, model: Layer, loss_fn: Loss, optimizer: Any, loader: DataLoader,
+                 val: Any, epochs: int, callbacks: CallbackList, history: History,
+                 clip_grad_norm: float | None, val_batch_size: int) -> None:
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.loader, self.val, self.epochs = loader, val, epochs
+        self.callbacks, self.history = callbacks, history
+        self.clip_grad_norm, self.val_batch_size = clip_grad_norm, val_batch_size
+        self.seed = loader.seed
+        self.epoch = self.step = 0
+        self.steps_per_epoch = len(loader)
+        self._stop_training = False
+        self.batch: tuple[np.ndarray, np.ndarray] | None = None
+        self.classify = _is_classification(loss_fn)
+        self.dropouts = [m for m in model.modules() if isinstance(m, Dropout)]
+        self.sums: dict[str, float] = {}
+        self._started = time.perf_counter()
+
+    @property
+    def stop_training(self) -> bool:
+        """Whether to stop after the current step: set here, or on the model as Keras'
+        callbacks do (``self.model.stop_training = True``)."""
+        return self._stop_training or bool(self.model.__dict__.get("stop_training", False))
+
+    @stop_training.setter
+    def stop_training(self, value: bool) -> None:
+        self._stop_training = bool(value)
+
+    def elapsed(self) -> float:
+        """Seconds of training in the current epoch (across a resume)."""
+        return time.perf_counter() - self._started
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_metadata(self) -> dict[str, Any]:
+        """The loop's state, as checkpoint metadata (JSON types): with the weights and the
+        optimizer state, everything ``fit(resume=...)`` needs to continue bit for bit.
+
+        ``epoch``/``step``: where the next step is; ``rng_state``: the state of the
+        Generator it draws from (the loader's; at an epoch boundary the fresh one of the
+        next epoch); mid-epoch also ``partial`` (the epoch's running sums) and
+        ``dropout_states`` (each Dropout's Generator); ``history``: the rows so far;
+        ``callbacks``: each callback's ``state_dict()``.
+        """
+        meta: dict[str, Any] = {
+            "epoch": self.epoch, "step": self.step, "seed": self.seed,
+            "history": self.history.rows, "rng_state": self.loader.state_dict()["rng_state"],
+            "callbacks": self.callbacks.state_dict()}
+        if self.step > 0:
+            meta["partial"] = {**self.sums, "time": self.elapsed()}
+            meta["dropout_states"] = [d.rng.bit_generator.state for d in self.dropouts]
+        return meta
+
+    def save(self, path: str | os.PathLike, **metadata: Any) -> Path:
+        """Write a resumable checkpoint (atomically) of the model, the optimizer and the
+        loop's state, plus ``metadata``."""
+        return save(self.model, path, optimizer=self.optimizer,
+                    **{**self.state_metadata(), **metadata})
+
+    def restore(self, ckpt: Checkpoint, where: str) -> None:
+        """Put the model, optimizer, loader, Dropout Generators, history and callbacks
+        back as ``ckpt`` (written by :meth:`save`) holds them."""
+        meta = ckpt.metadata
+        missing = [k for k in ("epoch", "step", "history", "rng_state") if k not in meta]
+        if missing:
+            raise ValueError(f"fit: resume: {where} holds no training state (no "
+                             f"{', '.join(missing)} in its metadata); write resumable "
+                             "checkpoints with chainrule.callbacks.ModelCheckpoint")
+        if "seed" in meta and meta["seed"] != self.seed:
+            raise ValueError(f"fit: resume: {where} was trained with seed {meta['seed']}, this "
+                             f"call has seed {self.seed}; the batches would differ")
+        try:
+            self.model.load_state_dict(ckpt.model.state_dict())
+        except (KeyError, ValueError) as err:
+            raise ValueError(f"fit: resume: {where} holds weights of another architecture: "
+                             f"{err}") from err
+        if ckpt.optimizer_state is None or ckpt.optimizer_type != type(self.optimizer).__name__:
+            raise ValueError(f"fit: resume: {where} holds no {type(self.optimizer).__name__} "
+                             f"state (found {ckpt.optimizer_type})")
+        self.optimizer.load_state_dict(ckpt.optimizer_state)
+        self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
+        self.history.rows = [{_OLD_ROW_KEYS.get(k, k): v for k, v in row.items()}
+                             for row in meta["history"]]
+        self.callbacks.load_state_dict(meta.get("callbacks", {}))
+        self.loader.load_state_dict({"epoch": self.epoch, "position": self.step,
+                                     "rng_state": meta["rng_state"]})
+        if self.step > 0:
+            partial = dict(meta["partial"])
+            partial.setdefault("counted", partial["seen"])  # older checkpoints: all counted
+            self.sums = partial
+            for d, state in zip(self.dropouts, meta.get("dropout_states") or []):
+                d.rng.bit_generator.state = state
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> History:
+        cbs = self.callbacks
+        if "stop_training" in self.model.__dict__:   # left set by an earlier fit, as in Keras
+            self.model.stop_training = False
+        cbs.call("on_train_begin", {})
+        # NumPy's overflow warnings are noise here: a non-finite loss is caught per step.
+        with _stop_on_sigint() as flag, np.errstate(over="ignore", invalid="ignore",
+                                                    divide="ignore"):
+            while self.epoch < self.epochs and not self.stop_training:
+                self._begin_epoch()
+                cbs.call("on_epoch_begin", self.epoch, {})
+                batches = iter(self.loader)  # from the loader's position = self.step
+                while self.step < self.steps_per_epoch and not self.stop_training:
+                    if flag.requested:  # before the next batch is drawn
+                        self._interrupt()
+                    self._train_step(*next(batches))
+                if self.step < self.steps_per_epoch:  # stopped in the middle of the epoch
+                    break
+                self._end_epoch()
+                if flag.requested:
+                    self._interrupt()
+        cbs.call("on_train_end", {})
+        return self.history
+
+    def _begin_epoch(self) -> None:
+        self.model.train()
+        if self.step == 0:  # (else a resumed mid-epoch checkpoint restored all this)
+            self.loader.set_epoch(self.epoch)
+            for i, d in enumerate(self.dropouts):
+                d.rng = np.random.default_rng([self.seed, self.epoch, i + 1])
+            self.sums = {"loss": 0.0, "correct": 0, "counted": 0, "seen": 0, "time": 0.0,
+                         "lr": self.optimizer.param_groups[0]["lr"]}
+        self._started = time.perf_counter() - self.sums["time"]
+
+    def _train_step(self, xb: np.ndarray, yb: np.ndarray) -> None:
+        batch = self.step
+        self.batch = (xb, yb)
+        self.callbacks.call("on_batch_begin", batch, {"size": len(xb)})
+        loss, out = train_step(self.model, self.loss_fn, self.optimizer, xb, yb,
+                               self.clip_grad_norm)
+        if math.isfinite(loss):
+            s = self.sums
+            # An average over the batch ("mean", KLDivLoss's "batchmean"), weighed by its size.
+            s["loss"] += loss if self.loss_fn.reduction == "sum" else loss * len(xb)
+            if self.classify:
+                hits, kept = _class_hits(out, yb, self.loss_fn)
+                s["correct"], s["counted"] = s["correct"] + hits, s["counted"] + kept
+            s["seen"] += len(xb)
+            self.step += 1
+        else:  # not applied (see train_step); a TerminateOnNaN raises or stops below
+            self.stop_training = True
+        self.callbacks.call("on_batch_end", batch, {"loss": loss, "size": len(xb)})
+
+    def _end_epoch(self) -> None:
+        s = self.sums
+        train_time = self.elapsed()
+        t0 = time.perf_counter()
+        logs: dict[str, Any] = {"loss": s["loss"] / max(s["seen"], 1)}
+        if self.classify:
+            logs["accuracy"] = s["correct"] / max(s["counted"], 1)
+        if self.val is not None:
+            metrics = evaluate(self.model, *self.val, loss_fn=self.loss_fn,
+                               batch_size=self.val_batch_size)
+            logs.update({f"val_{k}": v for k, v in metrics.items()})
+        logs["lr"] = s["lr"]
+        logs["time_s"] = train_time + time.perf_counter() - t0
+        self.epoch, self.step = self.epoch + 1, 0
+        self.loader.set_epoch(self.epoch)  # checkpoints now hold the next epoch's start
+        self.callbacks.call("on_epoch_end", self.epoch - 1, logs)
+
+    def _interrupt(self) -> None:
+        self.callbacks.call("on_interrupt", {})
+        saved = [cb.last_path for cb in self.callbacks
+                 if isinstance(cb, ModelCheckpoint) and cb.last_path is not None
+                 and not cb.save_best_only]
+        raise Interrupted(saved[-1] if saved else None, self.epoch, self.step)
+
+
+def _as_loader(data: Any, where: str, batch_size: int, shuffle: bool, seed: int | None
+               ) -> DataLoader:
+    if isinstance(data, DataLoader):
+        return data
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TypeError(f"fit: {where} must be (X, y) arrays or a chainrule.data.DataLoader, "
+                        f"got {type(data).__name__}")
+    X, y = _check_xy(*data, "fit")
+    return DataLoader((X, y), batch_size=batch_size, shuffle=shuffle, seed=seed)
+
+
+def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: Any, epochs: int = 1,
+        batch_size: int = 32, val: Any = None, scheduler: Any = None,
+        callbacks: Sequence[Callback] = (), seed: int | None = 0, shuffle: bool = True,
+        progress: bool = True, initial_epoch: int = 0,
+        resume: str | os.PathLike | Checkpoint | None = None,
+        clip_grad_norm: float | None = None, scheduler_interval: str = "epoch",
+        on_batch: Callable[[int, int, float], None] | None = None,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> History:
+    """Train ``model`` until ``epochs`` epochs are done: the one training loop.
+
+    Each step: forward, loss, backward, (clipping,) optimizer step. Everything else
+    plugs in as a callback (``chainrule.callbacks``: checkpoints, early stopping, CSV
+    logs, progress bar, lr schedules, the inspect ``Recorder``, your own).
+
+    Args:
+        train: ``(X, y)`` arrays, batched by a ``DataLoader(train, batch_size, shuffle,
+            seed=seed)``, or a ``chainrule.data.DataLoader`` (its own batch size, shuffling,
+            augmentation and seed then apply).
+        epochs: the epoch to stop at (as in Keras: counted with ``initial_epoch`` and the
+            epochs of a resumed run, not on top of them).
+        val: ``(X, y)`` or a DataLoader (its samples in order, not transformed), evaluated
+            in eval mode after every epoch: ``val_loss`` (and ``val_accuracy``).
+        scheduler: stepped after every epoch (``scheduler_interval="batch"``: after every
+            step); shorthand for ``callbacks.LRSchedulerStep(scheduler, interval)``.
+        callbacks: ``chainrule.callbacks.Callback`` objects.
+        seed: seeds the loader's per-epoch Generators (shuffling, augmentation) and the
+            Dropout masks: epoch ``e`` draws from ``default_rng([seed, e])``, the i-th
+            Dropout from ``default_rng([seed, e, i + 1])``; the global NumPy state is never
+            touched. None: drawn from the library generator (``chainrule.manual_seed``).
+        progress: add a ``ProgressBar`` (unless one is given).
+        initial_epoch: the epoch to start at (ignored with ``resume``).
+        resume: a checkpoint written by ``ModelCheckpoint`` (also mid-epoch, on Ctrl-C):
+            weights, optimizer, loader, Dropout Generators, history and callback states
+            are restored, so the run ends bit for bit where an uninterrupted one would.
+        clip_grad_norm: the gradients' total L2 norm is clipped to it before each update
+            (``chainrule.utils.clip_grad_norm_``); None: no clipping.
+        on_batch, on_epoch: ``on_batch(epoch, step, loss)`` and ``on_epoch(epoch,
+            metrics)``, shorthands for a ``LambdaCallback``.
+
+    Returns:
+        the run's ``History`` (also the epochs before a resume): per-epoch ``loss``
+        (the mean over the epoch's samples), ``accuracy`` for classification losses,
+        ``val_loss``/``val_accuracy`` with ``val``, and ``lr``, ``time_s`` per row.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN/Inf (epoch, step and the first non-finite
+            layer named); that step is not applied. (A ``TerminateOnNaN(raise_error=
+            False)`` stops instead.)
+        Interrupted: Ctrl-C, after the callbacks saved what they save.
+    """
+    _check_reduces(loss_fn, "fit")
+    for name, value in (("epochs", epochs), ("initial_epoch", initial_epoch)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"fit: {name} must be an int >= 0, got {value!r}")
+    loader = _as_loader(train, "train", batch_size, shuffle, seed)
+    if isinstance(val, DataLoader):
+        val = val.samples()
+    elif val is not None:
+        val = _check_xy(*val, "fit: val")
+    given = list(callbacks)
+    history = next((cb for cb in given if isinstance(cb, History)), None)
+    if history is None:
+        history = History()
+        given.append(history)
+    if not any(isinstance(cb, TerminateOnNaN) for cb in given):
+        given.append(TerminateOnNaN())
+    if progress and not any(isinstance(cb, ProgressBar) for cb in given):
+        given.append(ProgressBar())
+    if scheduler is not None:
+        given.append(LRSchedulerStep(scheduler, scheduler_interval))
+    loop_ref: list[FitLoop] = []
+    if on_batch is not None:
+        given.append(LambdaCallback(on_batch_end=lambda b, logs: on_batch(
+            loop_ref[0].epoch, b, logs["loss"])))
+    if on_epoch is not None:
+        given.append(LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(
+            e, {k: v for k, v in logs.items() if k not in NOT_METRICS})))
+    cbs = CallbackList(given)
+    loop = FitLoop(model, loss_fn, optimizer, loader, val, int(epochs), cbs, history,
+                   clip_grad_norm, max(loader.batch_size, 256))
+    loop_ref.append(loop)
+    for cb in cbs:
+        cb.set_loop(loop)
+    if resume is not None:
+        ckpt = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume)
+        loop.restore(ckpt, str(resume) if not isinstance(resume, Checkpoint) else "the checkpoint")
+    else:
+        loop.epoch = int(initial_epoch)
+    return loop.run()
 
 def predict(model: Layer, X: Any, batch_size: int = 256) -> np.ndarray:
     """Model outputs for ``X`` in eval mode, computed in batches (the model's mode is
@@ -195,7 +459,7 @@ def evaluate(model: Layer, X: Any, y: Any, loss_fn: Loss | None = None,
     _check_reduces(loss_fn, "evaluate")
     out = predict(model, X, batch_size)
     loss = loss_fn(out, y)
-    loss_fn._cache = None  # no backward follows; drop the cached softmax
+    loss_fn.release()  # no backward follows
     metrics = {"loss": loss}
     if _is_classification(loss_fn):
         hits, kept = _class_hits(out, y, loss_fn)

@@ -148,3 +148,18 @@ def test_mnist_5k():
     raw = a.train[0] * np.float32(a.std[0]) + np.float32(a.mean[0])
     assert raw.min() == pytest.approx(0, abs=1e-5) and raw.max() == pytest.approx(1, abs=1e-5)
     assert ds_module.mnist_5k_path().name == "mnist_5k.csv.gz"
+
+
+def test_each_image_is_scaled_once(monkeypatch):
+    # The training split feeds the statistics and is normalized: one scaling serves both.
+    x = np.arange(30 * 16, dtype=np.uint8).reshape(30, 1, 4, 4)
+    labels = np.arange(30) % 2
+    _fake_info(monkeypatch, lambda d, dl: (x, labels, x[:6], labels[:6]))
+    scaled = []
+    real = ds_module.scale
+    monkeypatch.setattr(ds_module, "scale", lambda a, m: scaled.append(len(a)) or real(a, m))
+    ds = load_dataset("fake", val_fraction=0.2, seed=0)
+    assert sorted(scaled) == [6, 6, 24]                     # val, test, train: once each
+    expected = ds_module.normalize(x, 100.0, ds.mean, ds.std)  # the two-step definition
+    order = np.random.default_rng(0).permutation(30)[6:]
+    np.testing.assert_array_equal(ds.train[0], expected[order])

@@ -100,6 +100,15 @@ def test_wrong_input_shape_is_refused(bad_shape, tmp_path):
         cr.export_onnx(cr.Sequential(cr.Conv2d(3, 2, 3)), tmp_path / "m.onnx", bad_shape)
 
 
+def test_a_shape_with_the_batch_axis_gets_told_what_input_shape_is(tmp_path):
+    # torch.onnx.export takes a batch; export_onnx takes one sample's shape.
+    with pytest.raises(ValueError, match=r"input_shape \(1, 3, 32, 32\) does not fit the model "
+                                         r"\(.*\)\. input_shape is the shape of one sample "
+                                         r"without the batch axis .* pass \(3, 32, 32\)"):
+        cr.export_onnx(cr.Sequential(cr.Conv2d(3, 2, 3)), tmp_path / "m.onnx", (1, 3, 32, 32))
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_mixed_dtypes_are_refused(tmp_path):
     model = cr.Sequential(cr.Linear(3, 3), cr.Linear(3, 3, dtype=np.float64))
     with pytest.raises(ValueError, match="mixes dtypes"):

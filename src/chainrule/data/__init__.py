@@ -3,11 +3,12 @@
 from .augment import augment, random_hflip, random_shift
 from .datasets import (DATASETS, Dataset, DatasetInfo, default_data_dir, describe_datasets,
                        get_dataset_info, load_dataset)
+from .loader import DataLoader
 from .errors import (ChecksumError, DataFormatError, DatasetError, MissingDependencyError,
                      MissingFilesError)
 
 __all__ = [
-    "DATASETS", "Dataset", "DatasetInfo", "load_dataset", "describe_datasets",
+    "DATASETS", "DataLoader", "Dataset", "DatasetInfo", "load_dataset", "describe_datasets",
     "get_dataset_info", "default_data_dir", "augment", "random_shift", "random_hflip",
     "DatasetError", "DataFormatError", "MissingFilesError", "ChecksumError",
     "MissingDependencyError",

@@ -298,13 +298,22 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+def scale(x: np.ndarray, pixel_max: float) -> np.ndarray:
+    """``x / pixel_max`` as a new float32 (N, C, H, W) array: pixels in [0, 1]."""
+    return x.astype(np.float32) / np.float32(pixel_max)
+
+
+def standardize(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """``(x - mean) / std`` per channel, in place on a float32 (N, C, H, W) array; returns it."""
+    x -= np.asarray(mean, dtype=np.float32)[None, :, None, None]
+    x /= np.asarray(std, dtype=np.float32)[None, :, None, None]
+    return x
+
+
 def normalize(x: np.ndarray, pixel_max: float, mean: Sequence[float],
               std: Sequence[float]) -> np.ndarray:
     """``(x / pixel_max - mean) / std`` per channel, as a new float32 (N, C, H, W) array."""
-    out = x.astype(np.float32) / np.float32(pixel_max)
-    out -= np.asarray(mean, dtype=np.float32)[None, :, None, None]
-    out /= np.asarray(std, dtype=np.float32)[None, :, None, None]
-    return out
+    return standardize(scale(x, pixel_max), mean, std)
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False,
@@ -341,9 +350,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     order = np.random.default_rng(seed).permutation(len(x_train))
     n_val = int(round(len(x_train) * val_fraction))
     val_idx, train_idx = np.sort(order[:n_val]), order[n_val:]
-    x_tr = x_train[train_idx]
+    # Scaled once: the statistics and the normalized training split share this array.
+    x_tr = scale(x_train[train_idx], info.pixel_max)
     if stats is None:
-        mean, std = channel_stats(x_tr.astype(np.float32) / np.float32(info.pixel_max))
+        mean, std = channel_stats(x_tr)
     else:
         mean, std = (np.asarray(s, dtype=np.float64).reshape(-1) for s in stats)
         if mean.shape != (info.in_channels,) or std.shape != (info.in_channels,):
@@ -355,6 +365,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
 
     return Dataset(
         name=name, classes=list(info.classes),
-        train=prepare(x_tr, y_train[train_idx]), val=prepare(x_train[val_idx], y_train[val_idx]),
+        train=(standardize(x_tr, mean, std), np.asarray(y_train[train_idx], dtype=np.int64)),
+        val=prepare(x_train[val_idx], y_train[val_idx]),
         test=prepare(x_test, y_test), in_channels=info.in_channels,
         input_size=info.input_size, mean=mean.tolist(), std=std.tolist())

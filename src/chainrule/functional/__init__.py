@@ -2,7 +2,7 @@
 windows, resampling (``functional.resample``) and erf/erfc (``functional.special``).
 Layers call these."""
 
-from ._parallel import empty_with_layout, outer_axis, parallel_slices
+from ._parallel import empty_with_layout, outer_axis, parallel_slices, release_scratch
 from .conv import conv2d_backward, conv2d_forward, conv2d_input_gradient
 from .conv_transpose import (conv_transpose2d_backward, conv_transpose2d_forward,
                              conv_transpose_output_size)
@@ -20,5 +20,5 @@ __all__ = [
     "pad_spatial", "window_counts", "adaptive_pool_matrix",
     "pool_output_size", "pool_overhang", "avg_pool_window_sizes",
     "adaptive_windows", "adaptive_max_pool_forward", "adaptive_max_pool_backward",
-    "empty_with_layout", "outer_axis", "parallel_slices",
+    "empty_with_layout", "outer_axis", "parallel_slices", "release_scratch",
 ]

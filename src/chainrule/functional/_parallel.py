@@ -231,23 +231,51 @@ def even_chunks(n: int, count: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-# Scratch buffers larger than this are allocated per call instead of kept per thread.
+# Scratch buffers larger than this are allocated per call instead of kept per thread,
+# and a thread keeps at most this many bytes of buffers in all (its other slots are
+# dropped when a new one would pass it).
 MAX_KEPT_SCRATCH_BYTES = 64 << 20
+# Every thread's buffers, so that release_scratch() reaches the helper threads' too.
+_all_buffers: list[dict[str, np.ndarray]] = []
 
 
 def scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A per-thread scratch array of ``shape``, reused between calls (it grows, never
-    shrinks): no fresh pages to fault in for every chunk. Valid until the same thread
-    asks for the same slot again."""
-    buffers = _scratch.__dict__.setdefault("buffers", {})
+    """A per-thread scratch array of ``shape``, reused between calls: no fresh pages to
+    fault in for every chunk. Valid until the same thread asks for the same slot again.
+    A thread keeps at most ``MAX_KEPT_SCRATCH_BYTES`` of them; ``release_scratch()``
+    frees them all."""
+    buffers = _scratch.__dict__.get("buffers")
+    if buffers is None:
+        buffers = _scratch.buffers = {}
+        with _lock:
+            _all_buffers.append(buffers)
     size = math.prod(shape) * np.dtype(dtype).itemsize
     if size > MAX_KEPT_SCRATCH_BYTES:
         # A rare huge chunk (one very large image): not worth holding for the process's life.
         return np.empty(shape, dtype=dtype)
     buf = buffers.get(slot)
     if buf is None or buf.size < size:
+        buffers.pop(slot, None)
+        if kept_scratch_bytes(buffers) + size > MAX_KEPT_SCRATCH_BYTES:
+            buffers.clear()  # (arrays handed out earlier stay valid: they hold their memory)
         buf = buffers[slot] = np.empty(size, dtype=np.uint8)
     return buf[:size].view(dtype).reshape(shape)
+
+
+def kept_scratch_bytes(buffers: dict[str, np.ndarray] | None = None) -> int:
+    """Bytes of scratch buffers kept: of one thread's ``buffers``, or of every thread."""
+    if buffers is not None:
+        return sum(b.nbytes for b in buffers.values())
+    with _lock:
+        return sum(kept_scratch_bytes(b) for b in _all_buffers)
+
+
+def release_scratch() -> None:
+    """Free every thread's kept scratch buffers (e.g. after training a large model);
+    the kernels allocate new ones when next needed."""
+    with _lock:
+        for buffers in _all_buffers:
+            buffers.clear()
 
 
 # Below this many elements an element-wise operation is not worth a thread hand-off.

@@ -80,13 +80,65 @@ MIN_SPLIT_BYTES = 256 << 10
 KEEP_COLUMNS_BYTES = 8 << 20
 
 
+def _band_plan(channels: int, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair,
+               in_hw: Pair, itemsize: int, workspace_bytes: int | None
+               ) -> tuple[int, list[tuple[slice, slice]]] | None:
+    """Bands for an image that alone, one per thread, would pass ``workspace_bytes``:
+    ``(axis, [(output slice, padded-input slice), ...])``, cut along the rows (axis 2)
+    or, for a single output row (Conv1d, or a band of one row still too big), along the
+    columns (axis 3). Each band of outputs ``[a, b)`` reads the inputs ``[a*stride,
+    (b - 1)*stride + dilation*(k - 1) + 1)``; the kernels run on each band as on a
+    smaller image. None: whole images fit, no bands.
+
+    An image is cut when its columns (``channels * kh * kw`` rows, the larger of C_in
+    and C_out, of H_out * W_out pixels) and im2col's staging pass the limit, the
+    measure ``_chunks`` uses; a band's size then counts every input pixel it reads (the
+    padded extent across the cut, the kernel's reach along it), which bounds the
+    scratch of every kernel path."""
+    if workspace_bytes is None:
+        return None
+    (oh, ow), (kh, kw) = out_hw, kernel
+    axis = 2 if oh > 1 else 3
+    n_out, k, s, d = ((oh, kh, stride[0], dilation[0]) if axis == 2
+                      else (ow, kw, stride[1], dilation[1]))
+    across, line_hw = ((max(in_hw[1], ow), (1, ow)) if axis == 2
+                       else (max(in_hw[0], oh), (oh, 1)))
+    reach = d * (k - 1)
+    per_line = (channels * kh * kw * across * itemsize
+                + im2col_stage_bytes(channels, kernel, stride, dilation, line_hw, itemsize))
+    share = workspace_bytes // num_workers()
+    # Whole images when one fits by the measure _chunks uses (its columns and staging).
+    whole = (channels * kh * kw * oh * ow * itemsize
+             + im2col_stage_bytes(channels, kernel, stride, dilation, out_hw, itemsize))
+    if n_out <= 1 or whole <= share:
+        return None
+    size = max(1, (share // per_line - reach - 1) // s + 1)
+    bands = []
+    for a in range(0, n_out, size):
+        b = min(a + size, n_out)
+        bands.append((slice(a, b), slice(a * s, (b - 1) * s + reach + 1)))
+    return axis, bands
+
+
+def _at(axis: int, index: slice) -> tuple[slice, ...]:
+    """The index of ``index`` along ``axis`` of a channel-major (C, N, H, W) array."""
+    return (slice(None),) * axis + (index,)
+
+
+def _band_hw(hw: Pair, axis: int, index: slice) -> tuple[int, int]:
+    """``hw`` with the extent of ``index`` on the banded axis."""
+    extent = index.stop - index.start
+    return (extent, hw[1]) if axis == 2 else (hw[0], extent)
+
+
 def _chunks(n: int, per_image: int, workspace_bytes: int | None,
             stage_per_image: int = 0) -> list[tuple[int, int]]:
     """(start, stop) image ranges: cache-sized (by ``per_image``, the bytes of a chunk's
     main scratch buffer per image); at least one per thread when the layer is big
     enough to share; and within ``workspace_bytes`` for the scratch buffers of every
-    thread together, im2col's staging (``stage_per_image``) included (but at least one
-    image: a single image is never split)."""
+    thread together, im2col's staging (``stage_per_image``) included (at least one
+    image: the callers cut an image that alone passes the limit into bands,
+    ``_band_plan``)."""
     workers = num_workers()
     images = max(1, CHUNK_BYTES // max(1, per_image))
     if n * per_image >= MIN_SPLIT_BYTES:
@@ -125,6 +177,16 @@ def conv2d_forward(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
     c_out, c_group, kh, kw = weight.shape
     if is_depthwise(c_in, weight.shape):
         out = depthwise_forward(xp, weight, bias, stride, dilation, out_hw)
+        return (out, None) if return_columns else out
+    plan = _band_plan(max(c_in, c_out), (kh, kw), stride, dilation, out_hw, xp.shape[2:],
+                      xp.dtype.itemsize, workspace_bytes)
+    if plan is not None:  # each band of outputs reads its own part of the input
+        axis, bands = plan
+        out = np.empty((c_out, n) + tuple(out_hw), dtype=xp.dtype)
+        for out_part, in_part in bands:
+            out[_at(axis, out_part)] = conv2d_forward(
+                xp[_at(axis, in_part)], weight, bias, stride, dilation,
+                _band_hw(out_hw, axis, out_part), workspace_bytes)
         return (out, None) if return_columns else out
     groups = c_in // c_group
     oh, ow = out_hw
@@ -286,6 +348,11 @@ def conv2d_backward(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, stride
         dx = (conv2d_input_gradient(weight, grad, groups, (hp, wp), stride, dilation, padding)
               if input_grad else None)
         return dx, dweight, dbias
+    plan = _band_plan(max(c_in, c_out), (kh, kw), stride, dilation, grad.shape[2:], (hp, wp),
+                      xp.dtype.itemsize, workspace_bytes)
+    if plan is not None:
+        return _backward_in_bands(xp, weight, grad, stride, dilation, padding, with_bias,
+                                  workspace_bytes, input_grad, *plan)
     reach = (dilation[0] * (kh - 1), dilation[1] * (kw - 1))
     grad_padding = (reach[0] - top, reach[0] - bottom, reach[1] - left, reach[1] - right)
     flipped_path = _flipped_kernel_pays_off(c_group, stride) and min(grad_padding) >= 0
@@ -301,6 +368,32 @@ def conv2d_backward(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, stride
     dx = conv2d_input_gradient(weight, grad, groups, (hp, wp), stride, dilation, padding,
                                workspace_bytes)
     return dx, dweight.reshape(weight.shape), dbias
+
+
+def _backward_in_bands(xp: np.ndarray, weight: np.ndarray, grad: np.ndarray, stride: Pair,
+                       dilation: Pair, padding: Padding4, with_bias: bool,
+                       workspace_bytes: int | None, input_grad: bool, axis: int,
+                       bands: list[tuple[slice, slice]]
+                       ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """``conv2d_backward`` one band of outputs at a time (``_band_plan``): the bands'
+    weight and bias gradients add up, and so do their gradients of their own parts of
+    the padded input (which overlap by the kernel's reach)."""
+    c_in, n, hp, wp = xp.shape
+    top, bottom, left, right = padding
+    dxp = np.zeros_like(xp) if input_grad else None
+    dweight = np.zeros(weight.shape, dtype=weight.dtype)
+    dbias = np.zeros(weight.shape[0], dtype=weight.dtype) if with_bias else None
+    for out_part, in_part in bands:
+        dx_band, dw_band, db_band = conv2d_backward(
+            xp[_at(axis, in_part)], weight, grad[_at(axis, out_part)], stride, dilation,
+            (0, 0, 0, 0), with_bias, workspace_bytes, input_grad)
+        dweight += dw_band
+        if dbias is not None:
+            dbias += db_band
+        if dxp is not None:
+            dxp[_at(axis, in_part)] += dx_band
+    dx = None if dxp is None else dxp[:, :, top:hp - bottom, left:wp - right]
+    return dx, dweight, dbias
 
 
 def conv2d_input_gradient(weight: np.ndarray, grad: np.ndarray, groups: int, padded_hw: Pair,
@@ -332,6 +425,16 @@ def conv2d_input_gradient(weight: np.ndarray, grad: np.ndarray, groups: int, pad
     grad = np.ascontiguousarray(grad)
     if is_depthwise(c_in, weight.shape):
         dxp = depthwise_input_gradient(weight, grad, c_in, (hp, wp), stride, dilation)
+        return dxp[:, :, top:top + h, left:left + w]
+    plan = _band_plan(max(c_in, c_out), (kh, kw), stride, dilation, (oh, ow), (hp, wp),
+                      grad.dtype.itemsize, workspace_bytes)
+    if plan is not None:  # bands of G; their gradients overlap by the kernel's reach
+        axis, bands = plan
+        dxp = np.zeros((c_in, grad.shape[1], hp, wp), dtype=grad.dtype)
+        for out_part, in_part in bands:
+            dxp[_at(axis, in_part)] += conv2d_input_gradient(
+                weight, grad[_at(axis, out_part)], groups, _band_hw((hp, wp), axis, in_part),
+                stride, dilation, (0, 0, 0, 0), workspace_bytes)
         return dxp[:, :, top:top + h, left:left + w]
     # G padded so that output y of the flipped convolution sees G[y + top - i*dh]: before
     # by the kernel's reach less the padding, after up to h + reach rows in all.
@@ -418,6 +521,20 @@ def _weight_gradient(xp: np.ndarray, grad: np.ndarray, kernel: Pair, groups: int
     c_in, n = xp.shape[:2]
     c_out, _, oh, ow = grad.shape
     kh, kw = kernel
+    plan = (None if columns is not None else
+            _band_plan(c_in, kernel, stride, dilation, (oh, ow), xp.shape[2:], xp.dtype.itemsize,
+                       workspace_bytes))
+    if plan is not None:  # the sum of the bands' weight gradients
+        axis, bands = plan
+        dweight, dbias = None, None
+        for out_part, in_part in bands:
+            dw, db = _weight_gradient(xp[_at(axis, in_part)],
+                                      np.ascontiguousarray(grad[_at(axis, out_part)]),
+                                      kernel, groups, stride, dilation, with_bias,
+                                      workspace_bytes)
+            dweight = dw if dweight is None else dweight + dw
+            dbias = db if dbias is None else dbias + db
+        return dweight, dbias
     pixels = oh * ow
     grad3 = grad.reshape(groups, c_out // groups, n * pixels)          # (G, Og, N*L)
     if columns is not None and groups == 1:

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ..callbacks import Callback
 from ..layers.base import Layer
 from . import _hooks
 from .stats import (DEFAULT_RATIO_THRESHOLD, activation_kind, activation_stats, fired_channels,
@@ -49,7 +50,7 @@ _LAYER_KEYS = _ACTIVATION_KEYS + ("grad_input_norm",)
 _PARAM_KEYS = ("grad_norm", "weight_norm", "update_ratio")
 
 
-class Recorder:
+class Recorder(Callback):
     """Collects, per leaf layer and per recorded training step:
 
     - activations (of the layer's output): ``mean``, ``std``; for ReLU ``zero_fraction``
@@ -71,6 +72,11 @@ class Recorder:
 
     Only calls in training mode are recorded, so evaluation passes and saliency maps
     computed meanwhile do not mix into the statistics.
+
+    It is a ``chainrule.callbacks.Callback``: in ``fit(..., callbacks=[recorder])`` it
+    attaches itself to the model and optimizer when training begins (unless already
+    attached), labels each recorded step with its epoch and loss, and detaches at the end
+    if it attached itself (``save`` it afterwards).
     """
 
     def __init__(self, every: int = 1, dead_window: int = 10,
@@ -256,6 +262,20 @@ class Recorder:
         if rec["step"] and rec["step"][-1] == self._step - 1:
             rec["epoch"][-1] = int(epoch)
             rec["loss"][-1] = float(loss) if math.isfinite(loss) else None
+
+    # ------------------------------------------------------------------ as a fit callback
+    def on_train_begin(self, logs: Any = None) -> None:
+        self._attached_by_fit = not self.attached
+        if self._attached_by_fit:
+            self.attach(self.loop.model, self.loop.optimizer)
+
+    def on_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.on_batch(self.loop.epoch, batch, logs["loss"])
+
+    def on_train_end(self, logs: Any = None) -> None:
+        if getattr(self, "_attached_by_fit", False) and self.attached:
+            self.detach()
+        self._attached_by_fit = False
 
     def _commit(self) -> None:
         rec = self.records

@@ -945,8 +945,19 @@ def export_onnx(model: L.Layer, path: str | os.PathLike,
     g._names.update(in_names)   # reserved, with a graph's output names, before any node
     g._names.update(frozen.output_names if isinstance(frozen, L.Graph) else ())
     batched = [(1, *s) for s in shapes]
-    out, out_shape = _add_layer(g, frozen, in_names if several_in else in_names[0],
-                                batched if several_in else batched[0], "")
+    try:
+        out, out_shape = _add_layer(g, frozen, in_names if several_in else in_names[0],
+                                    batched if several_in else batched[0], "")
+    except ValueError as err:
+        shape = shapes[0]
+        if (several_in or len(shape) < 2 or shape[0] != 1
+                or isinstance(err, UnsupportedModuleError)):
+            raise
+        # A torch user's habit (torch.onnx.export takes a batch): say what input_shape is.
+        raise ValueError(
+            f"export_onnx: input_shape {tuple(input_shape)} does not fit the model ({err}). "
+            f"input_shape is the shape of one sample without the batch axis (the graph adds a "
+            f"dynamic one): for a batch of shape {tuple(input_shape)} pass {shape[1:]}") from err
     if isinstance(out, list):      # several outputs: a Graph's own names for them
         out_names = (list(frozen.output_names) if isinstance(frozen, L.Graph)
                      else [f"{OUTPUT_NAME}_{k}" for k in range(len(out))])

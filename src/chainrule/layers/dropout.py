@@ -52,6 +52,14 @@ class Dropout(Layer):
             self._cache = (scaled_mask, x.shape, x.dtype)
         return x * scaled_mask
 
+    def replay(self, x: np.ndarray) -> np.ndarray | None:
+        """``x`` through the mask the last training forward drew (kept for backward), with
+        no fresh draw; None when no mask for an input of ``x``'s shape is kept. For
+        ``chainrule.diagnose``, which replays a failed step exactly."""
+        if self._cache is None or self._cache[0] is None or self._cache[1] != np.shape(x):
+            return None
+        return self._cast_input(x) * self._cache[0]
+
     def backward(self, grad: np.ndarray) -> np.ndarray:
         scaled_mask, shape, dtype = self._take_cache()
         grad = self._check_grad(grad, shape, dtype)

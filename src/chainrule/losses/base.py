@@ -103,6 +103,11 @@ class Loss:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return np.asarray(self._grad(cache, upstream), dtype=dtype)
 
+    def release(self) -> None:
+        """Drop what the last call kept for ``backward`` (e.g. the softmax), when no
+        backward follows (evaluation, a diagnosis). ``backward`` releases it itself."""
+        self._cache = None
+
     def _losses(self, pred: np.ndarray, target: Any) -> tuple[np.ndarray, float, Any]:
         raise NotImplementedError
 
