@@ -117,6 +117,7 @@ _STATE: dict[str, Callable[[Mapping[str, Any]], dict[str, Entry]]] = {
     "GroupNorm": lambda a: _affine((_int(a["num_channels"]),), a["affine"], a["bias"],
                                    _dtype(a)),
     "LayerNorm": _layernorm,
+    "ConstantArithmetic": lambda a: {"value": (_dtype(a), tuple(map(_int, a["shape"])))},
 }
 # The layer types known to hold no state. A type in neither table (one added to
 # serialize since) makes implied_state answer None: load_checkpoint then builds first,
