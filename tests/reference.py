@@ -313,3 +313,14 @@ def conv_transpose2d_backward(x: np.ndarray, weight: np.ndarray, grad: np.ndarra
         dx[b, c, y, xx] += grad[b, oc, oy, ox] * weight[c, o, ky, kx]
         dweight[c, o, ky, kx] += grad[b, oc, oy, ox] * x[b, c, y, xx]
     return dx, dweight, grad.sum(axis=(0, 2, 3))
+
+
+def relu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Element by element: (max(x, 0), x > 0); a NaN stays NaN and is not positive."""
+    flat = x.reshape(-1)
+    y = np.empty(flat.shape, dtype=x.dtype)
+    positive = np.empty(flat.shape, dtype=np.bool_)
+    for i, v in enumerate(flat):
+        positive[i] = v > 0
+        y[i] = v if (v > 0 or v != v) else 0
+    return y.reshape(x.shape), positive.reshape(x.shape)

@@ -2,6 +2,7 @@
 windows, resampling (``functional.resample``) and erf/erfc (``functional.special``).
 Layers call these."""
 
+from . import _compiled as compiled
 from ._parallel import empty_with_layout, outer_axis, parallel_slices, release_scratch
 from .conv import conv2d_backward, conv2d_forward, conv2d_input_gradient
 from .conv_transpose import (conv_transpose2d_backward, conv_transpose2d_forward,

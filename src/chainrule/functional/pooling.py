@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _compiled
 from ._parallel import parallel_slices
 from .im2col import Pair, _offset_slices
 
@@ -74,9 +75,14 @@ def max_pool_forward(xp: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair,
     winner = np.empty(out.shape, dtype=index_dtype) if with_winner else None
     pairs = tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and tuple(dilation) == (1, 1)
 
+    compiled = _compiled.ENABLED and xq.ndim == 4 and pairs
+
     def piece(ix):
         x, best = xq[ix], out[ix]
         win = None if winner is None else winner[ix]
+        if compiled:            # one pass over the windows, NaN and ties as below
+            _compiled.max_pool_2x2_forward(x, best, win)
+            return
         if pairs:
             _max_pool_2x2(x, best, win)
         else:
@@ -185,8 +191,16 @@ def max_pool_backward(grad: np.ndarray, winner: np.ndarray, kernel: Pair, stride
     pairs = (disjoint and tuple(kernel) == (2, 2) and grad.dtype == np.float32
              and padded_hw[1] % 2 == 0 and np.little_endian)
 
+    compiled = (_compiled.ENABLED and winq.ndim == 4 and disjoint
+                and tuple(kernel) == (2, 2))
+
     def piece(ix):
         g, win, dx = gradq[ix], winq[ix], dxp[ix]
+        if compiled:            # every element of the windows written once
+            dx[..., 2 * oh:, :] = 0
+            dx[..., :2 * oh, 2 * ow:] = 0
+            _compiled.max_pool_2x2_backward(g, win, dx, dx.dtype.type(0))
+            return
         # g * won is the fast way to keep the winners' gradients, but inf * 0 is NaN:
         # with a non-finite gradient, add through the mask into zeros instead (losers
         # stay 0, as in torch). The bit-placing 2x2 path moves bits and needs neither.

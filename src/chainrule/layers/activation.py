@@ -57,6 +57,13 @@ class ReLU(_Elementwise):
         positive = F.empty_with_layout(x, dtype=np.bool_) if keep else None
 
         def piece(ix):
+            flat = F.compiled.memory_flat(x[ix], y[ix], *((positive[ix],) if keep else ()))
+            if F.compiled.ENABLED and flat is not None:     # one pass instead of two
+                if keep:
+                    F.compiled.relu_forward(*flat)
+                else:
+                    F.compiled.relu_forward_eval(*flat)
+                return
             np.maximum(x[ix], 0, out=y[ix])
             if keep:
                 np.greater(x[ix], 0, out=positive[ix])
