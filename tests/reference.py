@@ -324,3 +324,34 @@ def relu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         positive[i] = v > 0
         y[i] = v if (v > 0 or v != v) else 0
     return y.reshape(x.shape), positive.reshape(x.shape)
+
+
+def batch_norm_rows(v: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float):
+    """Training BatchNorm of each row of a (C, M) matrix, element by element in float64:
+    (y, mean, biased var)."""
+    rows, m = v.shape
+    y = np.empty((rows, m))
+    mean, var = np.empty(rows), np.empty(rows)
+    for c in range(rows):
+        mean[c] = sum(float(e) for e in v[c]) / m
+        var[c] = sum((float(e) - mean[c]) ** 2 for e in v[c]) / m
+        for i in range(m):
+            y[c, i] = (float(v[c, i]) - mean[c]) / math.sqrt(var[c] + eps) * weight[c] + bias[c]
+    return y, mean, var
+
+
+def batch_norm_rows_backward(v: np.ndarray, g: np.ndarray, weight: np.ndarray, eps: float):
+    """Gradients of ``batch_norm_rows`` (training statistics), element by element in
+    float64: dx = weight/std * (g - mean(g) - x̂ mean(g x̂)); (dx, dweight, dbias)."""
+    rows, m = v.shape
+    dx = np.empty((rows, m))
+    dweight, dbias = np.empty(rows), np.empty(rows)
+    for c in range(rows):
+        mean = sum(float(e) for e in v[c]) / m
+        std = math.sqrt(sum((float(e) - mean) ** 2 for e in v[c]) / m + eps)
+        xhat = [(float(e) - mean) / std for e in v[c]]
+        dbias[c] = sum(float(e) for e in g[c])
+        dweight[c] = sum(float(g[c, i]) * xhat[i] for i in range(m))
+        for i in range(m):
+            dx[c, i] = weight[c] / std * (g[c, i] - dbias[c] / m - xhat[i] * dweight[c] / m)
+    return dx, dweight, dbias

@@ -136,3 +136,33 @@ def test_environment_switch_falls_back_to_numpy(setting, tmp_path):
         assert results["1"]["enabled"] == (importlib.util.find_spec("numba") is not None)
     for key in ("y", "dx"):
         np.testing.assert_allclose(results[setting][key], results["0"][key], rtol=1e-5, atol=1e-6)
+
+
+@needs_numba
+@pytest.mark.parametrize("m", [37, 64])                           # a remainder past the 8 sums
+@pytest.mark.parametrize("batch_stats", [True, False])
+def test_compiled_batch_norm_matches_loop_reference(m, batch_stats):
+    rng = np.random.default_rng(5)
+    v = (rng.standard_normal((3, m)) * 2 + 5).astype(np.float32)
+    g = rng.standard_normal((3, m)).astype(np.float32)
+    weight = rng.uniform(0.5, 2, 3).astype(np.float32)
+    bias = rng.standard_normal(3).astype(np.float32)
+    eps = np.float32(1e-5)
+    centered, out = np.empty_like(v), np.empty_like(v)
+    mean, var, inv_std = (np.empty(3, np.float32) for _ in range(3))
+    _compiled.batch_norm_forward(v, centered, out, mean, var, inv_std, weight, bias, eps)
+    expected, expected_mean, expected_var = ref.batch_norm_rows(v, weight, bias, 1e-5)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-6)
+    np.testing.assert_allclose(var, expected_var, rtol=1e-5)
+
+    dx = np.empty_like(v)
+    sum_g, sum_gc = np.empty(3, np.float32), np.empty(3, np.float32)
+    _compiled.batch_norm_backward(g, centered, dx, weight * inv_std, inv_std, sum_g, sum_gc,
+                                  m, batch_stats)
+    expected_dx, dweight, dbias = ref.batch_norm_rows_backward(v, g, weight, 1e-5)
+    if not batch_stats:                                  # running statistics: dx = a * g
+        expected_dx = g * (weight * inv_std)[:, None]
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(sum_gc * inv_std, dweight, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(sum_g, dbias, rtol=1e-5, atol=1e-5)

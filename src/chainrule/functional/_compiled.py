@@ -149,3 +149,115 @@ def max_pool_2x2_backward(grad, winner, dx, zero):
                     top[2 * ox + 1] = v if index == 1 else zero
                     bottom[2 * ox] = v if index == 2 else zero
                     bottom[2 * ox + 1] = v if index == 3 else zero
+
+
+# ---------------------------------------------------------------------- BatchNorm
+#
+# Sums run in float64 over 8 interleaved accumulators (element i goes to i % 8): one
+# accumulator is a chain of dependent additions, 4-5 times slower than NumPy's pairwise
+# sums, and without fastmath the compiler may not reorder them itself.
+
+@_jit
+def _sum(row):
+    """sum(row) in float64, row: (M,)."""
+    m = row.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    end = m - m % 8
+    for i in range(0, end, 8):
+        s0 += row[i]
+        s1 += row[i + 1]
+        s2 += row[i + 2]
+        s3 += row[i + 3]
+        s4 += row[i + 4]
+        s5 += row[i + 5]
+        s6 += row[i + 6]
+        s7 += row[i + 7]
+    for i in range(end, m):
+        s0 += row[i]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@_jit
+def _center(row, mu, cen):
+    """cen = row - mu; returns sum(cen ** 2) in float64. row, cen: (M,)."""
+    m = row.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    end = m - m % 8
+    for i in range(0, end, 8):
+        for k in range(8):
+            cen[i + k] = row[i + k] - mu
+        s0 += np.float64(cen[i]) * cen[i]
+        s1 += np.float64(cen[i + 1]) * cen[i + 1]
+        s2 += np.float64(cen[i + 2]) * cen[i + 2]
+        s3 += np.float64(cen[i + 3]) * cen[i + 3]
+        s4 += np.float64(cen[i + 4]) * cen[i + 4]
+        s5 += np.float64(cen[i + 5]) * cen[i + 5]
+        s6 += np.float64(cen[i + 6]) * cen[i + 6]
+        s7 += np.float64(cen[i + 7]) * cen[i + 7]
+    for i in range(end, m):
+        cen[i] = row[i] - mu
+        s0 += np.float64(cen[i]) * cen[i]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@_jit
+def _sums_with(g, cen):
+    """(sum(g), sum(g * cen)) in float64. g, cen: (M,)."""
+    m = g.shape[0]
+    s0 = s1 = s2 = s3 = 0.0
+    t0 = t1 = t2 = t3 = 0.0
+    end = m - m % 4
+    for i in range(0, end, 4):
+        s0 += g[i]
+        s1 += g[i + 1]
+        s2 += g[i + 2]
+        s3 += g[i + 3]
+        t0 += np.float64(g[i]) * cen[i]
+        t1 += np.float64(g[i + 1]) * cen[i + 1]
+        t2 += np.float64(g[i + 2]) * cen[i + 2]
+        t3 += np.float64(g[i + 3]) * cen[i + 3]
+    for i in range(end, m):
+        s0 += g[i]
+        t0 += np.float64(g[i]) * cen[i]
+    return (s0 + s1) + (s2 + s3), (t0 + t1) + (t2 + t3)
+
+
+@_jit
+def batch_norm_forward(v, centered, out, mean, var, inv_std, weight, bias, eps):
+    """Training forward of BatchNorm over the rows of a (C, M) matrix, three passes per
+    row (NumPy's path takes six): the mean; ``centered = v - mean`` and the biased
+    variance; ``out = centered * (inv_std * weight) + bias``. Sums in float64.
+    v, centered, out: (C, M); mean, var, inv_std (written), weight, bias: (C,).
+    """
+    rows, m = v.shape
+    for c in range(rows):
+        row, cen, o = v[c], centered[c], out[c]
+        mean[c] = _sum(row) / m
+        var[c] = _center(row, mean[c], cen) / m
+        inv_std[c] = 1.0 / np.sqrt(var[c] + eps)
+        scale = inv_std[c] * weight[c]
+        shift = bias[c]
+        for i in range(m):
+            o[i] = cen[i] * scale + shift
+
+
+@_jit
+def batch_norm_backward(g, centered, dx, a, inv_std, sum_g, sum_gc, n, batch_stats):
+    """Backward of BatchNorm over the rows of (C, M) matrices, two passes per row:
+    ``sum_g = sum(g)``, ``sum_gc = sum(g * centered)`` (float64 sums), then
+    ``dx = a * (g - sum(g)/n - x̂ * sum(g x̂)/n)`` (batch statistics) or ``dx = a * g``.
+    g, centered, dx: (C, M); a = weight * inv_std, inv_std: (C,); sum_g, sum_gc: (C,)
+    written."""
+    rows, m = g.shape
+    for c in range(rows):
+        gr, cen, d = g[c], centered[c], dx[c]
+        sum_g[c], sum_gc[c] = _sums_with(gr, cen)
+        ac = a[c]
+        if batch_stats:
+            factor = -ac * inv_std[c] * inv_std[c] * sum_gc[c] / n
+            shift = -ac * sum_g[c] / n
+            for i in range(m):
+                d[i] = gr[i] * ac + cen[i] * factor + shift
+        else:
+            for i in range(m):
+                d[i] = gr[i] * ac

@@ -124,9 +124,20 @@ class _BatchNorm(Layer):
         var = np.empty(self.num_features, x.dtype)
         inv_std = np.empty(self.num_features, x.dtype)
 
+        compiled = (F.compiled.ENABLED and use_batch_stats and v.ndim == 2
+                    and v.flags.c_contiguous)
+        if compiled:
+            ones = np.ones(self.num_features, x.dtype)
+            weight = self.weight.data if self.affine else ones
+            bias = self.bias.data if self.affine else ones - 1
+
         def channels(ix):
             (c,) = ix[:1]
             vb, cb, ob = v[c], centered[c], out[c]
+            if compiled:                                    # three passes instead of six
+                F.compiled.batch_norm_forward(vb, cb, ob, mean[c], var[c], inv_std[c],
+                                              weight[c], bias[c], eps)
+                return
             if use_batch_stats:
                 mean[c] = vb.mean(axis=axes)
                 np.subtract(vb, mean[c].reshape(shape), out=cb)
@@ -189,9 +200,16 @@ class _BatchNorm(Layer):
         n = centered.size // self.num_features
         dx = np.empty_like(g)
 
+        compiled = F.compiled.ENABLED and g.ndim == 2 and g.flags.c_contiguous \
+            and centered.flags.c_contiguous
+
         def channels(ix):
             (c,) = ix[:1]
             gb, cb, dxb = g[c], centered[c], dx[c]
+            if compiled:                                    # two passes
+                F.compiled.batch_norm_backward(gb, cb, dxb, a[c], inv_std[c], sum_g[c],
+                                               sum_gc[c], n, used_batch_stats)
+                return
             if need_sums:
                 sum_g[c] = gb.sum(axis=axes)
                 gc = np.multiply(gb, cb)
