@@ -355,3 +355,13 @@ def batch_norm_rows_backward(v: np.ndarray, g: np.ndarray, weight: np.ndarray, e
         for i in range(m):
             dx[c, i] = weight[c] / std * (g[c, i] - dbias[c] / m - xhat[i] * dweight[c] / m)
     return dx, dweight, dbias
+
+
+def relu_backward(grad: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Element by element: grad where x > 0, else 0 (a selection, as torch's
+    threshold_backward: an inf gradient where x <= 0 gives 0)."""
+    g, v = grad.reshape(-1), x.reshape(-1)
+    dx = np.empty(g.shape, dtype=grad.dtype)
+    for i in range(g.size):
+        dx[i] = g[i] if v[i] > 0 else 0
+    return dx.reshape(grad.shape)

@@ -42,6 +42,13 @@ def test_compiled_relu_matches_loop_reference(dtype, layout):
     _compiled.relu_forward_eval(*_compiled.memory_flat(x, y_eval))
     np.testing.assert_array_equal(y_eval, expected)
 
+    grad = rng.standard_normal(x.shape).astype(dtype)
+    grad[0, 0, 0, 3:] = np.inf                                     # where x <= 0 too
+    grad = _channel_major(grad) if layout == "channel-major" else grad
+    dx = F.empty_with_layout(x)
+    _compiled.relu_backward(*_compiled.memory_flat(grad, positive, dx), dtype(0))
+    np.testing.assert_array_equal(dx, ref.relu_backward(grad, x))
+
 
 def test_memory_flat_refuses_arrays_it_cannot_walk_together():
     x = np.zeros((4, 6), np.float32)

@@ -96,6 +96,15 @@ def relu_forward_eval(x, y):
         y[i] = v - v if v < 0 else v   # v - v: +0.0 in x's own dtype
 
 
+@_jit
+def relu_backward(grad, positive, dx, zero):
+    """dx = grad where positive, else zero (0 in grad's dtype): a selection, as torch's
+    threshold_backward, so an inf gradient where x <= 0 gives 0, not inf * 0 = NaN.
+    grad, dx: (n,) float; positive: (n,) bool."""
+    for i in range(grad.shape[0]):
+        dx[i] = grad[i] if positive[i] else zero
+
+
 # ---------------------------------------------------------------------- max pooling
 
 @_jit

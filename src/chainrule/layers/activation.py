@@ -78,7 +78,13 @@ class ReLU(_Elementwise):
         grad = self._check_grad(grad, shape, dtype)
         dx = F.empty_with_layout(positive, dtype=dtype)
 
+        zero = dx.dtype.type(0)
+
         def piece(ix):
+            flat = F.compiled.memory_flat(grad[ix], positive[ix], dx[ix])
+            if F.compiled.ENABLED and flat is not None:
+                F.compiled.relu_backward(*flat, zero)
+                return
             np.multiply(grad[ix], positive[ix], out=dx[ix])
 
         F.parallel_slices(piece, shape, F.outer_axis(dx))
