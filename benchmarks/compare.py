@@ -167,7 +167,8 @@ class TorchEngine:
         import torch
         from torch import nn
 
-        torch.set_num_threads(os.cpu_count() or 1)
+        # all cores, unless benchmarks.numba_ab asks for fewer (its 1-thread column)
+        torch.set_num_threads(int(os.environ.get("COMPARE_TORCH_THREADS") or os.cpu_count() or 1))
         torch.manual_seed(seed)
         self.torch = torch
         self.model = nn.Sequential(*build_layers(layers, {
