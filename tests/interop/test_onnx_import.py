@@ -258,8 +258,8 @@ def test_export_onnx_then_from_onnx_gives_every_zoo_model_back(name, tmp_path):
     assert errors[worst] < 1e-9, f"{name}: {worst} differs by {errors[worst]:.2e}"
 
 
-# export_onnx writes these layer cases with operators beyond the importer's list (or an
-# AveragePool whose end pads exclude the padding, which no torch pool expresses)
+# export_onnx writes these layer cases with operators beyond the importer's list (its
+# AveragePool with end pads that exclude the padding imports: a pad, the pool, a rescale)
 NOT_IMPORTED = {
     "adaptive_uneven": {"MatMul"}, "adaptive_avg_keep_columns": {"MatMul"},
     "adaptive_max_uneven": {"Gather", "ReduceMax"},
@@ -269,8 +269,6 @@ NOT_IMPORTED = {
     "softplus_beta_threshold": {"Greater", "Where"},
     "zeropad_asym_crop": {"Slice"}, "constpad_crop": {"Slice"}, "reflectpad_crop": {"Slice"},
     "replpad_crop_into_border": {"Slice"},
-    "avgpool_ceil_pad_count": {"AveragePool"}, "avgpool_ceil_pad_nocount": {"AveragePool"},
-    "avgpool1d_ceil_count": {"AveragePool"}, "avgpool1d_ceil_nocount": {"AveragePool"},
 }
 EXPORTABLE = [c for c in ALL_CASES if c[0] not in NO_ONNX_EXPORT]
 
@@ -431,6 +429,15 @@ OPSET_CASES = [
     ("hardsigmoid_default_7", 7, dict(op="HardSigmoid"), (3, 4), {}),
     ("selu_default_7", 7, dict(op="Selu"), (3, 4), {}),
     ("flatten_default_9", 9, dict(op="Flatten"), (2, 3, 4), {}),
+    ("flatten_rank1_9", 9, dict(op="Flatten"), (), {}),
+    # pads a torch pool cannot take, left out of the mean (count_include_pad=0): Caffe2's
+    # end-only pads (inception_v1), with ceil_mode, and 1-D pads beyond half the kernel
+    ("avgpool_end_pads_9", 9, dict(op="AveragePool", kernel_shape=[3, 3],
+                                   pads=[0, 0, 1, 1]), (2, 5, 5), {}),
+    ("avgpool_pads_ceil_10", 10, dict(op="AveragePool", kernel_shape=[3, 3], strides=[2, 2],
+                                      pads=[1, 0, 0, 1], ceil_mode=1), (2, 6, 7), {}),
+    ("avgpool1d_wide_pads_11", 11, dict(op="AveragePool", kernel_shape=[3], pads=[2, 0]),
+     (2, 7), {}),
 ]
 
 
@@ -451,3 +458,42 @@ def test_each_opsets_attribute_rules_match_onnx_runtime(name, opset, spec, sampl
     assert len(got) == len(want)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+# ---------------------------------------------------------------------------- zoo fixes
+# (found by the model tests that ship with onnx: tests/interop/test_onnx_import_zoo.py)
+def test_constants_fold_at_the_files_opset():
+    """Unsqueeze-1 (axes an attribute, densenet121's batch-norm weights) folds: onnx's
+    reference evaluator runs a bare node at its latest opset, so the importer gives it
+    a graph with the file's opset."""
+    w = np.arange(1, 4, dtype=np.float32)
+    nodes = [helper.make_node("Unsqueeze", ["w"], ["w3"], axes=[1, 2]),
+             helper.make_node("Mul", ["x", "w3"], ["y"])]
+    model = model_of(nodes, [tensor("x", ["N", 3, 2, 2])], [tensor("y", None)], {"w": w},
+                     opset=9)
+    x = inputs((3, 2, 2), 2, seed=11)
+    np.testing.assert_allclose(from_onnx(model).forward(x), run_ort(model, {"x": x})[0],
+                               rtol=1e-6)
+
+
+def test_a_dropout_mask_is_refused_only_where_something_reads_it():
+    node = helper.make_node("Dropout", ["x"], ["d", "mask"], name="drop", ratio=0.5)
+    relu = helper.make_node("Relu", ["d"], ["y"])
+    unread = model_of([node, relu], [tensor("x", ["N", 4])], [tensor("y", None)], opset=9)
+    x = inputs((4,), 3, seed=12)
+    np.testing.assert_array_equal(from_onnx(unread).forward(x), np.maximum(x, 0))
+    read = model_of([node, relu], [tensor("x", ["N", 4])],
+                    [tensor("y", None), tensor("mask", None, TensorProto.BOOL)], opset=9)
+    with pytest.raises(UnsupportedOnnxError, match="the mask output"):
+        from_onnx(read)
+
+
+def test_an_average_pool_without_its_pads_has_the_gradients_of_finite_differences():
+    node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                            pads=[1, 0, 0, 1], ceil_mode=1)
+    graph = from_onnx(model_of([node], [tensor("x", ["N", 2, 6, 7], TensorProto.DOUBLE)],
+                               [tensor("y", None, TensorProto.DOUBLE)], opset=10))
+    assert [type(graph.get_layer(n.layer_name)).__name__ for n in graph.nodes] == \
+        ["ZeroPad2d", "AvgPool2d", "ConstantArithmetic"]
+    x = np.random.default_rng(13).standard_normal((2, 2, 6, 7))
+    assert cr.gradcheck(graph.gradients_in_eval(True), x) < 1e-8

@@ -53,6 +53,8 @@ Softmax, LogSoftmax         Softmax / LogSoftmax(dim=axis); before opset 13 the 
                             coerced to 2-D at axis: Reshape, softmax, Reshape back
 MaxPool, AveragePool        MaxPool1d/2d, AvgPool1d/2d (ceil_mode, count_include_pad,
                             dilations); pads a torch pool cannot take: a pad layer first
+                            (count_include_pad=0: then a ConstantArithmetic dividing by
+                            each window's share of input cells)
 GlobalAveragePool           AdaptiveAvgPool2d(1) (4-D), Mean(keepdim) otherwise
 GlobalMaxPool               AdaptiveMaxPool2d(1) (4-D)
 BatchNormalization          BatchNorm1d/2d with the running statistics (momentum 1 - m)
@@ -61,7 +63,8 @@ LRN                         LocalResponseNorm (odd size)
 LayerNormalization          LayerNorm over the axes from axis on
 Celu, ReduceMean,           CELU, Mean (not over the batch axis), PixelShuffle
 DepthToSpace (CRD)          (beyond the issue's list: what export_onnx writes)
-Dropout                     Dropout(ratio) (the identity in eval)
+Dropout                     Dropout(ratio) (the identity in eval); a mask output that
+                            nothing reads is left out
 Flatten (axis 1)            Flatten
 Reshape, Squeeze,           Reshape of the per-sample shape (the batch axis kept)
 Unsqueeze
@@ -150,7 +153,8 @@ class _Ctx:
     inputs: list | None = None
     base_name: str = ""
     names: set | None = None
-    readers: dict | None = None             # tensor name -> op types of the nodes reading it
+    readers: dict | None = None             # tensor name -> op types of the nodes reading
+    #                                         it, and "(graph output)" for a graph output
 
     # -- inputs
     def attr(self, name: str, default: Any = None) -> Any:
@@ -551,10 +555,8 @@ def _pool(kind: str) -> Callable[[_Ctx], list]:
         if kind == "avg" and dilations != [1] * dims:
             raise _Refused(f"dilations {dilations} (AvgPool has none)")
         fits = all(p == q and p <= k // 2 for (p, q), k in zip(pads, kernel))
+        explicit = None if fits else pads
         if not fits:
-            if kind == "avg" and not include and any(pads_ != (0, 0) for pads_ in pads):
-                raise _Refused(f"pads {pads} with count_include_pad=0 (a torch pool pads "
-                               "both sides alike, at most half the kernel)")
             fill = 0.0 if kind == "avg" else _LOWEST
             x = ctx.call(_pad_layer(pads, fill), x, "pad")
             pads = [(0, 0)] * dims
@@ -568,8 +570,27 @@ def _pool(kind: str) -> Callable[[_Ctx], list]:
             cls = L.AvgPool2d if dims == 2 else L.AvgPool1d
             layer = cls(single(kernel), stride=single(strides), padding=padding,
                         ceil_mode=ceil, count_include_pad=include)
-        return [ctx.call(layer, x)]
+        y = ctx.call(layer, x)
+        if kind == "avg" and not include and explicit and any(p != (0, 0) for p in explicit):
+            y = _exclude_pads(ctx, layer, y, explicit)
+        return [y]
     return convert
+
+
+def _exclude_pads(ctx: _Ctx, pool: L.Layer, y: SymbolicTensor,
+                  pads: list[tuple[int, int]]) -> SymbolicTensor:
+    """An average pool of zero-padded input (``pool`` after a pad layer) as ONNX's
+    count_include_pad=0 takes it: each mean over the input's cells only. The pool of
+    the padded input's indicator (1 inside, 0 in the pads) is each window's share of
+    input cells; ``y`` divided by it (a constant map over the positions) is the mean."""
+    sample = ctx.sample(ctx.data(0))
+    inside = np.pad(np.ones((1, 1, *sample[1:])), [(0, 0), (0, 0), *pads])
+    share = np.asarray(pool.forward(inside.astype(ctx.dtype)), np.float64)[0]
+    if not np.all(share > 0):
+        raise _Refused(f"pads {pads} with count_include_pad=0: a window holds only pads")
+    layer = ConstantArithmetic("div", share.shape, dtype=ctx.dtype)
+    layer.value[...] = share
+    return ctx.call(layer, y, "exclude_pads")
 
 
 def _global_pool(kind: str) -> Callable[[_Ctx], list]:
@@ -632,8 +653,9 @@ def _lrn(ctx: _Ctx) -> list:
 
 
 def _dropout(ctx: _Ctx) -> list:
-    if len(ctx.node.output) > 1 and ctx.node.output[1]:
-        raise _Refused("the mask output")
+    if len(ctx.node.output) > 1 and ctx.readers.get(ctx.node.output[1]):
+        # an unread mask (Caffe2's exports name one) is left out; a read one is refused
+        raise _Refused("the mask output (read by another node or a graph output)")
     ratio = ctx.attr("ratio", 0.5)
     if ctx.opset >= 12:
         given = ctx.optional_const(1, "ratio")
@@ -686,6 +708,8 @@ def _flatten(ctx: _Ctx) -> list:
     if (axis + rank if axis < 0 else axis) != 1:
         raise _Refused(f"axis {ctx.attr('axis', 1)} merges the batch axis with others (axis 1 "
                        "keeps it)")
+    if rank == 1:   # (N,) -> (N, 1): a sample of no axes becomes one of one element
+        return [_reshape_to(ctx, x, [1])]
     return [ctx.call(L.Flatten(1, -1), x)]
 
 
@@ -935,8 +959,16 @@ def _reference(ctx: _Ctx, probe: np.ndarray, scales: Any, sizes: Any) -> np.ndar
 
 
 def _evaluate(onnx: Any, node: Any, opset: int, feeds: dict) -> list[np.ndarray]:
-    evaluator = onnx.reference.ReferenceEvaluator(node, opsets={"": opset})
-    return [np.asarray(v) for v in evaluator.run(None, feeds)]
+    """Run one node with onnx's reference evaluator at ``opset``. The node is wrapped in
+    a graph: given a bare NodeProto, the evaluator ignores ``opsets`` and runs the
+    latest opset's implementation (an Unsqueeze-1 with its ``axes`` attribute then
+    fails as an Unsqueeze-13)."""
+    info = onnx.ValueInfoProto
+    graph = onnx.helper.make_graph([node], "fold", [info(name=i) for i in node.input if i],
+                                   [info(name=o) for o in node.output if o])
+    evaluator = onnx.reference.ReferenceEvaluator(graph, opsets={"": opset})
+    results = iter(evaluator.run(None, feeds))
+    return [np.asarray(next(results)) if o else None for o in node.output]
 
 
 # ---------------------------------------------------------------------------- plumbing ops
@@ -1112,6 +1144,8 @@ def from_onnx(model: str | os.PathLike | Any) -> L.Graph:
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node.op_type)
+    for info in graph.output:
+        readers.setdefault(info.name, []).append("(graph output)")
     ctx = _Ctx(onnx=onnx, opset=opset, dtype=dtype, batch=batch, names=names, readers=readers)
     _convert_nodes(ctx, graph, values, initializers)
     outputs = _declare_outputs(graph, values, opset, names)
