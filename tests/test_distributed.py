@@ -220,3 +220,47 @@ def test_a_killed_rank_stops_the_others_and_the_checkpoint_stays_loadable(tmp_pa
     assert "signal 9" in done.stdout + done.stderr, done.stdout + done.stderr
     assert took < 100, f"the others took {took:.0f} s to stop"
     assert cr.load_checkpoint(ckpt).metadata["epoch"] >= 2
+
+
+# ---------------------------------------------------------------------- the command line
+
+CLI_RUN = ["--data", "digits", "--batch-size", "24", "--limit", "240", "--scheduler", "step",
+           "--step-size", "1", "--gamma", "0.5", "--dtype", "float64", "--no-progress"]
+
+
+def chainrule_cli(*args: str, cwd: Path, launcher: list[str] = ()) -> str:
+    done = subprocess.run([*launcher, sys.executable, "-m", "chainrule", *args], cwd=cwd,
+                          env=mpi_env(), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@needs_mpi
+def test_workers_then_mpiexec_resume_with_another_k_equals_one_process(tmp_path):
+    chainrule_cli("train", *CLI_RUN, "--epochs", "2", "--out", "one", cwd=tmp_path)
+    out = chainrule_cli("train", *CLI_RUN, "--epochs", "1", "--out", "k", "--workers", "2",
+                        cwd=tmp_path)
+    assert "2 processes" in out and out.count("epoch 1/1") == 1, out   # rank 0 alone prints
+    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == [
+        "best.safetensors", "curves.png", "last.safetensors", "metrics.csv"]
+    # The same run continued by 3 processes that mpiexec started (an epoch boundary:
+    # any number of processes may continue it).
+    chainrule_cli("train", "--resume", "k", "--epochs", "2", "--no-progress", cwd=tmp_path,
+                  launcher=[mpiexec(), "-n", "3", "--oversubscribe"])
+    one = cr.load_checkpoint(tmp_path / "one" / "last.safetensors")
+    k = cr.load_checkpoint(tmp_path / "k" / "last.safetensors")
+    assert k.metadata["epoch"] == 2
+    assert_close(k.model.state_dict(), one.model.state_dict(), rtol=1e-10)
+    assert (tmp_path / "k" / "metrics.csv").read_text().count("\n") == 3
+
+
+def test_workers_needs_a_positive_count(capsys):
+    from chainrule.cli import main
+    assert main(["train", "--workers", "0"]) == 1
+    assert "--workers must be >= 1" in capsys.readouterr().err
+
+
+def test_workers_is_left_out_of_the_command_mpiexec_runs():
+    from chainrule.cli import _without_workers
+    assert _without_workers(["train", "--workers", "2", "--epochs", "1", "--workers=3"]) == [
+        "train", "--epochs", "1"]
