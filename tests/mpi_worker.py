@@ -39,6 +39,7 @@ def main() -> None:
     p.add_argument("--bn", choices=("none", "batch", "sync"), default="none")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--single", action="store_true", help="one process, no distributed")
+    p.add_argument("--bucket-bytes", type=int, default=cr.distributed.DEFAULT_BUCKET_BYTES)
     args = p.parse_args()
     k = 1 if args.single else cr.distributed.world_size()
     assert args.batch % k == 0, "the global batch must split evenly"
@@ -47,7 +48,7 @@ def main() -> None:
     X, y = data(args.samples, args.dtype)
     history = cr.fit(model, cr.CrossEntropyLoss(), opt, (X, y), epochs=args.epochs,
                      batch_size=args.batch // k, val=(X[:10], y[:10]), progress=False,
-                     seed=3, distributed=not args.single)
+                     seed=3, distributed=not args.single, bucket_bytes=args.bucket_bytes)
     if cr.distributed.rank() == 0:
         arrays = {k: np.asarray(v) for k, v in model.state_dict().items()}
         arrays["_loss"] = np.array(history.as_dict()["loss"])

@@ -93,10 +93,19 @@ def test_a_world_of_one_without_mpi():
 
 
 def test_gradients_are_bucketed_by_size_and_dtype():
-    arrays = [np.zeros(100), np.zeros(100), np.zeros(300), np.zeros(10, np.float32),
-              np.zeros(10)]
-    assert dist._buckets(arrays, bucket_bytes=2000) == [[0, 1], [2], [3], [4]]
-    assert dist._buckets(arrays[:2], bucket_bytes=10**6) == [[0, 1]]
+    sizes = [(100, np.float64), (100, np.float64), (300, np.float64), (10, np.float32),
+             (10, np.float64)]
+    params = [cr.Parameter(np.full(n, 1.0, dtype)) for n, dtype in sizes]
+    for p in params:
+        p.grad[:] = 3.0
+    reducer = dist.GradientReducer(bucket_bytes=2000)
+    reducer.add(params)
+    assert [[params.index(p) for p in bucket] for bucket, *_ in reducer._sent] == [[0, 1], [2], [3]]
+    assert reducer.finish() == 4      # [0, 1], [2], [3], [4]
+    assert all(np.all(p.grad == 3.0) for p in params)   # a world of one: unchanged
+    one = dist.GradientReducer(bucket_bytes=10**6)
+    one.add(params[:2])
+    assert one.finish() == 1
 
 
 @pytest.mark.parametrize("n, k, batch", [(48, 2, 6), (48, 3, 4), (50, 3, 4), (7, 3, 2)])
@@ -158,6 +167,12 @@ def test_a_mid_epoch_checkpoint_of_another_world_size_is_refused(tmp_path):
 def test_k_ranks_at_batch_b_over_k_equal_one_process_at_batch_b(tmp_path, k):
     one = train(tmp_path, None)
     assert_close(train(tmp_path, k), one, rtol=1e-10)
+
+
+@needs_mpi
+def test_many_small_buckets_overlapping_backward_give_the_same_weights(tmp_path):
+    one = train(tmp_path, None)
+    assert_close(train(tmp_path, 2, "--bucket-bytes", "300"), one, rtol=1e-10)
 
 
 @needs_mpi

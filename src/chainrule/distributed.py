@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["init", "is_initialized", "rank", "world_size", "barrier", "broadcast_",
-           "allreduce_sum", "allreduce_gradients", "broadcast_model", "broadcast_object", "allgather_object", "launched_by_mpi",
+           "allreduce_sum", "allreduce_gradients", "GradientReducer", "backward_and_reduce", "broadcast_model", "broadcast_object", "allgather_object", "launched_by_mpi",
            "DEFAULT_BUCKET_BYTES"]
 
 # DistributedDataParallel's default bucket size.
@@ -129,19 +129,84 @@ def allreduce_sum(buffer: np.ndarray, deterministic: bool = True) -> np.ndarray:
     return out
 
 
-def _buckets(arrays: Sequence[np.ndarray], bucket_bytes: int) -> list[list[int]]:
-    """Consecutive runs of same-dtype arrays of at most ``bucket_bytes`` each (an array
-    larger than that gets a bucket of its own)."""
-    buckets: list[list[int]] = []
-    size = 0
-    for i, a in enumerate(arrays):
-        if (not buckets or size + a.nbytes > bucket_bytes
-                or a.dtype != arrays[buckets[-1][0]].dtype):
-            buckets.append([])
-            size = 0
-        buckets[-1].append(i)
-        size += a.nbytes
-    return buckets
+class GradientReducer:
+    """Averages gradients across the ranks while backward is still running.
+
+    Give it each parameter as soon as its gradient is final (``add``: backward walks the
+    layers in reverse, so the last layers' parameters come first); it packs them into
+    buckets of about ``bucket_bytes`` and starts a non-blocking gather of a bucket as soon
+    as the bucket is full, so that the messages travel while earlier layers compute their
+    gradients (``progress`` lets MPI move them along between layers). ``finish`` waits for
+    every bucket, adds the K parts in rank order (deterministic, as :func:`allreduce_sum`)
+    and writes the mean (``average``) or the sum back into each ``grad``.
+    """
+
+    def __init__(self, bucket_bytes: int = DEFAULT_BUCKET_BYTES, average: bool = True,
+                 deterministic: bool = True) -> None:
+        init()
+        self.bucket_bytes, self.average, self.deterministic = bucket_bytes, average, deterministic
+        self._open: list[Any] = []           # parameters of the bucket being filled
+        self._open_bytes = 0
+        self._sent: list[tuple[list[Any], np.ndarray, Any, Any]] = []  # (params, buf, req)
+        self.collectives = 0
+
+    def add(self, parameters: Iterable[Any]) -> None:
+        for p in parameters:
+            if getattr(p, "grad", None) is None:
+                continue
+            if self._open and (self._open_bytes + p.grad.nbytes > self.bucket_bytes
+                               or p.grad.dtype != self._open[0].grad.dtype):
+                self._send()
+            self._open.append(p)
+            self._open_bytes += p.grad.nbytes
+
+    def _send(self) -> None:
+        params, self._open, self._open_bytes = self._open, [], 0
+        comm = _world.comm
+        flat = np.concatenate([p.grad.ravel() for p in params])    # (bucket size,)
+        self.collectives += 1
+        if comm is None:
+            self._sent.append((params, flat, None, None))
+        elif self.deterministic:
+            gathered = np.empty((comm.Get_size(),) + flat.shape, flat.dtype)   # (K, n)
+            self._sent.append((params, flat, gathered, comm.Iallgather(flat, gathered)))
+        else:
+            from mpi4py import MPI
+            out = np.empty_like(flat)
+            self._sent.append((params, flat, out, comm.Iallreduce(flat, out, op=MPI.SUM)))
+
+    def progress(self) -> None:
+        """Let MPI advance the messages in flight (Open MPI moves non-blocking
+        collectives only inside MPI calls)."""
+        requests = [req for *_, req in self._sent if req is not None]
+        if requests:
+            from mpi4py import MPI
+            MPI.Request.Testall(requests)
+
+    def finish(self) -> int:
+        """Wait for every bucket and write the reduced gradients back; returns the
+        number of collectives (buckets)."""
+        if self._open:
+            self._send()
+        k = world_size()
+        for params, flat, received, req in self._sent:
+            if req is None:      # a world of one
+                continue
+            req.Wait()
+            if self.deterministic:
+                total = received[0].copy()
+                for r in range(1, k):     # a fixed order: 0 + 1 + ... + (K-1)
+                    total += received[r]
+            else:
+                total = received
+            if self.average:
+                total /= k
+            start = 0
+            for p in params:
+                p.grad[...] = total[start:start + p.grad.size].reshape(p.grad.shape)
+                start += p.grad.size
+        count, self._sent, self.collectives = self.collectives, [], 0
+        return count
 
 
 def allreduce_gradients(parameters: Iterable[Any], average: bool = True,
@@ -155,20 +220,37 @@ def allreduce_gradients(parameters: Iterable[Any], average: bool = True,
     params = [p for p in parameters if getattr(p, "grad", None) is not None]
     if _world.comm is None or not params:
         return 0
-    k = world_size()
-    grads = [p.grad for p in reversed(params)]
-    buckets = _buckets(grads, bucket_bytes)
-    for bucket in buckets:
-        flat = np.concatenate([grads[i].ravel() for i in bucket])   # (sum of sizes,)
-        total = allreduce_sum(flat, deterministic)
-        if average:
-            total /= k
-        start = 0
-        for i in bucket:
-            g = grads[i]
-            g[...] = total[start:start + g.size].reshape(g.shape)
-            start += g.size
-    return len(buckets)
+    reducer = GradientReducer(bucket_bytes, average, deterministic)
+    reducer.add(reversed(params))
+    return reducer.finish()
+
+
+def backward_and_reduce(model: Any, grad: np.ndarray,
+                        bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> int:
+    """Backward of ``model`` for its parameter gradients, averaged across the ranks.
+
+    For a ``Sequential`` whose layers share no parameter, each layer's gradients are
+    handed to a :class:`GradientReducer` as soon as that layer's backward is done, so the
+    allreduce of the last layers overlaps the backward of the first ones; any other
+    model reduces after its whole backward. Returns the number of collectives."""
+    from .layers.base import backward_parameters_only
+    from .layers.container import Sequential
+    init()
+    reducer = GradientReducer(bucket_bytes)
+    layers = list(model._children.values()) if type(model) is Sequential else []
+    per_layer = [layer.parameters() for layer in layers]
+    ids = [id(p) for ps in per_layer for p in ps]
+    if _world.comm is None or not layers or len(ids) != len(set(ids)):
+        backward_parameters_only(model, grad)
+        return allreduce_gradients(model.parameters(), bucket_bytes=bucket_bytes)
+    for i in range(len(layers) - 1, -1, -1):
+        if i > 0:
+            grad = layers[i].backward(grad)
+        else:
+            backward_parameters_only(layers[0], grad)
+        reducer.add(reversed(per_layer[i]))
+        reducer.progress()
+    return reducer.finish()
 
 
 def broadcast_model(model: Any, root: int = 0) -> None:

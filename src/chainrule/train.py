@@ -361,8 +361,8 @@ class FitLoop:
             self._interrupt()
         global_loss = float(total[0] if summed else total[0] / max(total[3], 1))
         if math.isfinite(global_loss):
-            backward_parameters_only(self.model, self.loss_fn.backward())
-            dist.allreduce_gradients(self.model.parameters(), bucket_bytes=self.bucket_bytes)
+            # Backward, with each bucket's allreduce started as soon as it is full.
+            dist.backward_and_reduce(self.model, self.loss_fn.backward(), self.bucket_bytes)
             if self.clip_grad_norm is not None:
                 clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
             self.optimizer.step()

@@ -1,0 +1,108 @@
+"""Data-parallel scaling: images/s of 1 and K processes (one BLAS thread each), the
+gradient allreduce's time per step, and a model of the step time for K machines.
+
+    mpiexec -n 1 python -m benchmarks.distributed       # (or plain python: one process)
+    mpiexec -n 2 --oversubscribe python -m benchmarks.distributed
+
+Each process trains the benchmark nets of benchmarks/compare.py (LeNet, the CIFAR CNN,
+the VGG-style CNN with BatchNorm) at the nets' global batch B, B/K per process, and rank
+0 prints one JSON line per net: median step time, median allreduce time, images/s. With
+``--allreduce`` it also times ``allreduce_sum`` over message sizes and fits
+``t(n) = latency + n / bandwidth``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+import chainrule as cr
+from benchmarks.compare import NETS
+from chainrule import distributed as dist
+
+
+def build(layers: list[tuple]) -> cr.Sequential:
+    make = {"conv": lambda ci, co, k, p, b: cr.Conv2d(ci, co, k, padding=p, bias=b),
+            "bn2d": lambda c: cr.BatchNorm2d(c), "relu": cr.ReLU,
+            "maxpool": lambda k: cr.MaxPool2d(k), "flatten": cr.Flatten,
+            "linear": lambda i, o: cr.Linear(i, o)}
+    cr.manual_seed(0)
+    return cr.Sequential(*[make[kind](*args) for kind, *args in layers])
+
+
+def bench_net(name: str, steps: int) -> dict:
+    spec = NETS[name]
+    k = dist.world_size()
+    batch = spec["batch"] // k
+    model = build(spec["layers"])
+    dist.broadcast_model(model)
+    opt = cr.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = cr.CrossEntropyLoss()
+    rng = np.random.default_rng(dist.rank())
+    x = rng.normal(size=(batch, *spec["input"])).astype(np.float32)
+    y = rng.integers(0, 10, size=batch)
+    step_times, comm_times = [], []
+    for i in range(steps + 2):
+        dist.barrier()
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        out = model.forward(x)
+        loss_fn(out, y)
+        model.backward(loss_fn.backward())
+        t1 = time.perf_counter()
+        buckets = dist.allreduce_gradients(model.parameters())
+        t2 = time.perf_counter()
+        opt.step()
+        t3 = time.perf_counter()
+        if i >= 2:   # two warm-up steps
+            step_times.append(t3 - t0)
+            comm_times.append(t2 - t1)
+    # The slowest rank sets the pace: report rank-maximum medians.
+    step = float(np.max(dist.allgather_object(float(np.median(step_times)))))
+    comm = float(np.max(dist.allgather_object(float(np.median(comm_times)))))
+    grad_bytes = sum(p.data.nbytes for p in model.parameters())
+    return {"net": name, "processes": k, "global_batch": batch * k, "step_ms": 1e3 * step,
+            "allreduce_ms": 1e3 * comm, "compute_ms": 1e3 * (step - comm),
+            "images_per_s": batch * k / step, "gradient_bytes": grad_bytes,
+            "buckets": buckets}
+
+
+def bench_allreduce(repeats: int = 20) -> dict:
+    sizes = [2**e for e in range(3, 24, 2)]   # bytes of float32: 8 B .. 8 MiB
+    times = []
+    for nbytes in sizes:
+        a = np.ones(nbytes // 4, np.float32)
+        ts = []
+        for _ in range(repeats):
+            dist.barrier()
+            t0 = time.perf_counter()
+            dist.allreduce_sum(a)
+            ts.append(time.perf_counter() - t0)
+        times.append(float(np.median(ts)))
+    slope, intercept = np.polyfit(sizes, times, 1)
+    return {"allreduce": True, "processes": dist.world_size(), "sizes": sizes,
+            "seconds": times, "latency_us": 1e6 * intercept, "bandwidth_MBps": 1e-6 / slope}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--nets", default="lenet,cifar,vgg")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--allreduce", action="store_true")
+    args = p.parse_args()
+    results = [bench_net(n, args.steps) for n in args.nets.split(",")]
+    if args.allreduce and dist.world_size() > 1:
+        results.append(bench_allreduce())
+    if dist.rank() == 0:
+        for r in results:
+            print(json.dumps(r), flush=True)
+        print(json.dumps({"threads": os.environ.get("OMP_NUM_THREADS"),
+                          "load": os.getloadavg()}))
+
+
+if __name__ == "__main__":
+    main()
