@@ -275,6 +275,12 @@ def test_workers_needs_a_positive_count(capsys):
     assert "--workers must be >= 1" in capsys.readouterr().err
 
 
+def test_workers_and_inspect_do_not_mix(capsys):
+    from chainrule.cli import main
+    assert main(["train", "--workers", "2", "--inspect"]) == 1
+    assert "--inspect records a single process" in capsys.readouterr().err
+
+
 def test_workers_is_left_out_of_the_command_mpiexec_runs():
     from chainrule.cli import _without_workers
     assert _without_workers(["train", "--workers", "2", "--epochs", "1", "--workers=3"]) == [

@@ -167,10 +167,12 @@ def _without_workers(argv: Sequence[str]) -> list[str]:
 def _cmd_train(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise CommandError(f"--workers must be >= 1, got {args.workers}")
+    from . import distributed
     if args.workers > 1:
-        from . import distributed
         if distributed.launched_by_mpi():
             raise CommandError("--workers starts mpiexec itself; under mpiexec leave it out")
+        if getattr(args, "inspect", False):
+            raise CommandError("--inspect records a single process: leave out --workers")
         cmd, env = mpiexec_command(args.workers, _without_workers(args.argv))
         return subprocess.call(cmd, env=env)
     given = {k: getattr(args, k) for k in _TRAIN_FIELDS
@@ -181,6 +183,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run = TrainingRun.resume(args.resume, given)
     else:
         run = TrainingRun.start(TrainConfig(**given), overwrite=args.overwrite)
+    if getattr(args, "inspect", False) and distributed.world_size() > 1:
+        raise CommandError("--inspect records a single process: leave it out under mpiexec "
+                           "or --workers")
     recorder = start_recorder(args, run.model, run.optimizer, run.out)  # None without --inspect
     if recorder is not None:
         run.callbacks.append(recorder)  # labels each recorded step with its epoch and loss
