@@ -44,7 +44,7 @@ needs_mpi = pytest.mark.skipif(_mpi_missing() is not None, reason=str(_mpi_missi
 
 def mpi_env() -> dict[str, str]:
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", CHAINRULE_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT),
                                          env.get("PYTHONPATH", "")])
     for name in [v for v in env if v.startswith(("OMPI_COMM_WORLD", "PMIX_"))]:
@@ -279,6 +279,21 @@ def test_workers_and_inspect_do_not_mix(capsys):
     from chainrule.cli import main
     assert main(["train", "--workers", "2", "--inspect"]) == 1
     assert "--inspect records a single process" in capsys.readouterr().err
+
+
+def test_workers_share_the_cores_and_may_run_as_root(monkeypatch):
+    from chainrule.cli import mpiexec_command
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("CHAINRULE_NUM_THREADS", "3")
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    if _mpi_missing() is not None:
+        pytest.skip(_mpi_missing())
+    cmd, env = mpiexec_command(2, ["train", "--epochs", "1"])
+    assert cmd[1:4] == ["-n", "2", "--oversubscribe"]
+    assert cmd[4:] == [sys.executable, "-m", "chainrule", "train", "--epochs", "1"]
+    assert env["OMP_NUM_THREADS"] == "4" and env["CHAINRULE_NUM_THREADS"] == "3"
+    if os.geteuid() == 0:
+        assert env["OMPI_ALLOW_RUN_AS_ROOT"] == env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] == "1"
 
 
 def test_workers_is_left_out_of_the_command_mpiexec_runs():

@@ -133,8 +133,8 @@ def find_mpiexec() -> str | None:
 
 def mpiexec_command(workers: int, argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     """The command and environment that run ``chainrule <argv>`` on ``workers`` local
-    processes: ``--oversubscribe`` (more processes than cores is allowed), one BLAS
-    thread each, and, as root (containers, CI), Open MPI's consent to run as root."""
+    processes: ``--oversubscribe`` (more processes than cores is allowed), the cores
+    shared out among them (BLAS and chainrule threads, unless set already), and, as root (containers, CI), Open MPI's consent to run as root."""
     launcher = find_mpiexec()
     if launcher is None:
         raise CommandError("--workers needs mpiexec: pip install 'chainrule[mpi]' (mpi4py and "
@@ -144,7 +144,9 @@ def mpiexec_command(workers: int, argv: Sequence[str]) -> tuple[list[str], dict[
     except ImportError:
         raise CommandError("--workers needs mpi4py: pip install 'chainrule[mpi]'") from None
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
+    threads = str(max(1, (os.cpu_count() or 1) // workers))   # the cores, shared out
+    for name in ("OMP_NUM_THREADS", "CHAINRULE_NUM_THREADS"):
+        env.setdefault(name, threads)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     cmd = [launcher, "-n", str(workers), "--oversubscribe", sys.executable, "-m", "chainrule",
