@@ -45,7 +45,7 @@ def bench_net(name: str, steps: int) -> dict:
     rng = np.random.default_rng(dist.rank())
     x = rng.normal(size=(batch, *spec["input"])).astype(np.float32)
     y = rng.integers(0, 10, size=batch)
-    step_times, comm_times = [], []
+    step_times, wait_times, comm_times = [], [], []
     for i in range(steps + 2):
         dist.barrier()
         t0 = time.perf_counter()
@@ -54,19 +54,23 @@ def bench_net(name: str, steps: int) -> dict:
         loss_fn(out, y)
         model.backward(loss_fn.backward())
         t1 = time.perf_counter()
-        buckets = dist.allreduce_gradients(model.parameters())
+        dist.barrier()   # waiting for the slower rank is not communication
         t2 = time.perf_counter()
-        opt.step()
+        buckets = dist.allreduce_gradients(model.parameters())
         t3 = time.perf_counter()
+        opt.step()
+        t4 = time.perf_counter()
         if i >= 2:   # two warm-up steps
-            step_times.append(t3 - t0)
-            comm_times.append(t2 - t1)
+            step_times.append(t4 - t0)
+            wait_times.append(t2 - t1)
+            comm_times.append(t3 - t2)
     # The slowest rank sets the pace: report rank-maximum medians.
-    step = float(np.max(dist.allgather_object(float(np.median(step_times)))))
-    comm = float(np.max(dist.allgather_object(float(np.median(comm_times)))))
+    step, wait, comm = (float(np.max(dist.allgather_object(float(np.median(ts)))))
+                        for ts in (step_times, wait_times, comm_times))
     grad_bytes = sum(p.data.nbytes for p in model.parameters())
     return {"net": name, "processes": k, "global_batch": batch * k, "step_ms": 1e3 * step,
-            "allreduce_ms": 1e3 * comm, "compute_ms": 1e3 * (step - comm),
+            "allreduce_ms": 1e3 * comm, "wait_ms": 1e3 * wait,
+            "compute_ms": 1e3 * (step - comm - wait),
             "images_per_s": batch * k / step, "gradient_bytes": grad_bytes,
             "buckets": buckets}
 
@@ -83,9 +87,23 @@ def bench_allreduce(repeats: int = 20) -> dict:
             dist.allreduce_sum(a)
             ts.append(time.perf_counter() - t0)
         times.append(float(np.median(ts)))
-    slope, intercept = np.polyfit(sizes, times, 1)
+    # Latency: the smallest message; bandwidth: the slope over the messages >= 512 KiB.
+    big = [i for i, n in enumerate(sizes) if n >= 2**19]
+    slope = np.polyfit([sizes[i] for i in big], [times[i] for i in big], 1)[0]
     return {"allreduce": True, "processes": dist.world_size(), "sizes": sizes,
-            "seconds": times, "latency_us": 1e6 * intercept, "bandwidth_MBps": 1e-6 / slope}
+            "seconds": times, "latency_us": 1e6 * times[0], "bandwidth_MBps": 1e-6 / slope}
+
+
+def step_model(compute_1: float, grad_bytes: int, k: int, latency: float,
+               bandwidth: float) -> dict[str, float]:
+    """Modelled seconds per step on k machines: the single process's compute split k
+    ways, plus the gradient exchange: the deterministic gather receives (k-1) buffers
+    of n bytes, ``(k-1) * (latency + n / bandwidth)``; a ring allreduce (MPI's, with
+    ``deterministic=False``) moves ``2 (k-1)/k * n``: ``2 (k-1) * (latency + n / (k bw))``."""
+    gather = (k - 1) * (latency + grad_bytes / bandwidth)
+    ring = 2 * (k - 1) * (latency + grad_bytes / (k * bandwidth))
+    return {"k": k, "compute_ms": 1e3 * compute_1 / k, "gather_ms": 1e3 * gather,
+            "ring_ms": 1e3 * ring}
 
 
 def main() -> None:
@@ -93,10 +111,24 @@ def main() -> None:
     p.add_argument("--nets", default="lenet,cifar,vgg")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--allreduce", action="store_true")
+    p.add_argument("--compute-ms", help='JSON {"net": ms}: one process\'s compute per step, '
+                   "for the model of K machines")
     args = p.parse_args()
     results = [bench_net(n, args.steps) for n in args.nets.split(",")]
     if args.allreduce and dist.world_size() > 1:
-        results.append(bench_allreduce())
+        fit = bench_allreduce()
+        results.append(fit)
+        if args.compute_ms:   # {net: ms of one process at the whole batch}
+            one = json.loads(args.compute_ms)
+            for r in results[:-1]:
+                for k in (1, 2, 4, 8, 16, 32, 64):
+                    m = step_model(one[r["net"]] / 1e3, r["gradient_bytes"], k,
+                                   fit["latency_us"] / 1e6, fit["bandwidth_MBps"] * 1e6)
+                    batch = r["global_batch"]
+                    m.update(net=r["net"], images_per_s_gather=batch / (
+                        (m["compute_ms"] + m["gather_ms"]) / 1e3), images_per_s_ring=batch / (
+                        (m["compute_ms"] + m["ring_ms"]) / 1e3))
+                    results.append(m)
     if dist.rank() == 0:
         for r in results:
             print(json.dumps(r), flush=True)

@@ -205,6 +205,32 @@ def test_the_same_k_gives_bitwise_identical_weights(tmp_path):
         np.testing.assert_array_equal(first[key], again[key], err_msg=key)
 
 
+ALLREDUCE = """
+import numpy as np
+import chainrule as cr
+d = cr.distributed
+rng = np.random.default_rng(d.rank())
+for n in (1, 5, 7, 1000):            # fewer elements than ranks, and uneven chunks
+    x = rng.normal(size=n).astype(np.float32)
+    parts = d.allgather_object(x)
+    in_rank_order = parts[0].copy()
+    for part in parts[1:]:
+        in_rank_order += part
+    got = d.allreduce_sum(x)
+    assert np.array_equal(got, in_rank_order), (n, got, in_rank_order)
+    assert all(np.array_equal(got, other) for other in d.allgather_object(got))
+    assert np.allclose(d.allreduce_sum(x, deterministic=False), in_rank_order, rtol=1e-5)
+print("ok")
+"""
+
+
+@needs_mpi
+def test_allreduce_sum_adds_in_rank_order_bitwise_on_every_rank(tmp_path):
+    script = tmp_path / "allreduce.py"
+    script.write_text(ALLREDUCE)
+    assert run_mpi(3, str(script)).stdout.split() == ["ok"] * 3
+
+
 DEAD_RANK = """
 import os, signal, sys
 import chainrule as cr

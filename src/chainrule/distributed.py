@@ -11,11 +11,12 @@ writes files. ``chainrule.fit(..., distributed=True)`` does all of this.
 Without MPI (no ``mpi4py``, or a process not started by ``mpiexec``) the world is one
 process: ``rank() == 0``, ``world_size() == 1``, and every collective returns its input.
 
-Determinism: :func:`allreduce_sum` gathers every rank's buffer and adds them in rank
-order (0, 1, ..., K-1), the same way on every rank, so K ranks give bitwise-identical
-results run after run (an MPI ``Allreduce`` may choose its reduction tree by message
-size and placement). It moves K times the data of a ring allreduce; ``deterministic=
-False`` uses MPI's own ``Allreduce`` instead.
+Determinism: :func:`allreduce_sum` cuts the buffer into K chunks; rank r receives
+chunk r of every rank (all-to-all), adds them in rank order (0, 1, ..., K-1) and all
+ranks gather the sums. So K ranks give bitwise-identical results run after run (an MPI
+``Allreduce`` may choose its reduction tree by message size and placement), with the
+traffic of a ring allreduce (2 (K-1)/K of the buffer per rank); ``deterministic=False``
+uses MPI's own ``Allreduce`` instead.
 """
 
 from __future__ import annotations
@@ -109,8 +110,10 @@ def allreduce_sum(buffer: np.ndarray, deterministic: bool = True) -> np.ndarray:
     """The element-wise sum of ``buffer`` (a 1-D contiguous array, the same shape and
     dtype on every rank) over all ranks, as a new array equal on every rank.
 
-    ``deterministic``: gather all K buffers and add them in rank order (bitwise the
-    same on every rank and every run); else MPI's ``Allreduce``."""
+    ``deterministic``: rank r adds the K parts of the r-th K-th of the buffer in rank
+    order, then every rank gathers the K sums (a reduce-scatter and an allgather, the
+    traffic of a ring allreduce; bitwise the same on every rank and every run); else
+    MPI's ``Allreduce``."""
     init()
     buffer = np.ascontiguousarray(buffer)
     comm = _world.comm
@@ -121,12 +124,35 @@ def allreduce_sum(buffer: np.ndarray, deterministic: bool = True) -> np.ndarray:
         out = np.empty_like(buffer)
         comm.Allreduce(buffer, out, op=MPI.SUM)
         return out
-    gathered = np.empty((comm.Get_size(),) + buffer.shape, buffer.dtype)   # (K, n)
-    comm.Allgather(buffer, gathered)
-    out = gathered[0].copy()
-    for r in range(1, len(gathered)):   # a fixed order: 0 + 1 + ... + (K-1)
-        out += gathered[r]
-    return out
+    received, request = _start_reduce(buffer, comm)
+    request.Wait()
+    return _finish_reduce(received, buffer.size, comm)
+
+
+def _start_reduce(flat: np.ndarray, comm: Any) -> tuple[np.ndarray, Any]:
+    """Phase 1 of the deterministic allreduce (a reduce-scatter): ``flat`` (n,) is cut
+    into K chunks of m = ceil(n / K), and rank r receives chunk r of every rank, as
+    ``received[q]`` (K, m), with a non-blocking all-to-all."""
+    k = comm.Get_size()
+    m = -(-flat.size // k)
+    send = np.zeros(k * m, flat.dtype)
+    send[:flat.size] = flat
+    send = send.reshape(k, m)                                      # (K, m)
+    received = np.empty_like(send)                                 # (K, m)
+    return received, comm.Ialltoall(send, received)
+
+
+def _finish_reduce(received: np.ndarray, n: int, comm: Any) -> np.ndarray:
+    """Phase 2: add this rank's chunk over the ranks in rank order (0 + 1 + ... +
+    (K-1), so the bits depend on K alone), then gather every rank's summed chunk: the
+    sum of all n elements, equal on every rank. Each rank sends and receives
+    2 (K-1)/K * n elements, as a ring allreduce does."""
+    mine = received[0].copy()                                      # (m,)
+    for r in range(1, len(received)):
+        mine += received[r]
+    out = np.empty_like(received)                                  # (K, m)
+    comm.Allgather(mine, out)
+    return out.reshape(-1)[:n]
 
 
 class GradientReducer:
@@ -135,10 +161,11 @@ class GradientReducer:
     Give it each parameter as soon as its gradient is final (``add``: backward walks the
     layers in reverse, so the last layers' parameters come first); it packs them into
     buckets of about ``bucket_bytes`` and starts a non-blocking gather of a bucket as soon
-    as the bucket is full, so that the messages travel while earlier layers compute their
-    gradients (``progress`` lets MPI move them along between layers). ``finish`` waits for
-    every bucket, adds the K parts in rank order (deterministic, as :func:`allreduce_sum`)
-    and writes the mean (``average``) or the sum back into each ``grad``.
+    as the bucket is full (the reduce-scatter of :func:`allreduce_sum`, non-blocking), so
+    that the messages travel while earlier layers compute their gradients (``progress``
+    lets MPI move them along between layers). ``finish`` waits for each bucket, adds its
+    K parts in rank order, gathers the sums (deterministic, as :func:`allreduce_sum`) and
+    writes the mean (``average``) or the sum back into each ``grad``.
     """
 
     def __init__(self, bucket_bytes: int = DEFAULT_BUCKET_BYTES, average: bool = True,
@@ -168,8 +195,8 @@ class GradientReducer:
         if comm is None:
             self._sent.append((params, flat, None, None))
         elif self.deterministic:
-            gathered = np.empty((comm.Get_size(),) + flat.shape, flat.dtype)   # (K, n)
-            self._sent.append((params, flat, gathered, comm.Iallgather(flat, gathered)))
+            received, request = _start_reduce(flat, comm)
+            self._sent.append((params, flat, received, request))
         else:
             from mpi4py import MPI
             out = np.empty_like(flat)
@@ -194,9 +221,7 @@ class GradientReducer:
                 continue
             req.Wait()
             if self.deterministic:
-                total = received[0].copy()
-                for r in range(1, k):     # a fixed order: 0 + 1 + ... + (K-1)
-                    total += received[r]
+                total = _finish_reduce(received, flat.size, _world.comm)
             else:
                 total = received
             if self.average:
