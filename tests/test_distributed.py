@@ -231,6 +231,53 @@ def test_allreduce_sum_adds_in_rank_order_bitwise_on_every_rank(tmp_path):
     assert run_mpi(3, str(script)).stdout.split() == ["ok"] * 3
 
 
+CTRL_C = """
+import os, signal, sys
+import numpy as np
+import chainrule as cr
+from chainrule.train import Interrupted
+from tests.mpi_worker import data
+mode, out = sys.argv[1], sys.argv[2]
+cr.manual_seed(0)
+model = cr.Sequential(cr.Flatten(), cr.Linear(72, 16, dtype="float64"), cr.ReLU(),
+                      cr.Dropout(0.3), cr.Linear(16, 3, dtype="float64"))
+opt = cr.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+X, y = data(48, "float64")
+def press(batch, logs):   # Ctrl-C on rank 1 alone, after step 1 of the first epoch
+    if mode == "interrupt" and cr.distributed.rank() == 1 and batch == 1:
+        os.kill(os.getpid(), signal.SIGINT)
+ckpt = cr.callbacks.ModelCheckpoint(out + ".ckpt.safetensors")
+try:
+    cr.fit(model, cr.CrossEntropyLoss(), opt, (X, y), epochs=2, batch_size=6, seed=3,
+           progress=False, distributed=True, callbacks=[ckpt],
+           on_batch=lambda e, b, loss: press(b, None) if e == 0 else None,
+           resume=out + ".ckpt.safetensors" if mode == "resume" else None)
+except Interrupted as exc:
+    print(f"interrupted {cr.distributed.rank()} {exc.epoch} {exc.step}")
+    sys.exit(0)
+if cr.distributed.rank() == 0:
+    np.savez(out, **{k: np.asarray(v) for k, v in model.state_dict().items()})
+"""
+
+
+@needs_mpi
+def test_ctrl_c_on_one_rank_stops_all_after_the_same_step_and_resumes_bitwise(tmp_path):
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C)
+    straight, resumed = str(tmp_path / "straight.npz"), str(tmp_path / "resumed.npz")
+    run_mpi(2, str(script), "straight", straight)
+    out = run_mpi(2, str(script), "interrupt", resumed).stdout
+    # Both ranks stop after step 3 (the step after the Ctrl-C carries the news).
+    assert sorted(out.split("\n")[:2]) == ["interrupted 0 0 3", "interrupted 1 0 3"], out
+    meta = cr.load_checkpoint(resumed + ".ckpt.safetensors").metadata
+    assert (meta["epoch"], meta["step"], meta["world_size"]) == (0, 3, 2)
+    assert len(meta["dropout_states"]) == 2    # one Generator state per rank
+    run_mpi(2, str(script), "resume", resumed)
+    with np.load(straight) as a, np.load(resumed) as b:
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
 DEAD_RANK = """
 import os, signal, sys
 import chainrule as cr

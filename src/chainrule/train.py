@@ -190,6 +190,7 @@ class FitLoop:
         self.world_size = dist.world_size() if distributed else 1
         self.rank = dist.rank() if distributed else 0
         self._rank_dropout_states: list[Any] | None = None   # gathered on an interrupt
+        self._interrupt_agreed = False   # some rank had Ctrl-C by the last step's allreduce
 
     @property
     def stop_training(self) -> bool:
@@ -292,7 +293,7 @@ class FitLoop:
                 cbs.call("on_epoch_begin", self.epoch, {})
                 batches = iter(self.loader)  # from the loader's position = self.step
                 while self.step < self.steps_per_epoch and not self.stop_training:
-                    if flag.requested and not self.distributed:  # before the next batch
+                    if self._stop_requested(flag):  # before the next batch is drawn
                         self._interrupt()
                     if self.distributed:
                         self._train_step_distributed(*next(batches), flag.requested)
@@ -301,10 +302,16 @@ class FitLoop:
                 if self.step < self.steps_per_epoch:  # stopped in the middle of the epoch
                     break
                 self._end_epoch()
-                if flag.requested and not self.distributed:
+                if self._stop_requested(flag):
                     self._interrupt()
         cbs.call("on_train_end", {})
         return self.history
+
+    def _stop_requested(self, flag: _StopFlag) -> bool:
+        """Whether to stop for Ctrl-C now. Data-parallel: only once every rank knows,
+        from the flags that the last step's allreduce carried, so that all ranks stop
+        after the same step."""
+        return self._interrupt_agreed if self.distributed else flag.requested
 
     def _begin_epoch(self) -> None:
         self.model.train()
@@ -341,9 +348,9 @@ class FitLoop:
     def _train_step_distributed(self, xb: np.ndarray, yb: np.ndarray, interrupt: bool
                                 ) -> None:
         """One data-parallel step: forward and loss on this rank's shard of the batch,
-        then one small allreduce of (loss, hits, counted, samples, interrupt), so that
+        then one small allreduce of (loss, hits, counted, samples, Ctrl-C), so that
         every rank sees the global batch's loss and agrees whether it is finite and
-        whether Ctrl-C was pressed; then backward, the gradients' bucketed allreduce
+        whether to stop after this step for a Ctrl-C; then backward, the gradients' bucketed allreduce
         (their mean over the ranks), clipping and the update, the same on every rank."""
         batch = self.step
         self.batch = (xb, yb)
@@ -356,9 +363,7 @@ class FitLoop:
         local = np.array([loss if summed else loss * len(xb), hits, kept, len(xb),
                           float(interrupt)], np.float64)
         total = dist.allreduce_sum(local)
-        if total[4] > 0:  # some rank got Ctrl-C: all stop before this step, together
-            self.loss_fn.release()
-            self._interrupt()
+        self._interrupt_agreed = self._interrupt_agreed or bool(total[4] > 0)
         global_loss = float(total[0] if summed else total[0] / max(total[3], 1))
         if math.isfinite(global_loss):
             # Backward, with each bucket's allreduce started as soon as it is full.
