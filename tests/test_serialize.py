@@ -65,7 +65,8 @@ def every_layer_model(dtype=np.float32, seed: int = 0) -> cr.Sequential:
                           cr.Conv2d(16, 16, 3, padding="valid"), cr.Tanh(),
                           cr.Conv2d(16, 16, 3, padding=1)),                # (N, 16, 2, 2)
             shortcut=cr.Sequential(cr.AvgPool2d(2), cr.Conv2d(8, 16, 1, stride=2, bias=False),
-                                   cr.BatchNorm2d(16, affine=False))),     # (N, 16, 2, 2)
+                                   cr.BatchNorm2d(16, affine=False),
+                                   cr.SyncBatchNorm(16, momentum=0.3))),   # (N, 16, 2, 2)
         cr.Residual(cr.Sequential(cr.Sigmoid(), cr.Conv2d(16, 16, 1))),    # identity shortcut
         cr.MaxPool2d(2, stride=1, padding=1, dilation=2),                  # (N, 16, 2, 2)
         cr.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),     # (N, 16, 2, 2)

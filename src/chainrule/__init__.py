@@ -24,6 +24,7 @@ from .losses import *  # noqa: F401,F403
 from . import losses as _losses
 from .parameter import Parameter
 from . import init, utils
+from . import distributed
 from .random import manual_seed
 from .train import History, Interrupted, NonFiniteLossError, evaluate, fit, predict
 
@@ -34,5 +35,5 @@ __all__ = [
     "fit", "evaluate", "predict", "History", "Interrupted", "NonFiniteLossError", "callbacks",
     "functional", "optim",
     "models", "data", "save", "load", "load_checkpoint", "Checkpoint", "CheckpointError",
-    "interop", "export_onnx", "inspect", "init", "utils", "manual_seed",
+    "interop", "export_onnx", "inspect", "init", "utils", "manual_seed", "distributed",
 ]

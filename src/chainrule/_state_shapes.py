@@ -113,6 +113,7 @@ _STATE: dict[str, Callable[[Mapping[str, Any]], dict[str, Entry]]] = {
     "PReLU": lambda a: {"weight": (_dtype(a), (_int(a["num_parameters"]),))},
     "BatchNorm1d": _batchnorm,
     "BatchNorm2d": _batchnorm,
+    "SyncBatchNorm": _batchnorm,
     "InstanceNorm2d": _batchnorm,
     "GroupNorm": lambda a: _affine((_int(a["num_channels"]),), a["affine"], a["bias"],
                                    _dtype(a)),

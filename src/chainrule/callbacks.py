@@ -67,6 +67,9 @@ class Callback:
     """
 
     order: int = 0
+    # Data-parallel training (fit(distributed=True)) calls this callback on rank 0 only:
+    # for what writes files or the terminal.
+    rank_zero_only: bool = False
     loop: "FitLoop"
     model: Any
 
@@ -100,13 +103,15 @@ class CallbackList:
                                 "chainrule.callbacks.Callback (wrap plain functions in "
                                 "LambdaCallback)")
         self.callbacks = sorted(callbacks, key=lambda cb: cb.order)
+        self.rank = 0   # data-parallel: this process's rank (see Callback.rank_zero_only)
 
     def __iter__(self):
         return iter(self.callbacks)
 
     def call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
-            getattr(cb, hook)(*args)
+            if self.rank == 0 or not cb.rank_zero_only:
+                getattr(cb, hook)(*args)
 
     def keys(self) -> list[str]:
         """A name per callback for its saved state: the class name, with ``.1``, ``.2``
@@ -214,6 +219,8 @@ class ModelCheckpoint(Callback):
     """
 
     order = 10
+
+    rank_zero_only = True
 
     def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss",
                  save_best_only: bool = False, mode: str = "auto",
@@ -328,6 +335,8 @@ class CSVLogger(Callback):
 
     order = 10
 
+    rank_zero_only = True
+
     def __init__(self, filename: str | os.PathLike, separator: str = ",",
                  columns: Sequence[str] | Mapping[str, str] | None = None) -> None:
         self.filename = Path(filename)
@@ -404,6 +413,8 @@ class ProgressBar(Callback):
         leave: keep each finished epoch's bar on screen.
         file: where to draw (default ``sys.stderr``).
     """
+
+    rank_zero_only = True
 
     def __init__(self, leave: bool = False, file: Any = None) -> None:
         self.leave, self.file = leave, file

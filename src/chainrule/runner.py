@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from . import distributed as dist
 from .callbacks import (Callback, CSVLogger, LambdaCallback, LRSchedulerStep, ModelCheckpoint,
                         ProgressBar, TerminateOnNaN)
 from .checkpoint import Checkpoint, load, load_checkpoint
@@ -218,8 +219,10 @@ def build_scheduler(optimizer: Optimizer, config: Mapping[str, Any] | None) -> L
 
 
 def _steps_per_epoch(cfg: TrainConfig, data: Dataset) -> int:
-    """The number of batches in an epoch (the last one may be smaller)."""
-    return len(range(0, len(data.train[0]), cfg.batch_size))
+    """The number of batches in an epoch (the last one may be smaller); under mpiexec,
+    of each rank's shard (padded to the same length on every rank)."""
+    k = dist.world_size()
+    return len(range(0, -(-len(data.train[0]) // k), max(cfg.batch_size // k, 1)))
 
 
 def prepare_data(cfg: TrainConfig, stats: tuple[list, list] | None = None) -> Dataset:
@@ -289,6 +292,7 @@ class _RunFolder(Callback):
     epoch's line on the log (after the checkpoints and metrics.csv are written)."""
 
     order = 20
+    rank_zero_only = True
 
     def __init__(self, run: "TrainingRun", best: ModelCheckpoint, last: ModelCheckpoint) -> None:
         self.run, self.best, self.last = run, best, last
@@ -339,7 +343,7 @@ class TrainingRun:
         # (e.g. the inspect Recorder).
         self.on_batch: Callable[[int, int, float], None] | None = None
         self.callbacks: list[Callback] = []
-        self.log = log
+        self.log = log if dist.rank() == 0 else (lambda message: None)
         self.loss_fn = CrossEntropyLoss()
         info = get_dataset_info(cfg.data)
         self.max_shift = info.max_shift if cfg.augment else 0
@@ -358,6 +362,7 @@ class TrainingRun:
         if (cfg.out_dir / LAST).exists() and not overwrite:
             raise RunError(f"{cfg.out_dir} already holds a run; continue it with --resume "
                            f"{cfg.out_dir}, or pass --overwrite to start over")
+        dist.barrier()  # every rank has looked before rank 0 deletes anything below
         data = prepare_data(cfg)
         model = MODELS[cfg.model](in_channels=data.in_channels, input_size=data.input_size,
                                   num_classes=data.num_classes, seed=cfg.seed)
@@ -369,7 +374,7 @@ class TrainingRun:
         except ValueError as exc:  # a hyper-parameter out of range, e.g. a negative --lr
             raise RunError(str(exc)) from exc
         # Only now that the new run can start: nothing of an overwritten run survives.
-        for name in (LAST, BEST, METRICS, CURVES):
+        for name in (LAST, BEST, METRICS, CURVES) if dist.rank() == 0 else ():
             (cfg.out_dir / name).unlink(missing_ok=True)
         return cls(cfg, data, model, optimizer, scheduler, scheduler_config, None, log)
 
@@ -468,13 +473,18 @@ class TrainingRun:
                 is saved, so the last checkpoint on disk is the last good one.
         """
         cfg = self.cfg
+        k = dist.world_size()   # > 1 under mpiexec: data-parallel, cfg.batch_size in all
+        if cfg.batch_size % k:
+            raise RunError(f"--batch-size {cfg.batch_size} does not split among {k} "
+                           "processes; give a multiple of their number")
         self.out.mkdir(parents=True, exist_ok=True)
         X, y = self.data.train
         self.log(f"{cfg.model} ({self.model.num_parameters():,} parameters) on {cfg.data}: "
                  f"{len(X)} training, {len(self.data.val[0])} validation, "
                  f"{len(self.data.test[0])} test images; {cfg.optimizer} lr "
                  f"{self.optimizer.param_groups[0]['lr']:g}, batch {cfg.batch_size}, "
-                 f"{cfg.dtype}{', augmented' if cfg.augment else ''} -> {self.out}")
+                 f"{cfg.dtype}{', augmented' if cfg.augment else ''}"
+                 f"{f', {k} processes' if k > 1 else ''} -> {self.out}")
         if self.state.epoch >= cfg.epochs:
             self.log(f"already trained {self.state.epoch} epochs; pass --epochs N "
                      f"(N > {self.state.epoch}) to train further")
@@ -500,18 +510,19 @@ class TrainingRun:
             on_batch = self.on_batch
             callbacks.append(LambdaCallback(
                 on_batch_end=lambda b, logs: on_batch(folder.loop.epoch, b, logs["loss"])))
-        loader = DataLoader(self.data.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
+        loader = DataLoader(self.data.train, cfg.batch_size // k, shuffle=True, seed=cfg.seed,
                             transform=self._augment if cfg.augment else None)
         fit(self.model, self.loss_fn, self.optimizer, loader, epochs=cfg.epochs,
             val=self.data.val if has_val else None, callbacks=callbacks, seed=cfg.seed,
-            progress=False, resume=self.checkpoint, clip_grad_norm=cfg.clip_grad_norm)
+            progress=False, resume=self.checkpoint, clip_grad_norm=cfg.clip_grad_norm,
+            distributed=k > 1)
         self.state.epoch = folder.loop.epoch
         return RunResult(self.out, self.state.epoch, self.state.best, self._test())
 
     def _test(self) -> dict[str, float] | None:
         """Loss and accuracy of the best checkpoint on the test split (None without one)."""
         best = self.out / BEST
-        if not best.exists() or not len(self.data.test[0]):
+        if dist.rank() != 0 or not best.exists() or not len(self.data.test[0]):
             return None
         model = load(best)
         metrics = evaluate(model, *self.data.test, loss_fn=CrossEntropyLoss(),

@@ -54,7 +54,8 @@ from .layers import Dropout, Dropout2d
 from .layers import (ChannelShuffle, PixelShuffle, PixelUnshuffle, Upsample,
                      UpsamplingBilinear2d, UpsamplingNearest2d)
 from .layers import ConstantPad2d, ReflectionPad2d, ReplicationPad2d, ZeroPad2d
-from .layers import BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm, LocalResponseNorm
+from .layers import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm,
+                     LocalResponseNorm, SyncBatchNorm)
 from .layers import Add, Chunk, Concat, Mean, Multiply, Permute, Reshape, Split
 from .layers.constant import OPS as _CONSTANT_OPS, ConstantArithmetic
 from .layers.symbolic import call_symbolic
@@ -294,6 +295,7 @@ _LEAVES: dict[str, tuple[type[Layer], dict[str, str],
     # normalization
     "BatchNorm1d": (BatchNorm1d, _BATCHNORM_SCHEMA, _batchnorm_args),
     "BatchNorm2d": (BatchNorm2d, _BATCHNORM_SCHEMA, _batchnorm_args),
+    "SyncBatchNorm": (SyncBatchNorm, _BATCHNORM_SCHEMA, _batchnorm_args),
     "GroupNorm": (GroupNorm, {"num_groups": "int", "num_channels": "int", "eps": "float",
                               "affine": "bool", "bias": "bool", "dtype": "dtype"}, _groupnorm_args),
     "LayerNorm": (LayerNorm, {"normalized_shape": "int_or_list", "eps": "float",

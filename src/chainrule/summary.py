@@ -70,7 +70,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .layers import (BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, Graph,
+from .layers import (BatchNorm1d, BatchNorm2d, SyncBatchNorm, Conv1d, Conv2d, ConvTranspose2d, Graph,
                      GroupNorm, InstanceNorm2d, Layer, LayerNorm, Linear, PReLU)
 from .layers.base import DEFAULT_DTYPE
 
@@ -112,7 +112,7 @@ MULT_ADDS: dict[type, MultAddsFn] = {
     Conv1d: _conv_mult_adds,
     ConvTranspose2d: _conv_transpose_mult_adds,
     Linear: _linear_mult_adds,
-    BatchNorm1d: _none, BatchNorm2d: _none, GroupNorm: _none, LayerNorm: _none,
+    BatchNorm1d: _none, BatchNorm2d: _none, SyncBatchNorm: _none, GroupNorm: _none, LayerNorm: _none,
     InstanceNorm2d: _none, PReLU: _none,
 }
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from . import distributed as dist
 from .callbacks import (NOT_METRICS, Callback, CallbackList, History, LambdaCallback,
                         LRSchedulerStep, ModelCheckpoint, ProgressBar, TerminateOnNaN)
 from .checkpoint import Checkpoint, load_checkpoint, save
@@ -144,7 +145,7 @@ def _stop_on_sigint() -> Iterator[_StopFlag]:
 
 # The keys of a checkpoint's metadata that hold the loop's state (see FitLoop.save).
 STATE_KEYS = ("epoch", "step", "seed", "history", "rng_state", "partial", "dropout_states",
-              "callbacks")
+              "callbacks", "world_size")
 # History rows of checkpoints written by `chainrule train` before fit ran its loop.
 _OLD_ROW_KEYS = {"train_loss": "loss", "train_accuracy": "accuracy"}
 
@@ -161,12 +162,17 @@ class FitLoop:
         sums: the epoch's running sums (``loss``, ``correct``, ``counted``, ``seen``,
             ``time``, and ``lr``: the lr of the epoch's first step);
         classify: whether accuracy is counted (CrossEntropyLoss, NLLLoss);
-        stop_training: set it to stop after the current step.
+        stop_training: set it to stop after the current step;
+        world_size, rank: the data-parallel world (1 and 0 unless ``distributed``); the
+            sums, the batch ``size`` and ``loss`` in the callbacks' logs are then those of
+            the global batch (all ranks' samples of the step).
     """
 
     def __init__(self, model: Layer, loss_fn: Loss, optimizer: Any, loader: DataLoader,
                  val: Any, epochs: int, callbacks: CallbackList, history: History,
-                 clip_grad_norm: float | None, val_batch_size: int) -> None:
+                 clip_grad_norm: float | None, val_batch_size: int,
+                 distributed: bool = False, bucket_bytes: int = dist.DEFAULT_BUCKET_BYTES
+                 ) -> None:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.loader, self.val, self.epochs = loader, val, epochs
         self.callbacks, self.history = callbacks, history
@@ -180,6 +186,11 @@ class FitLoop:
         self.dropouts = [m for m in model.modules() if isinstance(m, Dropout)]
         self.sums: dict[str, float] = {}
         self._started = time.perf_counter()
+        self.distributed, self.bucket_bytes = distributed, bucket_bytes
+        self.world_size = dist.world_size() if distributed else 1
+        self.rank = dist.rank() if distributed else 0
+        self._rank_dropout_states: list[Any] | None = None   # gathered on an interrupt
+        self._interrupt_agreed = False   # some rank had Ctrl-C by the last step's allreduce
 
     @property
     def stop_training(self) -> bool:
@@ -210,9 +221,12 @@ class FitLoop:
             "epoch": self.epoch, "step": self.step, "seed": self.seed,
             "history": self.history.rows, "rng_state": self.loader.state_dict()["rng_state"],
             "callbacks": self.callbacks.state_dict()}
+        if self.world_size > 1:
+            meta["world_size"] = self.world_size
         if self.step > 0:
             meta["partial"] = {**self.sums, "time": self.elapsed()}
-            meta["dropout_states"] = [d.rng.bit_generator.state for d in self.dropouts]
+            meta["dropout_states"] = (self._rank_dropout_states if self.world_size > 1 else
+                                      [d.rng.bit_generator.state for d in self.dropouts])
         return meta
 
     def save(self, path: str | os.PathLike, **metadata: Any) -> Path:
@@ -241,6 +255,13 @@ class FitLoop:
         if ckpt.optimizer_state is None or ckpt.optimizer_type != type(self.optimizer).__name__:
             raise ValueError(f"fit: resume: {where} holds no {type(self.optimizer).__name__} "
                              f"state (found {ckpt.optimizer_type})")
+        saved_world = int(meta.get("world_size", 1))
+        if int(meta["step"]) > 0 and saved_world != self.world_size:
+            raise ValueError(f"fit: resume: {where} was written in the middle of an epoch by "
+                             f"{saved_world} process(es); this run has {self.world_size}, "
+                             "whose shards and steps differ: resume it with "
+                             f"{saved_world}, or from a checkpoint at the end of an epoch "
+                             "(those resume with any number of processes)")
         self.optimizer.load_state_dict(ckpt.optimizer_state)
         self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
         self.history.rows = [{_OLD_ROW_KEYS.get(k, k): v for k, v in row.items()}
@@ -252,7 +273,10 @@ class FitLoop:
             partial = dict(meta["partial"])
             partial.setdefault("counted", partial["seen"])  # older checkpoints: all counted
             self.sums = partial
-            for d, state in zip(self.dropouts, meta.get("dropout_states") or []):
+            states = meta.get("dropout_states") or []
+            if self.world_size > 1:   # one list per rank
+                states = states[self.rank] if states else []
+            for d, state in zip(self.dropouts, states):
                 d.rng.bit_generator.state = state
 
     # ------------------------------------------------------------------ the loop
@@ -269,23 +293,35 @@ class FitLoop:
                 cbs.call("on_epoch_begin", self.epoch, {})
                 batches = iter(self.loader)  # from the loader's position = self.step
                 while self.step < self.steps_per_epoch and not self.stop_training:
-                    if flag.requested:  # before the next batch is drawn
+                    if self._stop_requested(flag):  # before the next batch is drawn
                         self._interrupt()
-                    self._train_step(*next(batches))
+                    if self.distributed:
+                        self._train_step_distributed(*next(batches), flag.requested)
+                    else:
+                        self._train_step(*next(batches))
                 if self.step < self.steps_per_epoch:  # stopped in the middle of the epoch
                     break
                 self._end_epoch()
-                if flag.requested:
+                if self._stop_requested(flag):
                     self._interrupt()
         cbs.call("on_train_end", {})
         return self.history
+
+    def _stop_requested(self, flag: _StopFlag) -> bool:
+        """Whether to stop for Ctrl-C now. Data-parallel: only once every rank knows,
+        from the flags that the last step's allreduce carried, so that all ranks stop
+        after the same step."""
+        return self._interrupt_agreed if self.distributed else flag.requested
 
     def _begin_epoch(self) -> None:
         self.model.train()
         if self.step == 0:  # (else a resumed mid-epoch checkpoint restored all this)
             self.loader.set_epoch(self.epoch)
             for i, d in enumerate(self.dropouts):
-                d.rng = np.random.default_rng([self.seed, self.epoch, i + 1])
+                # Data-parallel: each rank draws its own masks (for its own samples).
+                key = [self.seed, self.epoch, i + 1] + ([self.rank] if self.world_size > 1
+                                                        else [])
+                d.rng = np.random.default_rng(key)
             self.sums = {"loss": 0.0, "correct": 0, "counted": 0, "seen": 0, "time": 0.0,
                          "lr": self.optimizer.param_groups[0]["lr"]}
         self._started = time.perf_counter() - self.sums["time"]
@@ -309,6 +345,41 @@ class FitLoop:
             self.stop_training = True
         self.callbacks.call("on_batch_end", batch, {"loss": loss, "size": len(xb)})
 
+    def _train_step_distributed(self, xb: np.ndarray, yb: np.ndarray, interrupt: bool
+                                ) -> None:
+        """One data-parallel step: forward and loss on this rank's shard of the batch,
+        then one small allreduce of (loss, hits, counted, samples, Ctrl-C), so that
+        every rank sees the global batch's loss and agrees whether it is finite and
+        whether to stop after this step for a Ctrl-C; then backward, the gradients' bucketed allreduce
+        (their mean over the ranks), clipping and the update, the same on every rank."""
+        batch = self.step
+        self.batch = (xb, yb)
+        self.callbacks.call("on_batch_begin", batch, {"size": len(xb)})
+        self.optimizer.zero_grad()
+        out = self.model.forward(xb)
+        loss = self.loss_fn(out, yb)
+        summed = self.loss_fn.reduction == "sum"
+        hits, kept = _class_hits(out, yb, self.loss_fn) if self.classify else (0, 0)
+        local = np.array([loss if summed else loss * len(xb), hits, kept, len(xb),
+                          float(interrupt)], np.float64)
+        total = dist.allreduce_sum(local)
+        self._interrupt_agreed = self._interrupt_agreed or bool(total[4] > 0)
+        global_loss = float(total[0] if summed else total[0] / max(total[3], 1))
+        if math.isfinite(global_loss):
+            # Backward, with each bucket's allreduce started as soon as it is full.
+            dist.backward_and_reduce(self.model, self.loss_fn.backward(), self.bucket_bytes)
+            if self.clip_grad_norm is not None:
+                clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
+            self.optimizer.step()
+            s = self.sums
+            s["loss"] += float(total[0])
+            s["correct"], s["counted"] = s["correct"] + int(total[1]), s["counted"] + int(total[2])
+            s["seen"] += int(total[3])
+            self.step += 1
+        else:
+            self.stop_training = True
+        self.callbacks.call("on_batch_end", batch, {"loss": global_loss, "size": int(total[3])})
+
     def _end_epoch(self) -> None:
         s = self.sums
         train_time = self.elapsed()
@@ -316,9 +387,14 @@ class FitLoop:
         logs: dict[str, Any] = {"loss": s["loss"] / max(s["seen"], 1)}
         if self.classify:
             logs["accuracy"] = s["correct"] / max(s["counted"], 1)
-        if self.val is not None:
+        if self.val is not None and self.distributed:
+            dist.broadcast_model(self.model)  # rank 0's BatchNorm statistics, as DDP
+            metrics = _evaluate_sharded(self.model, *self.val, loss_fn=self.loss_fn,
+                                        batch_size=self.val_batch_size)
+        elif self.val is not None:
             metrics = evaluate(self.model, *self.val, loss_fn=self.loss_fn,
                                batch_size=self.val_batch_size)
+        if self.val is not None:
             logs.update({f"val_{k}": v for k, v in metrics.items()})
         logs["lr"] = s["lr"]
         logs["time_s"] = train_time + time.perf_counter() - t0
@@ -327,11 +403,36 @@ class FitLoop:
         self.callbacks.call("on_epoch_end", self.epoch - 1, logs)
 
     def _interrupt(self) -> None:
+        if self.distributed and self.world_size > 1 and self.step > 0:
+            mine = [d.rng.bit_generator.state for d in self.dropouts]
+            self._rank_dropout_states = dist.allgather_object(mine)
         self.callbacks.call("on_interrupt", {})
         saved = [cb.last_path for cb in self.callbacks
                  if isinstance(cb, ModelCheckpoint) and cb.last_path is not None
                  and not cb.save_best_only]
         raise Interrupted(saved[-1] if saved else None, self.epoch, self.step)
+
+
+def _evaluate_sharded(model: Layer, X: np.ndarray, y: np.ndarray, loss_fn: Loss,
+                      batch_size: int) -> dict[str, float]:
+    """:func:`evaluate` of the whole (X, y), each rank computing a contiguous K-th of it
+    and one allreduce adding the parts."""
+    k, r = dist.world_size(), dist.rank()
+    lo, hi = r * len(X) // k, (r + 1) * len(X) // k
+    summed = loss_fn.reduction == "sum"
+    local = np.zeros(4)   # (loss sum, hits, counted, samples)
+    if hi > lo:
+        out = predict(model, X[lo:hi], batch_size)
+        loss = loss_fn(out, y[lo:hi])
+        loss_fn.release()
+        hits, kept = _class_hits(out, y[lo:hi], loss_fn) if _is_classification(loss_fn) \
+            else (0, 0)
+        local[:] = (loss if summed else loss * (hi - lo), hits, kept, hi - lo)
+    total = dist.allreduce_sum(local)
+    metrics = {"loss": float(total[0] if summed else total[0] / total[3])}
+    if _is_classification(loss_fn):
+        metrics["accuracy"] = float(total[1] / total[2]) if total[2] else float("nan")
+    return metrics
 
 
 def _as_loader(data: Any, where: str, batch_size: int, shuffle: bool, seed: int | None
@@ -352,7 +453,8 @@ def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: Any, epochs: int = 1
         resume: str | os.PathLike | Checkpoint | None = None,
         clip_grad_norm: float | None = None, scheduler_interval: str = "epoch",
         on_batch: Callable[[int, int, float], None] | None = None,
-        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> History:
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        distributed: bool = False, bucket_bytes: int = dist.DEFAULT_BUCKET_BYTES) -> History:
     """Train ``model`` until ``epochs`` epochs are done: the one training loop.
 
     Each step: forward, loss, backward, (clipping,) optimizer step. Everything else
@@ -383,6 +485,16 @@ def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: Any, epochs: int = 1
             (``chainrule.utils.clip_grad_norm_``); None: no clipping.
         on_batch, on_epoch: ``on_batch(epoch, step, loss)`` and ``on_epoch(epoch,
             metrics)``, shorthands for a ``LambdaCallback``.
+        distributed: data-parallel training over the processes of ``mpiexec -n K``
+            (``chainrule.distributed``; one process without MPI). ``batch_size`` (or the
+            loader's) is then *per process*: a step takes K * batch_size samples. Rank
+            0's weights, buffers and seed are broadcast first; each rank takes its shard
+            of every epoch (``DataLoader.shard``); gradients are averaged over the ranks
+            with one deterministic allreduce per bucket of ``bucket_bytes``; the loss
+            and metrics in logs and History are those of all ranks, validation is
+            split among them; callbacks that write (``rank_zero_only``: checkpoints,
+            CSV, progress) run on rank 0 only, the others on every rank. See
+            docs/distributed.md.
 
     Returns:
         the run's ``History`` (also the epochs before a resume): per-epoch ``loss``
@@ -400,6 +512,10 @@ def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: Any, epochs: int = 1
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"fit: {name} must be an int >= 0, got {value!r}")
     loader = _as_loader(train, "train", batch_size, shuffle, seed)
+    if distributed:
+        dist.init()
+        loader.seed = int(dist.broadcast_object(loader.seed))  # one order for all ranks
+        loader.shard(dist.world_size(), dist.rank())
     if isinstance(val, DataLoader):
         val = val.samples()
     elif val is not None:
@@ -424,7 +540,8 @@ def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: Any, epochs: int = 1
             e, {k: v for k, v in logs.items() if k not in NOT_METRICS})))
     cbs = CallbackList(given)
     loop = FitLoop(model, loss_fn, optimizer, loader, val, int(epochs), cbs, history,
-                   clip_grad_norm, max(loader.batch_size, 256))
+                   clip_grad_norm, max(loader.batch_size, 256), distributed, bucket_bytes)
+    cbs.rank = loop.rank
     loop_ref.append(loop)
     for cb in cbs:
         cb.set_loop(loop)
@@ -433,6 +550,8 @@ def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: Any, epochs: int = 1
         loop.restore(ckpt, str(resume) if not isinstance(resume, Checkpoint) else "the checkpoint")
     else:
         loop.epoch = int(initial_epoch)
+    if distributed:
+        dist.broadcast_model(model)  # every rank starts from rank 0's weights
     return loop.run()
 
 def predict(model: Layer, X: Any, batch_size: int = 256) -> np.ndarray:

@@ -57,6 +57,7 @@ LAYER_CASES: list[Case] = [
     ("batchnorm2d_batch_stats", lambda: cr.BatchNorm2d(4, track_running_stats=False), IMAGE),
     ("batchnorm1d_features", lambda: cr.BatchNorm1d(6), (6,)),
     ("batchnorm1d_sequence", lambda: cr.BatchNorm1d(3, momentum=0.5), (3, 7)),
+    ("syncbatchnorm", lambda: cr.SyncBatchNorm(4), IMAGE),
     # new layer families: one section each
     # -- convolution
     ("conv1d", lambda: cr.Conv1d(4, 5, 3, rng=20), (4, 12)),

@@ -37,6 +37,14 @@ class DataLoader:
     ``len(loader)`` is the number of batches per epoch. ``set_epoch(e)`` chooses the
     epoch the next ``iter()`` yields (``fit`` does this); an iteration that stops early
     continues, at the next ``iter()``, where it stopped.
+
+    ``shard(num_replicas, rank)`` (``fit(distributed=True)`` calls it) makes it yield
+    only one rank's part of every epoch, as torch's ``DistributedSampler``: the epoch's
+    order (the same on every rank) is padded with its own first indices to a multiple
+    of ``num_replicas``, and rank ``r`` takes ``order[r::num_replicas]``; so every rank
+    takes the same number of batches of the same sizes, and the ranks' batches of step
+    ``s`` together are the batch of ``num_replicas * batch_size`` samples a single
+    process would take at step ``s`` (when nothing was padded).
     """
 
     def __init__(self, data: Any, batch_size: int = 32, shuffle: bool = True,
@@ -65,14 +73,30 @@ class DataLoader:
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
         self.transform = transform
         self.seed = int(generator(None).integers(2**63)) if seed is None else int(seed)
+        self.num_replicas, self.rank = 1, 0
         self.epoch = 0
         self.position = 0     # batches of this epoch already yielded
         self._rng: np.random.Generator | None = None      # the epoch's, once it started
         self._saved_rng: dict[str, Any] | None = None     # from load_state_dict
 
     def __len__(self) -> int:
-        n = len(self.arrays[0]) if self.arrays is not None else len(self.dataset)
+        n = self.shard_size
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def shard(self, num_replicas: int, rank: int) -> "DataLoader":
+        """Yield only rank ``rank``'s share of each epoch (see the class docstring);
+        ``shard(1, 0)``: every sample again. Returns the loader."""
+        if isinstance(num_replicas, bool) or not isinstance(num_replicas, (int, np.integer)) \
+                or num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"DataLoader.shard: expected num_replicas >= 1 and 0 <= rank < "
+                             f"num_replicas, got {num_replicas!r}, {rank!r}")
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        return self
+
+    @property
+    def shard_size(self) -> int:
+        """Samples this rank takes per epoch (all of them unless sharded)."""
+        return -(-self.num_samples // self.num_replicas)
 
     @property
     def num_samples(self) -> int:
@@ -100,6 +124,9 @@ class DataLoader:
         n = self.num_samples
         rng = self.epoch_generator(self.epoch)
         order = rng.permutation(n) if self.shuffle else np.arange(n)
+        if self.num_replicas > 1:
+            padded = self.shard_size * self.num_replicas
+            order = np.resize(order, padded)[self.rank::self.num_replicas]  # (shard_size,)
         if self.position > 0:
             # Continue mid-epoch: the same order (redrawn above), then the Generator
             # where the batches taken so far left it.

@@ -51,7 +51,7 @@ Softmax, LogSoftmax           Softmax, LogSoftmax (axis dim, the implicit one fo
 Identity                      Identity
 Dropout                       Identity
 Dropout2d                     Identity
-BatchNorm1d/2d                BatchNormalization with the running statistics; without
+BatchNorm1d/2d, SyncBatchNorm BatchNormalization with the running statistics; without
                               running statistics (track_running_stats=False, which
                               normalizes with the batch's own statistics even in eval)
                               ReduceMean/Sub/Mul/Sqrt/Div
@@ -743,6 +743,7 @@ _CONVERTERS: dict[type, Converter] = {
     # normalization
     L.BatchNorm1d: _batch_norm,
     L.BatchNorm2d: _batch_norm,
+    L.SyncBatchNorm: _batch_norm,
     L.GroupNorm: _group_norm,
     L.LayerNorm: _layer_norm,
     L.InstanceNorm2d: _instance_norm,

@@ -381,6 +381,7 @@ def _leaf_from_torch(torch: Any) -> dict[type, Callable[[Any, str], L.Layer]]:
         # normalization
         nn.BatchNorm1d: batch_norm(L.BatchNorm1d),
         nn.BatchNorm2d: batch_norm(L.BatchNorm2d),
+        nn.SyncBatchNorm: batch_norm(L.SyncBatchNorm),
         nn.GroupNorm: lambda m, path: L.GroupNorm(
             m.num_groups, m.num_channels, eps=m.eps, affine=m.affine,
             dtype=_module_dtype(m, path) or np.float32, bias=m.bias is not None),
@@ -609,6 +610,7 @@ def _leaf_to_torch(torch: Any) -> dict[type, Callable[[Any, Any], Any]]:
         # normalization
         L.BatchNorm1d: batch_norm(nn.BatchNorm1d),
         L.BatchNorm2d: batch_norm(nn.BatchNorm2d),
+        L.SyncBatchNorm: batch_norm(nn.SyncBatchNorm),
         L.GroupNorm: lambda c, dtype: nn.GroupNorm(c.num_groups, c.num_channels, eps=c.eps,
                                                    affine=c.affine, bias=c.bias is not None,
                                                    dtype=dtype),

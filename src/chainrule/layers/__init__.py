@@ -23,7 +23,7 @@ from .pooling import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d
 
 # normalization
 from .normalization import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm2d, LayerNorm,
-                            LocalResponseNorm)
+                            LocalResponseNorm, SyncBatchNorm)
 
 # regularization
 from .dropout import Dropout, Dropout2d
@@ -55,7 +55,7 @@ __all__ = [
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "MaxPool1d", "AvgPool1d", "AdaptiveMaxPool2d",
     # normalization
-    "BatchNorm1d", "BatchNorm2d", "GroupNorm", "LayerNorm", "InstanceNorm2d", "LocalResponseNorm",
+    "BatchNorm1d", "BatchNorm2d", "SyncBatchNorm", "GroupNorm", "LayerNorm", "InstanceNorm2d", "LocalResponseNorm",
     # regularization
     "Dropout", "Dropout2d",
     # resampling

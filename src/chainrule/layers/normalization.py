@@ -1,4 +1,5 @@
-"""Normalization layers: BatchNorm1d and BatchNorm2d (over the batch), GroupNorm,
+"""Normalization layers: BatchNorm1d and BatchNorm2d (over the batch), SyncBatchNorm
+(over the batch of every data-parallel rank), GroupNorm,
 LayerNorm and InstanceNorm2d (within each sample), LocalResponseNorm (across channels)."""
 
 from __future__ import annotations
@@ -241,6 +242,81 @@ class BatchNorm2d(_BatchNorm):
     See ``_BatchNorm`` for the formulas. Shape: (N, C, H, W) -> same."""
 
     _layout = "(N, C, H, W)"
+
+
+class SyncBatchNorm(_BatchNorm):
+    """Batch normalization whose training statistics are those of the *global* batch:
+    the samples of every rank of a data-parallel run (``chainrule.distributed``), as
+    ``torch.nn.SyncBatchNorm``. So K ranks with batches of B/K normalize exactly as one
+    process with batch B (and update the same running statistics). In a world of one
+    process it is ``BatchNorm``; in eval mode it uses the running statistics, as
+    ``BatchNorm`` does. Shape: (N, C, *) -> same.
+
+    Forward (training): one allreduce of the per-channel sums and counts gives the
+    global mean; a second one, of the sums of squared deviations, the biased variance
+    (two passes, as the single-process layer computes it). Backward: one allreduce of
+    ``sum(g)`` and ``sum(g * x̂)`` per channel; with ``n`` the global count,
+    ``dx = a * (g - sum(g)/n - x̂ * sum(g x̂)/n)`` (``a = weight / sqrt(var + eps)``), and
+    ``dweight``, ``dbias`` are this rank's own sums, averaged with the other gradients
+    by the data-parallel allreduce. (Every rank's ``g`` is K times its share of the
+    global batch's loss gradient; dx and the parameter gradients scale with it, and the
+    average over K ranks restores the single-process gradient.)
+    """
+
+    _layout = "(N, C, *)"
+
+    def _check_input(self, x: np.ndarray) -> None:
+        if x.ndim < 2 or x.shape[1] != self.num_features:
+            raise ValueError(f"{self!r}: expected an input (N, {self.num_features}, *), got "
+                             f"shape {x.shape}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.training:
+            return super().forward(x)
+        from .. import distributed as dist
+        x = self._cast_input(x)
+        self._check_input(x)
+        c = self.num_features
+        v = np.moveaxis(x, 1, 0).reshape(c, -1)                     # (C, n_local)
+        totals = dist.allreduce_sum(np.append(v.sum(axis=1), v.shape[1]).astype(x.dtype))
+        n = int(totals[c])                                          # the global count
+        if n <= 1:
+            raise ValueError(f"{self!r}: expected more than 1 value per channel when "
+                             f"training, got input of shape {x.shape}")
+        mean = totals[:c] / x.dtype.type(n)                        # (C,)
+        centered = v - mean[:, None]                                # (C, n_local)
+        var = dist.allreduce_sum(np.einsum("ij,ij->i", centered, centered)) / x.dtype.type(n)
+        inv_std = 1.0 / np.sqrt(var + x.dtype.type(self.eps))       # (C,)
+        scale = inv_std * self.weight.data if self.affine else inv_std
+        out = centered * scale[:, None]
+        if self.affine:
+            out += self.bias.data[:, None]
+        if self.track_running_stats:
+            self._update_running_stats(mean, var, n)
+        if self.keeps_cache:
+            self._cache = ("sync", centered, inv_std, n, x.shape)
+        return np.moveaxis(out.reshape(np.moveaxis(x, 1, 0).shape), 0, 1)
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        if self._cache is None or self._cache[0] != "sync":
+            return super().backward(grad)
+        from .. import distributed as dist
+        _, centered, inv_std, n, x_shape = self._take_cache()
+        grad = self._check_grad(grad, x_shape, centered.dtype)
+        c = self.num_features
+        g = np.moveaxis(grad, 1, 0).reshape(c, -1)                  # (C, n_local)
+        sum_g = g.sum(axis=1)                                       # (C,) this rank's
+        sum_gc = np.einsum("ij,ij->i", g, centered)                 # sum(g * (x - mean))
+        total = dist.allreduce_sum(np.concatenate([sum_g, sum_gc]))
+        a = self.weight.data * inv_std if self.affine else inv_std
+        nn = centered.dtype.type(n)
+        dx = g - (total[:c] / nn)[:, None]
+        dx -= centered * (inv_std * inv_std * total[c:] / nn)[:, None]
+        dx *= a[:, None]
+        if self.affine:
+            self.weight.grad += sum_gc * inv_std
+            self.bias.grad += sum_g
+        return np.moveaxis(dx.reshape(np.moveaxis(grad, 1, 0).shape), 0, 1)
 
 
 # ---------------------------------------------------------------------------- argument checks
