@@ -22,6 +22,8 @@ import time
 import numpy as np
 
 import chainrule as cr
+
+from benchmarks._timing import quartiles, time_calls
 from chainrule.train import train_step
 
 # The networks of benchmarks/compare.py and their batch sizes there.
@@ -41,21 +43,6 @@ def as_graph(model: cr.Sequential, sample_shape: tuple[int, ...]) -> cr.Graph:
 def _default_input(name: str) -> tuple[tuple[int, ...], int]:
     d = {k: v.default for k, v in inspect.signature(cr.models.MODELS[name]).parameters.items()}
     return (d["in_channels"], d["input_size"], d["input_size"]), d["num_classes"]
-
-
-def _time(fn, steps: int) -> tuple[float, float]:
-    """(wall-clock, process CPU) seconds per call of ``fn``."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
-
-
-def _quartiles(values: list[float]) -> tuple[float, float, float]:
-    if len(values) < 2:
-        return (values[0],) * 3
-    q1, q2, q3 = statistics.quantiles(values, n=4)
-    return q1, statistics.median(values), q3
 
 
 def bench_net(name: str, batch: int, rounds: int, steps: int) -> dict[str, dict]:
@@ -83,12 +70,12 @@ def bench_net(name: str, batch: int, rounds: int, steps: int) -> dict[str, dict]
     results = {}
     for mode, make in (("train", train), ("infer", infer)):
         for k in engines:                       # warm-up: caches, allocator, BLAS threads
-            _time(make(k), 2)
+            time_calls(make(k), 2)
         times: dict[tuple[str, int], list[float]] = {(k, c): [] for k in engines for c in (0, 1)}
         ratios: dict[int, list[float]] = {0: [], 1: []}
         for r in range(rounds):
             order = ["sequential", "graph"] if r % 2 == 0 else ["graph", "sequential"]
-            got = {k: _time(make(k), steps) for k in order}
+            got = {k: time_calls(make(k), steps) for k in order}
             for c in (0, 1):
                 for k in engines:
                     times[k, c].append(got[k][c])
@@ -127,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             for clock, clock_label in ((0, "wall-clock"), (1, "process CPU")):
                 seq = statistics.median(r["times"]["sequential", clock]) * 1e3
                 graph = statistics.median(r["times"]["graph", clock]) * 1e3
-                q1, median, q3 = _quartiles(r["ratios"][clock])
+                q1, median, q3 = quartiles(r["ratios"][clock])
                 print(f"  {label}, {clock_label}: median sequential {seq:.2f} ms, graph "
                       f"{graph:.2f} ms; graph overhead per round: median {median:+.1%}, "
                       f"interquartile range [{q1:+.1%}, {q3:+.1%}]")

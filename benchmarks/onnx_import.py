@@ -31,19 +31,7 @@ import numpy as np
 
 import chainrule as cr
 
-
-def _time(fn, steps: int) -> tuple[float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
-
-
-def _quartiles(values: list[float]) -> tuple[float, float, float]:
-    if len(values) < 2:
-        return (values[0],) * 3
-    q1, q2, q3 = statistics.quantiles(values, n=4)
-    return q1, statistics.median(values), q3
+from benchmarks._timing import quartiles, time_calls
 
 
 def build_engines(size: int) -> dict[str, cr.Graph]:
@@ -97,10 +85,10 @@ def main(argv: list[str] | None = None) -> None:
     times = {(k, c): [] for k in names for c in (0, 1)}
     ratios = {(k, c): [] for k in names[1:] for c in (0, 1)}
     for k in names:                                # warm-up
-        _time(lambda: engines[k].forward(x), 1)
+        time_calls(lambda: engines[k].forward(x), 1)
     for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]
-        got = {k: _time(lambda: engines[k].forward(x), args.steps) for k in order}
+        got = {k: time_calls(lambda: engines[k].forward(x), args.steps) for k in order}
         for c in (0, 1):
             for k in names:
                 times[k, c].append(got[k][c])
@@ -112,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         medians = ", ".join(f"{k} {statistics.median(times[k, c]) * 1e3:.0f} ms" for k in names)
         print(f"  {clock}: median {medians}")
         for k in names[1:]:
-            q1, median, q3 = _quartiles(ratios[k, c])
+            q1, median, q3 = quartiles(ratios[k, c])
             print(f"    {k} / direct - 1 per round: median {median:+.1%}, interquartile range "
                   f"[{q1:+.1%}, {q3:+.1%}]")
 
