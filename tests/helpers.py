@@ -140,3 +140,26 @@ def params(cases: dict) -> list:
 def pair(value) -> tuple[int, ...]:
     """An int as (value, value); a tuple or list as a tuple."""
     return (value, value) if isinstance(value, int) else tuple(value)
+
+
+# ---------------------------------------------------------------- Ctrl-C in the loop
+def interrupt_after(monkeypatch, steps: int) -> None:
+    """Press "Ctrl-C" right after the ``steps``-th training step of ``fit``'s loop (which
+    the runner and the README script run too): a real SIGINT to this process
+    (``monkeypatch.undo()`` restores ``train_step``)."""
+    import os
+    import signal
+
+    from chainrule import train as train_loop
+
+    calls = {"n": 0}
+    real = train_loop.train_step
+
+    def step_then_interrupt(*args):
+        out = real(*args)
+        calls["n"] += 1
+        if calls["n"] == steps:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(train_loop, "train_step", step_then_interrupt)

@@ -5,17 +5,16 @@ its History covers the whole run."""
 
 from __future__ import annotations
 
-import os
 import signal
 
 import numpy as np
 import pytest
 
 import chainrule as cr
-from chainrule import train as train_loop
 from chainrule.callbacks import (EarlyStopping, LambdaCallback, LRSchedulerStep,
                                  ModelCheckpoint)
 from chainrule.data import DataLoader
+from tests.helpers import interrupt_after
 from tests.test_train import blobs, classifier
 
 EPOCHS, BATCH, N = 3, 8, 44      # 6 steps per epoch, the last one of 4
@@ -43,21 +42,6 @@ def run(tmp_path, name, resume=None, extra=()):
                      callbacks=[*callbacks, ModelCheckpoint(tmp_path / f"{name}.safetensors"),
                                 *extra], progress=False, resume=resume)
     return model, optimizer, history
-
-
-def interrupt_after(monkeypatch, steps: int) -> None:
-    """A real SIGINT right after the ``steps``-th training step."""
-    calls = {"n": 0}
-    real = train_loop.train_step
-
-    def step_then_interrupt(*args):
-        out = real(*args)
-        calls["n"] += 1
-        if calls["n"] == steps:
-            os.kill(os.getpid(), signal.SIGINT)
-        return out
-
-    monkeypatch.setattr(train_loop, "train_step", step_then_interrupt)
 
 
 def assert_same_end(a, b) -> None:

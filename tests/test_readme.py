@@ -25,14 +25,11 @@ def test_readme_training_script_runs_and_resumes_after_ctrl_c_bit_for_bit(tmp_pa
                                                                           monkeypatch):
     """The README's cr.fit script, exactly: run once straight, and once with Ctrl-C in
     the middle of epoch 3 then run again; both end with the same weights and metrics."""
-    import os
-    import signal
-
     import numpy as np
     import pytest
 
     import chainrule as cr
-    from chainrule import train as train_loop
+    from tests.helpers import interrupt_after
 
     pytest.importorskip("sklearn", reason="the script trains on digits (chainrule[datasets])")
     script = compile(_training_script(), "README.md", "exec")
@@ -43,21 +40,12 @@ def test_readme_training_script_runs_and_resumes_after_ctrl_c_bit_for_bit(tmp_pa
     exec(script, {})
 
     monkeypatch.chdir(tmp_path / "b")
-    calls = {"n": 0}
-    real = train_loop.train_step
-
-    def step_then_interrupt(*args):
-        out = real(*args)
-        calls["n"] += 1
-        if calls["n"] == 2 * 41 + 10:  # 41 steps per epoch: step 10 of epoch 3
-            os.kill(os.getpid(), signal.SIGINT)
-        return out
-
-    monkeypatch.setattr(train_loop, "train_step", step_then_interrupt)
+    interrupt_after(monkeypatch, 2 * 41 + 10)  # 41 steps per epoch: step 10 of epoch 3
     with pytest.raises(cr.Interrupted) as info:
         exec(script, {})
     assert (info.value.epoch, info.value.step) == (2, 10)
-    monkeypatch.setattr(train_loop, "train_step", real)
+    monkeypatch.undo()                 # train_step back (and the working directory)
+    monkeypatch.chdir(tmp_path / "b")
     exec(script, {})
 
     a = cr.load_checkpoint(tmp_path / "a" / "runs/mine/last.safetensors")

@@ -4,15 +4,14 @@ middle of an epoch, then a resume, ends with exactly the weights of a run never 
 
 from __future__ import annotations
 
-import os
 import signal
 
 import numpy as np
 import pytest
 
 import chainrule as cr
-from chainrule import train as train_loop
 from chainrule.runner import Interrupted, RunError, TrainConfig, TrainingRun
+from tests.helpers import interrupt_after
 
 pytest.importorskip("sklearn", reason="the runs train on digits (chainrule[datasets])")
 
@@ -30,23 +29,6 @@ def _quiet(message: str) -> None:
 def _weights_and_state(path):
     ckpt = cr.load_checkpoint(path)
     return ckpt.model.state_dict(), ckpt.optimizer_state, ckpt.metadata
-
-
-def _interrupt_after(monkeypatch, steps: int) -> None:
-    """Press "Ctrl-C" right after the ``steps``-th training step: ``train_step`` (of
-    ``fit``'s loop, which the runner runs) sends a real SIGINT to this process then
-    (``monkeypatch.undo()`` restores it)."""
-    calls = {"n": 0}
-    real_step = train_loop.train_step
-
-    def step_then_interrupt(*args):
-        result = real_step(*args)
-        calls["n"] += 1
-        if calls["n"] == steps:
-            os.kill(os.getpid(), signal.SIGINT)
-        return result
-
-    monkeypatch.setattr(train_loop, "train_step", step_then_interrupt)
 
 
 def _assert_same_run(a, b):
@@ -68,7 +50,7 @@ def test_interrupt_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypa
     straight = TrainingRun.start(TrainConfig(**CONFIG, out=str(tmp_path / "a")), log=_quiet)
     straight.train()
 
-    _interrupt_after(monkeypatch, STEPS_PER_EPOCH + 2)  # step 2 of epoch 2
+    interrupt_after(monkeypatch, STEPS_PER_EPOCH + 2)  # step 2 of epoch 2
     stopped = TrainingRun.start(TrainConfig(**CONFIG, out=str(tmp_path / "b")), log=_quiet)
     with pytest.raises(Interrupted) as info:
         stopped.train()
@@ -134,7 +116,7 @@ def _as_before_fit(path) -> None:
 def test_a_checkpoint_from_before_fit_resumes_bit_for_bit(tmp_path, monkeypatch):
     config = CONFIG  # a cosine schedule: its lr depends on the restored scheduler state
     TrainingRun.start(TrainConfig(**config, out=str(tmp_path / "a")), log=_quiet).train()
-    _interrupt_after(monkeypatch, STEPS_PER_EPOCH + 2)
+    interrupt_after(monkeypatch, STEPS_PER_EPOCH + 2)
     with pytest.raises(Interrupted):
         TrainingRun.start(TrainConfig(**config, out=str(tmp_path / "b")), log=_quiet).train()
     monkeypatch.undo()
