@@ -10,8 +10,8 @@ import pytest
 import chainrule as cr
 from chainrule.cli import main
 from chainrule.runner import Interrupted, RunError, TrainConfig, TrainingRun
-from tests.test_runner import (_assert_same_run, _interrupt_after, _quiet,
-                               _weights_and_state)
+from tests.helpers import interrupt_after
+from tests.test_runner import _assert_same_run, _quiet, _weights_and_state
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn", reason="the runs train on digits (chainrule[datasets])")
@@ -86,7 +86,7 @@ def test_interrupt_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypa
 
     # "Ctrl-C" right after step 3 of epoch 2 (in the warm-up's last epoch for
     # warmup-cosine).
-    _interrupt_after(monkeypatch, STEPS_PER_EPOCH + 3)
+    interrupt_after(monkeypatch, STEPS_PER_EPOCH + 3)
     stopped = TrainingRun.start(TrainConfig(**config, out=str(tmp_path / "b")), log=_quiet)
     with pytest.raises(Interrupted) as info:
         stopped.train()
