@@ -1,4 +1,4 @@
-"""docs/distributed.md's example runs as written on two processes under mpiexec."""
+"""docs/how-to/distributed.md's example runs as written on two processes under mpiexec."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import chainrule as cr
 from tests.test_distributed import ROOT, mpi_env, mpiexec, needs_mpi
 
-DOC = ROOT / "docs" / "distributed.md"
+DOC = ROOT / "docs" / "how-to" / "distributed.md"
 
 
 @needs_mpi

@@ -494,7 +494,7 @@ def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: Any, epochs: int = 1
             and metrics in logs and History are those of all ranks, validation is
             split among them; callbacks that write (``rank_zero_only``: checkpoints,
             CSV, progress) run on rank 0 only, the others on every rank. See
-            docs/distributed.md.
+            docs/how-to/distributed.md.
 
     Returns:
         the run's ``History`` (also the epochs before a resume): per-epoch ``loss``

@@ -1,4 +1,4 @@
-"""A cr.save checkpoint read by a PyTorch user, exactly as docs/interop.md shows."""
+"""A cr.save checkpoint read by a PyTorch user, exactly as docs/how-to/interop.md shows."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ nn = torch.nn
 
 
 def read_for_torch(path) -> dict:
-    """The recipe of docs/interop.md: safetensors' NumPy reader, strip ``model.``."""
+    """The recipe of docs/how-to/interop.md: safetensors' NumPy reader, strip ``model.``."""
     from safetensors.numpy import load_file
 
     return {key.removeprefix("model."): torch.from_numpy(array)

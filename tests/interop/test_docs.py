@@ -1,4 +1,4 @@
-"""docs/interop.md's examples run as written, in order, and print what they promise."""
+"""docs/how-to/interop.md's examples run as written, in order, and print what they promise."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "interop.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "interop.md"
 
 
 def test_interop_doc_examples_run(tmp_path, monkeypatch, capsys):
