@@ -43,6 +43,7 @@ FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,})[ \t]*(?P<info>[^\n`]*)\
                    r"(?P<body>.*?)^(?P=indent)(?P=fence)[ \t]*$", re.M | re.S)
 ATTRIBUTE = re.compile(r'(\w[\w-]*)="([^"]*)"')
 RUN_LANGUAGES = ("python", "bash")
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 # Open MPI refuses to start as root (containers, CI) and to start more processes than it
 # counts cores unless told; a page's `mpiexec -n 2 ...` should run as a reader's does.
@@ -158,7 +159,9 @@ def _run_bash(block: Block, workdir: Path, page: str, timeout: float) -> BlockRu
         raise DocExecError(f"{page}:{block.line}: the bash block exited with "
                            f"{done.returncode}:\n{block.source}\nstdout:\n{done.stdout}\n"
                            f"stderr:\n{done.stderr[-4000:]}")
-    return BlockRun(block, done.stdout)
+    # Numba's colorama.init() (when colorama is installed) writes a colour reset at exit
+    # when stdout is a terminal, as under mpiexec's forwarding pty: no escape codes in a page.
+    return BlockRun(block, ANSI_ESCAPE.sub("", done.stdout))
 
 
 def run_markdown(markdown: str, page: str, workdir: str | Path,
