@@ -122,3 +122,20 @@ def test_a_truly_zero_gradient_is_not_judged_on_rounding_noise():
     rng = np.random.default_rng(3)
     layer = cr.Sequential(cr.Conv2d(2, 3, 3, rng=0), cr.BatchNorm2d(3))
     assert cr.gradcheck(layer, rng.standard_normal((3, 2, 5, 5))) < 1e-6
+
+
+@pytest.mark.parametrize("layout", ["channel-major", "transposed", "strided"])
+def test_a_non_contiguous_input_or_parameter_is_nudged_in_place(layout):
+    # A convolution's output is channel-major; checking the next layer on it once
+    # nudged a copy (reshape(-1) of a non-contiguous array) and reported an error of 1.0.
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(4, 2, 5, 5))
+    x = {"channel-major": base.transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3),
+         "transposed": base.T.copy().T,
+         "strided": rng.normal(size=(4, 2, 10, 5))[:, :, ::2]}[layout]
+    assert not x.flags["C_CONTIGUOUS"]
+    assert cr.gradcheck(cr.Tanh(), x) < 1e-7
+    linear = cr.Linear(5, 3, dtype=np.float64)
+    linear.weight.data = np.asfortranarray(linear.weight.data)
+    assert not linear.weight.data.flags["C_CONTIGUOUS"]
+    assert cr.gradcheck(linear, x) < 1e-7

@@ -83,18 +83,20 @@ def gradcheck(layer: Layer, x: np.ndarray, eps: float = 1e-6, seed: int = 0,
     targets += [(name, p.data) for name, p in layer.named_parameters()]
     numerics: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, array in targets:
-        flat = array.reshape(-1)
-        indices = np.arange(flat.size)
-        if max_elements is not None and flat.size > max_elements:
-            indices = rng.choice(flat.size, size=max_elements, replace=False)
+        indices = np.arange(array.size)
+        if max_elements is not None and array.size > max_elements:
+            indices = rng.choice(array.size, size=max_elements, replace=False)
         numeric = np.empty(len(indices))
         for k, i in enumerate(indices):
-            original = flat[i]
-            flat[i] = original + eps
+            # An index into the array itself: reshape(-1) of a non-contiguous array (a
+            # convolution's channel-major output) is a copy, and nudging a copy moves nothing.
+            where = np.unravel_index(i, array.shape)
+            original = array[where]
+            array[where] = original + eps
             plus = f()
-            flat[i] = original - eps
+            array[where] = original - eps
             minus = f()
-            flat[i] = original
+            array[where] = original
             numeric[k] = (plus - minus) / (2 * eps)
         numerics[name] = (analytic[name].reshape(-1)[indices], numeric)
 
