@@ -185,6 +185,15 @@ def test_predict_and_evaluate_refuse_bad_data():
     with pytest.raises(ValueError, match=r"fit: X has 3 samples but y has 4"):
         cr.fit(model, cr.CrossEntropyLoss(), cr.optim.SGD(model.parameters(), lr=0.1),
                (np.zeros((3, N_FEATURES)), np.zeros(4, np.int64)))
+    # Arguments in the wrong places (a loss as X, an (X, y) pair as y) are named, not a
+    # NumPy "inhomogeneous shape" error.
+    data = (np.zeros((3, N_FEATURES)), np.zeros(3, np.int64))
+    with pytest.raises(TypeError, match=r"evaluate: expected X as an array of samples "
+                                        r"\(N, \.\.\.\), got CrossEntropyLoss"):
+        cr.evaluate(model, cr.CrossEntropyLoss(), data)
+    with pytest.raises(TypeError, match=r"evaluate: expected y as an array of samples "
+                                        r"\(N, \.\.\.\), got tuple"):
+        cr.evaluate(model, data[0], (data[0], data[1]))
 
 
 # ----------------------------------------------------------------------------- regression

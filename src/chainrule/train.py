@@ -33,9 +33,23 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when the loss becomes NaN or infinite; names the epoch and step."""
 
 
+def _as_samples(value: Any, name: str, where: str) -> np.ndarray:
+    """``value`` as a numeric array, or a TypeError that says what came instead (a loss or
+    an (X, y) tuple passed where X or y belongs, say)."""
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        array = None
+    if array is None or array.dtype == object or array.ndim == 0:
+        shape = "" if array is None else f" of shape {array.shape}"
+        raise TypeError(f"{where}: expected {name} as an array of samples (N, ...), got "
+                        f"{type(value).__name__}{shape}")
+    return array
+
+
 def _check_xy(X: Any, y: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
-    X = np.asarray(X)
-    y = np.asarray(y)
+    X = _as_samples(X, "X", where)
+    y = _as_samples(y, "y", where)
     if X.ndim < 2:
         raise ValueError(f"{where}: expected X with a leading batch axis (N, ...), got shape {X.shape}")
     if len(X) != len(y):
