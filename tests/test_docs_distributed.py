@@ -1,29 +1,31 @@
-"""docs/how-to/distributed.md's example runs as written on two processes under mpiexec."""
+"""docs/how-to/distributed.md runs as a reader runs it (tools.docexec: `chainrule train
+--workers 2` and `mpiexec -n 2 python train_ddp.py` on two processes): rank 0 alone
+prints, and the checkpoint is the last epoch's."""
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
-from pathlib import Path
-
 import chainrule as cr
-from tests.test_distributed import ROOT, mpi_env, mpiexec, needs_mpi
+from tests.test_distributed import ROOT, needs_mpi
+from tools import docexec
 
 DOC = ROOT / "docs" / "how-to" / "distributed.md"
 
 
 @needs_mpi
-def test_the_two_process_example_runs(tmp_path):
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
-    assert len(blocks) == 1
-    (tmp_path / "train_ddp.py").write_text(blocks[0])
-    done = subprocess.run([mpiexec(), "-n", "2", "--oversubscribe", sys.executable,
-                           "train_ddp.py"], cwd=tmp_path, env=mpi_env(), capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    # Numba imports colorama when it is installed, whose colorama.init() writes a colour
-    # reset (ESC[0m) at exit when stdout is a terminal, as mpiexec's forwarding pty is.
-    lines = [line for line in re.sub(r"\x1b\[[0-9;]*m", "", done.stdout).splitlines() if line]
+def test_the_page_runs_on_two_processes(tmp_path):
+    page = docexec.run_page(DOC, tmp_path)
+    bash = [run for run in page.runs if run.block.language == "bash"]
+    script = [run for run in bash if "train_ddp.py" in run.block.source]
+    assert len(bash) == 2 and len(script) == 1, [run.block.source for run in bash]
+
+    cli = [line for line in bash[0].output.splitlines() if line]
+    assert sum(line.startswith("epoch 1/2 ") for line in cli) == 1, cli    # rank 0 only
+    assert sum(line.startswith("epoch 2/2 ") for line in cli) == 1, cli
+    assert "2 processes -> runs/digits" in cli[0], cli
+    for name in ("best.safetensors", "last.safetensors", "metrics.csv", "curves.png"):
+        assert name in cli, cli
+        assert (tmp_path / "runs" / "digits" / name).is_file()
+
+    lines = [line for line in script[0].output.splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith("2 processes, loss "), lines  # rank 0 only
     assert cr.load_checkpoint(tmp_path / "ddp.safetensors").metadata["epoch"] == 3

@@ -19,6 +19,9 @@ What each fenced block of a page does:
 - `````text`` and other languages: shown, not run (outputs, folder listings, install lines).
 
 Every page runs in a fresh temporary working directory, with matplotlib's Agg backend.
+That directory is first on ``sys.path`` while the page runs, as it is for ``python``
+started there, so a ``python`` block can import a module that a ``title="name.py"`` block
+wrote (modules imported from it are forgotten when the page ends).
 Run one page from the command line: ``python -m tools.docexec docs/how-to/own-images.md``.
 """
 
@@ -164,6 +167,18 @@ def _run_bash(block: Block, workdir: Path, page: str, timeout: float) -> BlockRu
     return BlockRun(block, ANSI_ESCAPE.sub("", done.stdout))
 
 
+def _forget_modules_from(workdir: Path) -> None:
+    """Take ``workdir`` off ``sys.path`` and drop the modules imported from it, so the
+    next page (or a rerun of this one) imports its own files afresh."""
+    with contextlib.suppress(ValueError):
+        sys.path.remove(str(workdir))
+    root = os.path.realpath(workdir) + os.sep
+    for name, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None)
+        if origin and os.path.realpath(origin).startswith(root):
+            del sys.modules[name]
+
+
 def run_markdown(markdown: str, page: str, workdir: str | Path,
                  timeout: float = 600.0) -> PageRun:
     """Run the blocks of ``markdown`` (the page ``page``, for messages) in ``workdir``.
@@ -180,6 +195,7 @@ def run_markdown(markdown: str, page: str, workdir: str | Path,
     previous_dir, previous_backend = os.getcwd(), matplotlib.get_backend()
     matplotlib.use("Agg")
     os.chdir(workdir)
+    sys.path.insert(0, str(workdir))
     try:
         for block in parse(markdown):
             began = time.perf_counter()
@@ -196,6 +212,7 @@ def run_markdown(markdown: str, page: str, workdir: str | Path,
             runs.append(run)
     finally:
         os.chdir(previous_dir)
+        _forget_modules_from(workdir)
         _figures()  # a failed block's figures are not the next page's
         matplotlib.use(previous_backend)
     return PageRun(page, runs, time.perf_counter() - start)

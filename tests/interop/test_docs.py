@@ -1,8 +1,8 @@
-"""docs/how-to/interop.md's examples run as written, in order, and print what they promise."""
+"""docs/how-to/interop.md runs as a reader runs it (tools.docexec: every python and bash
+block, in order) and prints what it promises; its own asserts check the differences."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -10,21 +10,31 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from tools import docexec  # noqa: E402
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "interop.md"
 
 
-def test_interop_doc_examples_run(tmp_path, monkeypatch, capsys):
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
-    assert len(blocks) == 5, f"expected 5 python examples in {DOC.name}, found {len(blocks)}"
-    monkeypatch.chdir(tmp_path)  # the examples write lenet5.onnx etc. in the working dir
-    namespace: dict = {}
-    for index, block in enumerate(blocks):
-        exec(compile(block, f"{DOC.name} example {index + 1}", "exec"), namespace)
-    printed = capsys.readouterr().out.splitlines()
-    torch_diff, error, onnx_diff_1, onnx_diff_2, import_diff, saliency, checkpoint_diff, meta = \
-        printed
-    assert saliency == "(28, 28) True", printed
-    for diff in (torch_diff, onnx_diff_1, onnx_diff_2, import_diff, checkpoint_diff):
-        assert float(diff) < 1e-5, printed
-    assert error.startswith("1.0: torch.nn.Softsign is not supported")
-    assert meta == "{'in_channels': 1, 'input_size': 28} Sequential"
+def test_interop_doc_examples_run(tmp_path):
+    page = docexec.run_page(DOC, tmp_path)
+    printed = "".join(run.output for run in page.runs).splitlines()
+
+    def value(prefix: str) -> float:
+        lines = [line for line in printed if line.startswith(prefix)]
+        assert len(lines) == 1, (prefix, printed)
+        return float(lines[0].rsplit(" ", 1)[1])
+
+    for prefix in ("to_torch: max difference", "ONNX Runtime, batch 1: max difference",
+                   "ONNX Runtime, batch 8: max difference", "from_onnx: max difference",
+                   "checkpoint in torch: max difference", "imported: max difference",
+                   "fine-tuned, in torch: max difference"):
+        assert value(prefix) < 1e-5, printed
+    assert "(28, 28) True" in printed
+    assert any(line.startswith("1.0: torch.nn.Softsign is not supported") for line in printed)
+    assert "{'in_channels': 1, 'input_size': 28} Sequential" in printed
+    assert printed.count("wrote model.onnx: input (N, 1, 28, 28) -> output (N, 10)") == 2
+    assert any(line.startswith("wrote net.safetensors:") for line in printed)
+    accuracy = [line for line in printed if line.startswith("val accuracy on all 10 digits")]
+    assert len(accuracy) == 1, printed
+    for name in ("model.onnx", "lenet5.onnx", "net.onnx", "net.safetensors"):
+        assert (tmp_path / name).is_file(), name
