@@ -3,6 +3,8 @@ and that a failing example fails loudly, naming its page and line."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from tools import docexec
@@ -108,3 +110,26 @@ def test_the_working_directory_is_restored_after_a_failure(tmp_path):
     with pytest.raises(docexec.DocExecError):
         docexec.run_markdown("```python\nraise SystemExit(3)\n```\n", "p.md", tmp_path)
     assert os.getcwd() == before
+
+
+IMPORTING_PAGE = '''
+```python title="helper_mod_for_docexec.py"
+VALUE = {value}
+```
+
+```python
+from helper_mod_for_docexec import VALUE
+print(VALUE)
+```
+'''
+
+
+def test_a_python_block_imports_a_file_block_and_each_run_gets_its_own(tmp_path):
+    before = list(sys.path)
+    for value in (1, 2):                   # a rerun imports the new file, not the cached one
+        workdir = tmp_path / str(value)
+        workdir.mkdir()
+        run = docexec.run_markdown(IMPORTING_PAGE.format(value=value), "page.md", workdir)
+        assert run.runs[0].output == f"{value}\n"
+        assert "helper_mod_for_docexec" not in sys.modules
+        assert sys.path == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+import shutil
 
 import pytest
 
@@ -75,3 +76,19 @@ def test_the_readme_shows_the_tutorial_page_and_how_to_serve_the_site():
     assert 'pip install -e ".[docs]" && mkdocs serve' in readme
     png = (ROOT / "docs" / "images" / "tutorial.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 50_000
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
+                    reason="needs headless Chromium (Debian package 'chromium', which .ci/run "
+                    "installs)")
+def test_the_built_tutorial_page_renders_in_headless_chromium(built_site, tmp_path):
+    from tools.docs_screenshot import screenshot
+
+    out = tmp_path / "tutorial.png"
+    screenshot(built_site.site / "tutorial" / "backprop" / "index.html", out, 800, 1000)
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(out)          # (1000, 800, 3 or 4), floats in [0, 1]
+    assert pixels.shape[:2] == (1000, 800)
+    # The page drew: the header bar, text and code, not a blank or error page.
+    assert pixels[..., :3].std() > 0.1
