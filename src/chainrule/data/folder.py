@@ -117,8 +117,9 @@ def find_images(directory: Path) -> list[Path]:
     """The image files anywhere below ``directory`` (links followed, hidden names skipped),
     sorted as torchvision's ``make_dataset`` walks them."""
     found = []
-    for root, dirs, files in sorted(os.walk(directory, followlinks=True)):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    # sorted() walks the whole tree first (as torchvision does), so hidden folders are
+    # skipped by their path rather than pruned from the walk.
+    for root, _, files in sorted(os.walk(directory, followlinks=True)):
         if any(part.startswith(".") for part in Path(root).relative_to(directory).parts):
             continue
         found += [Path(root) / f for f in sorted(files)
