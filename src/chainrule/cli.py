@@ -1,6 +1,7 @@
 """The ``chainrule`` command (also ``python -m chainrule``).
 
     chainrule train [--data mnist-5k] [--model lenet5] [--epochs 10] ... [--out DIR]
+    chainrule train --data folder:PATH [--image-size N] ...   (PATH/<class>/<images>)
     chainrule train --resume DIR [--epochs N]
     chainrule evaluate CKPT [--data NAME] [--split test]
     chainrule predict CKPT image.png [more.png ...]
@@ -31,6 +32,8 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .data import DATASETS, DatasetError, get_dataset_info, load_dataset
 from .data.datasets import availability, default_data_dir, normalize
 from .data.errors import missing_dependency
+from .data.folder import PREFIX as FOLDER_PREFIX
+from .data.folder import is_folder, parse_image_size
 from .inspect.cli_inspect import add_explain_parser, add_inspect_parser, finish_recorder, start_recorder
 from .inspect.cli_inspect import add_train_arguments as add_inspect_train_arguments
 from .interop.cli_export import add_export_parser
@@ -50,6 +53,19 @@ class CommandError(Exception):
     """A user-facing error of a command: printed without a traceback, exit code 1."""
 
 
+def _image_size(text: str) -> int:
+    """argparse type of --image-size: ``N`` or ``NxN``."""
+    try:
+        return parse_image_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+IMAGE_SIZE_HELP = ("folder:PATH data only: resize every image to N x N pixels (bilinear, as "
+                   "torchvision's Resize); needed when the images' sizes differ or are not "
+                   "square")
+
+
 # ---------------------------------------------------------------------- train
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -60,7 +76,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "train", help="train a model on a data set",
         description="Train a model; writes last.safetensors, best.safetensors, metrics.csv "
                     "and curves.png into --out. Ctrl-C saves a resumable checkpoint.")
-    p.add_argument("--data", help=f"data set (default {d.data}; see `chainrule datasets`)")
+    p.add_argument("--data", help=f"data set (default {d.data}; see `chainrule datasets`), or "
+                                  f"{FOLDER_PREFIX}PATH: your own images, PATH/<class>/<files>")
+    p.add_argument("--image-size", type=_image_size, metavar="N", help=IMAGE_SIZE_HELP)
     p.add_argument("--data-dir", help=f"where file-based data sets live (default "
                                       f"$CHAINRULE_DATA_DIR or {default_data_dir()})")
     p.add_argument("--download", action="store_true", default=None,
@@ -214,6 +232,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="data set (default: the one it was trained on)")
     p.add_argument("--data-dir")
     p.add_argument("--download", action="store_true")
+    p.add_argument("--image-size", type=_image_size, metavar="N",
+                   help=IMAGE_SIZE_HELP + " (default: the run's own)")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", type=Path, help="folder for confusion.png (default: the "
@@ -228,19 +248,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if name is None:
         raise CommandError(f"{args.checkpoint} does not say which data set it was trained on; "
                            "pass --data")
-    info = get_dataset_info(name)
+    run_args = meta.get("args", {})
+    image_size = None
+    if is_folder(name):  # the run's --image-size applies to the folder it evaluates
+        image_size = args.image_size or run_args.get("image_size")
+    elif args.image_size is not None:
+        raise CommandError(f"--image-size applies to {FOLDER_PREFIX}PATH data only, not {name}")
+    info = get_dataset_info(name, image_size)
     # A checkpoint without these keys (not from `chainrule train`) is taken to fit.
     channels = meta.get("in_channels", info.in_channels)
     size = meta.get("input_size", info.input_size)
     if (channels, size) != (info.in_channels, info.input_size):
+        hint = f"; pass --image-size {size}" if is_folder(name) and size != info.input_size else ""
         raise CommandError(f"the model takes {channels}x{size}x{size} images, {name} has "
-                           f"{info.in_channels}x{info.input_size}x{info.input_size}")
-    run_args = meta.get("args", {})
+                           f"{info.in_channels}x{info.input_size}x{info.input_size}{hint}")
     # Normalize with the checkpoint's statistics, so the model sees what it was trained on.
     stats = (meta["mean"], meta["std"]) if "mean" in meta and "std" in meta else None
     ds = load_dataset(name, args.data_dir or run_args.get("data_dir"), args.download,
                       val_fraction=run_args.get("val_fraction", 0.1),
-                      seed=run_args.get("seed", 0), stats=stats)
+                      seed=run_args.get("seed", 0), stats=stats, image_size=image_size)
+    if is_folder(name) and "classes" in meta and list(meta["classes"]) != ds.classes:
+        raise CommandError(f"{name} has the classes {', '.join(ds.classes)}; the model was "
+                           f"trained on {', '.join(meta['classes'])}")
     X, y = getattr(ds, args.split)
     if not len(X):
         raise CommandError(f"the {args.split} split of {name} is empty")
@@ -375,6 +404,9 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
         shape = f"{info.in_channels}x{info.input_size}x{info.input_size}"
         print(f"{name:<14} {shape:<8} {len(info.classes):>2} classes  {info.description}\n"
               f"{'':<14} {'ready' if ok else 'missing'}: {where}")
+    print(f"{FOLDER_PREFIX + 'PATH':<14} {'CxNxN':<8} {'K':>2} classes  your own images, one "
+          f"folder per class: PATH/<class>/<image files> (PNG, JPEG, ...); --image-size N "
+          f"resizes them")
     return EXIT_OK
 
 

@@ -33,6 +33,7 @@ from .callbacks import (Callback, CSVLogger, LambdaCallback, LRSchedulerStep, Mo
 from .checkpoint import Checkpoint, load, load_checkpoint
 from .data import DataLoader, augment, get_dataset_info, load_dataset
 from .data.datasets import Dataset
+from .data.folder import parse_image_size, run_name
 from .layers.base import Layer
 from .losses import CrossEntropyLoss
 from .models import MODELS
@@ -80,7 +81,8 @@ class TrainConfig:
     ``lr``, ``weight_decay`` and ``betas`` left at None take the optimizer's default
     (:data:`DEFAULT_LR` for the learning rate). ``limit`` keeps only the first N
     training samples (quick experiments, tests). ``out`` None means
-    ``runs/<model>-<data>``.
+    ``runs/<model>-<data>`` (``runs/<model>-folder-<name>`` for ``folder:PATH`` data).
+    ``image_size`` (``folder:PATH`` data only) resizes every image to N x N.
     """
 
     data: str = "mnist-5k"
@@ -107,6 +109,7 @@ class TrainConfig:
     limit: int | None = None
     progress: bool = True
     clip_grad_norm: float | None = None
+    image_size: int | None = None
 
     # Options that may differ when resuming: they change neither the data nor the math.
     RESUME_OVERRIDES: ClassVar[tuple[str, ...]] = ("epochs", "data_dir", "download", "progress")
@@ -114,10 +117,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.betas is not None:
             self.betas = (float(self.betas[0]), float(self.betas[1]))
+        if isinstance(self.image_size, str):  # "32" or "32x32"; validate() names a bad one
+            try:
+                self.image_size = parse_image_size(self.image_size)
+            except ValueError:
+                pass
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("runs") / f"{self.model}-{self.data}"
+        return (Path(self.out) if self.out else
+                Path("runs") / f"{self.model}-{run_name(self.data)}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -131,7 +140,13 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise RunError naming the first option that is out of range or does not apply."""
-        get_dataset_info(self.data)  # DatasetError for an unknown name
+        if self.image_size is not None:
+            try:
+                parse_image_size(self.image_size)
+            except ValueError as exc:
+                raise RunError(f"--image-size: {exc}") from None
+        # DatasetError for an unknown name; for folder:PATH, any problem with the folder.
+        get_dataset_info(self.data, self.image_size)
         checks = [
             (self.model in MODELS, f"unknown model {self.model!r}; known: {', '.join(MODELS)}"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}"),
@@ -227,7 +242,8 @@ def _steps_per_epoch(cfg: TrainConfig, data: Dataset) -> int:
 
 def prepare_data(cfg: TrainConfig, stats: tuple[list, list] | None = None) -> Dataset:
     """Load the run's data set (``--limit`` applied, cast to ``--dtype``)."""
-    ds = load_dataset(cfg.data, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, stats)
+    ds = load_dataset(cfg.data, cfg.data_dir, cfg.download, cfg.val_fraction, cfg.seed, stats,
+                      image_size=cfg.image_size)
     if cfg.limit is not None:
         # The training split is already in a seeded random order: its head is a fair sample.
         ds.train = (ds.train[0][:cfg.limit], ds.train[1][:cfg.limit])
@@ -345,7 +361,7 @@ class TrainingRun:
         self.callbacks: list[Callback] = []
         self.log = log if dist.rank() == 0 else (lambda message: None)
         self.loss_fn = CrossEntropyLoss()
-        info = get_dataset_info(cfg.data)
+        info = get_dataset_info(cfg.data, cfg.image_size)
         self.max_shift = info.max_shift if cfg.augment else 0
         self.hflip = info.hflip and cfg.augment
         # Shifted-in pixels are black: the normalized value of a zero pixel.

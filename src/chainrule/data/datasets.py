@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import download as _download
+from . import folder as _folder
 from .cifar import CLASSES as CIFAR10_CLASSES
 from .cifar import read_cifar
 from .errors import (EXTRAS_HINT, DataFormatError, DatasetError, MissingFilesError,
@@ -253,22 +254,58 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
 )}
 
 
-def get_dataset_info(name: str) -> DatasetInfo:
-    """The registry entry of ``name``; a DatasetError listing the known names otherwise."""
+FOLDER_DESCRIPTION = ("your own images, a folder per class: PATH/<class>/<image files> "
+                      "(PNG, JPEG, ...), or PATH/train/... and PATH/test/...")
+
+
+def _folder_info(name: str, image_size: int | str | None) -> DatasetInfo:
+    """The entry of ``folder:PATH``: its classes, channels and size come from a scan of
+    the folder (file headers only); its loader decodes the pixels."""
+    scan = _folder.scan_image_folder(_folder.folder_path(name), image_size)
+
+    def load(data_dir: Path, download: bool) -> RawData:
+        x, y = scan.read(scan.train_files)
+        if scan.test_files is None:
+            return _fixed_test_split(x, y)
+        return (x, y, *scan.read(scan.test_files))
+
+    described = (f"{len(scan.files)} images in {len(scan.classes)} classes in {scan.root}"
+                 + (f" ({len(scan.test_files)} of them in {scan.test_dir.name}/)"
+                    if scan.test_files is not None and scan.test_dir is not None else ""))
+    return DatasetInfo(name, described, tuple(scan.classes), scan.in_channels,
+                       scan.input_size, 255.0, load)
+
+
+def get_dataset_info(name: str, image_size: int | str | None = None) -> DatasetInfo:
+    """The registry entry of ``name``, or of ``folder:PATH`` (a scan of the folder, which
+    ``image_size`` resizes: see :mod:`chainrule.data.folder`); a DatasetError listing the
+    known names otherwise."""
+    if _folder.is_folder(name):
+        return _folder_info(name, image_size)
+    if image_size is not None:
+        raise DatasetError(f"--image-size (image_size) applies to folder:PATH data only, not "
+                           f"to {name!r}")
     try:
         return DATASETS[name]
     except KeyError:
-        raise DatasetError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}") from None
+        raise DatasetError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}, or "
+                           "folder:PATH for a folder of your own images") from None
 
 
 def describe_datasets() -> list[tuple[str, str]]:
-    """(name, description) of every registered data set."""
-    return [(info.name, info.description) for info in DATASETS.values()]
+    """(name, description) of every registered data set, then ``folder:PATH``."""
+    return ([(info.name, info.description) for info in DATASETS.values()]
+            + [(f"{_folder.PREFIX}PATH", FOLDER_DESCRIPTION)])
 
 
 def availability(name: str, data_dir: str | Path | None = None) -> tuple[bool, str]:
     """Whether ``name`` can be loaded now without downloading, and a short reason: the
     package it needs (and how to install it) or where its files are (or should go)."""
+    if _folder.is_folder(name):
+        try:
+            return True, get_dataset_info(name).description
+        except (DatasetError, ValueError) as exc:
+            return False, str(exc)
     info = get_dataset_info(name)
     if info.package is not None:
         if importlib.util.find_spec(info.package) is None:
@@ -318,11 +355,14 @@ def normalize(x: np.ndarray, pixel_max: float, mean: Sequence[float],
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False,
                  val_fraction: float = 0.1, seed: int = 0,
-                 stats: tuple[Sequence[float], Sequence[float]] | None = None) -> Dataset:
-    """Load a registered data set, split and normalized.
+                 stats: tuple[Sequence[float], Sequence[float]] | None = None,
+                 image_size: int | str | None = None) -> Dataset:
+    """Load a registered data set, or a folder of your own images, split and normalized.
 
     Args:
-        name: a key of :data:`DATASETS` (``chainrule datasets`` lists them).
+        name: a key of :data:`DATASETS` (``chainrule datasets`` lists them), or
+            ``"folder:PATH"``: the images under ``PATH/<class>/`` (torchvision's
+            ImageFolder layout, read with Pillow; see :mod:`chainrule.data.folder`).
         data_dir: where file-based sets live (default :func:`default_data_dir`); each in
             ``data_dir/<name>/`` or directly in ``data_dir``.
         download: fetch missing official files (SHA-256 verified) instead of failing.
@@ -330,13 +370,15 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         seed: seeds the validation split (a permutation of the training files).
         stats: ``(mean, std)`` to normalize with instead of the training split's own,
             e.g. those stored in a checkpoint, so evaluation sees what training saw.
+        image_size: ``folder:PATH`` only: resize every image to ``image_size`` x
+            ``image_size`` (an int, or ``"N"`` / ``"NxN"``); None: they must share one size.
 
     Raises:
         DatasetError: an unknown name; MissingFilesError (files absent, not downloaded),
             MissingDependencyError (``pip install "chainrule[datasets]"``), DataFormatError
             and ChecksumError are its subclasses.
     """
-    info = get_dataset_info(name)
+    info = get_dataset_info(name, image_size)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()

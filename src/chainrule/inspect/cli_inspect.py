@@ -133,9 +133,11 @@ def _explain_input(args: argparse.Namespace, in_channels: int, input_size: int,
     name = args.data or meta.get("data")
     if name:
         from ..data import load_dataset
+        from ..data.folder import is_folder
 
         stats = (meta["mean"], meta["std"]) if "mean" in meta and "std" in meta else None
-        x, y = load_dataset(name, args.data_dir, stats=stats).test
+        size = meta.get("args", {}).get("image_size") if is_folder(name) else None
+        x, y = load_dataset(name, args.data_dir, stats=stats, image_size=size).test
         k = int(rng.integers(len(x)))
         return x[k], int(y[k]), f"test image #{k} of {name}"
     x = rng.standard_normal((in_channels, input_size, input_size)).astype(np.float32)

@@ -57,14 +57,18 @@ def load_image(path: str | os.PathLike, in_channels: int, input_size: int,
 
 
 def dataset_input(name: str, mean: Any, std: Any, seed: int = 0, count: int = 64,
-                  data_dir: str | os.PathLike | None = None) -> ReportInput:
+                  data_dir: str | os.PathLike | None = None,
+                  image_size: int | None = None) -> ReportInput:
     """A seeded sample of ``count`` images of the test split of data set ``name``,
-    normalized with the checkpoint's ``mean``/``std``. Raises what ``load_dataset``
-    raises when the data set is not available."""
+    normalized with the checkpoint's ``mean``/``std`` (``image_size``: the run's
+    ``--image-size`` of ``folder:PATH`` data). Raises what ``load_dataset`` raises when
+    the data set is not available."""
     from ..data import load_dataset
+    from ..data.folder import is_folder
 
     stats = (mean, std) if mean is not None and std is not None else None
-    x, y = load_dataset(name, data_dir=data_dir, stats=stats).test
+    x, y = load_dataset(name, data_dir=data_dir, stats=stats,
+                        image_size=image_size if is_folder(name) else None).test
     pick = np.random.default_rng(seed).permutation(len(x))[:count]
     return ReportInput(x[pick[0]], int(y[pick[0]]), x[pick],
                        f"test image #{int(pick[0])} of {name} (seed {seed})")

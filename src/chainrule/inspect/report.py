@@ -234,7 +234,8 @@ def _report_input(image: str | os.PathLike | None, meta: dict[str, Any], in_chan
     if name:
         try:
             sample = dataset_input(name, mean, std, seed=seed,
-                                   data_dir=meta.get("args", {}).get("data_dir"))
+                                   data_dir=meta.get("args", {}).get("data_dir"),
+                                   image_size=meta.get("args", {}).get("image_size"))
         except (DatasetError, OSError, ValueError) as err:
             # The data set is not available here (not downloaded, a package missing):
             # no reason to give up the report, which falls back and says so.
