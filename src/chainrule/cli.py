@@ -33,7 +33,8 @@ from .data import DATASETS, DatasetError, get_dataset_info, load_dataset
 from .data.datasets import availability, default_data_dir, normalize
 from .data.errors import missing_dependency
 from .data.folder import PREFIX as FOLDER_PREFIX
-from .data.folder import is_folder, parse_image_size
+from .data.errors import DataFormatError
+from .data.folder import is_folder, parse_image_size, read_pixels
 from .inspect.cli_inspect import add_explain_parser, add_inspect_parser, finish_recorder, start_recorder
 from .inspect.cli_inspect import add_train_arguments as add_inspect_train_arguments
 from .interop.cli_export import add_export_parser
@@ -323,19 +324,17 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def read_image(path: Path, channels: int, size: int, invert: bool = False) -> np.ndarray:
-    """An image file as uint8 (channels, size, size): converted to grayscale (1 channel)
-    or RGB (3), resized with Lanczos filtering, optionally inverted."""
+    """An image file as uint8 (channels, size, size): as training on a folder reads it
+    (``chainrule.data.folder.read_pixels``: EXIF-oriented, gray or RGB, resized bilinear),
+    optionally inverted."""
     try:
-        from PIL import Image, ImageOps
+        import PIL  # noqa: F401
     except ImportError:
         raise missing_dependency("predict", "pillow") from None
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img).convert("L" if channels == 1 else "RGB")
-            img = img.resize((size, size), Image.Resampling.LANCZOS)
-    except OSError as exc:  # includes PIL.UnidentifiedImageError
-        raise CommandError(f"cannot read {path} as an image: {exc}") from exc
-    pixels = np.asarray(img, dtype=np.uint8).reshape(size, size, channels)  # (H, W, C)
+        pixels = read_pixels(path, channels, size).reshape(size, size, channels)  # (H, W, C)
+    except DataFormatError as exc:
+        raise CommandError(str(exc)) from exc
     if invert:
         pixels = 255 - pixels
     return pixels.transpose(2, 0, 1)  # (C, H, W)

@@ -261,6 +261,23 @@ def test_image_size_resizes_bilinear_and_mixed_sizes_need_it(tmp_path):
     assert load_dataset(f"folder:{tmp_path}", image_size=8).input_size == 8
 
 
+def test_predict_and_inspect_read_and_resize_an_image_as_folder_training_does(tmp_path):
+    # A model trained on a resized folder sees at predict/inspect time the pixels it
+    # trained on (predict once resized with Lanczos, inspect without EXIF orientation).
+    from chainrule.cli import read_image
+    from chainrule.inspect.inputs import load_image
+
+    rng = np.random.default_rng(5)
+    _save(tmp_path / "data" / "a" / "big.png", _gray(rng, (32, 40)))
+    _save(tmp_path / "data" / "b" / "small.png", _gray(rng, (20, 20)))
+    _, x, _, _, _ = load_image_folder(tmp_path / "data", image_size=28)
+    for i, name in enumerate(["a/big.png", "b/small.png"]):
+        path = tmp_path / "data" / name
+        np.testing.assert_array_equal(read_image(path, 1, 28), x[i])
+        np.testing.assert_array_equal(load_image(path, 1, 28),
+                                      x[i].astype(np.float32) / np.float32(255))
+
+
 def test_a_shared_size_that_is_not_square_needs_image_size(tmp_path):
     rng = np.random.default_rng(9)
     _save(tmp_path / "a" / "0.png", _gray(rng, (4, 6)))

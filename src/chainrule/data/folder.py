@@ -175,7 +175,7 @@ class ImageFolder:
         size, channels = self.input_size, self.in_channels
         x = np.empty((len(files), size, size, channels), dtype=np.uint8)  # (N, H, W, C)
         for i, (path, _) in enumerate(files):  # one file at a time; pixels stay in NumPy
-            x[i] = _read_pixels(path, channels, size if self.resize else None).reshape(
+            x[i] = read_pixels(path, channels, size if self.resize else None).reshape(
                 size, size, channels)
         y = np.array([label for _, label in files], dtype=np.int64)
         return x.transpose(0, 3, 1, 2).copy(), y  # (N, C, H, W)
@@ -205,8 +205,11 @@ def _read_header(path: Path) -> _Header:
     return _Header(path, mode, (height, width))
 
 
-def _read_pixels(path: Path, channels: int, size: int | None) -> np.ndarray:
-    """One image as uint8 (H, W) or (H, W, 3): oriented, converted, resized if ``size``."""
+def read_pixels(path: str | Path, channels: int, size: int | None) -> np.ndarray:
+    """One image as uint8 (H, W) or (H, W, 3): oriented, converted, resized if ``size``.
+
+    Training on a folder, ``chainrule predict`` and ``chainrule inspect --image`` all read
+    images through it, so an image is resized the same way wherever it goes."""
     Image, ImageOps = _pil()
     try:
         with Image.open(path) as img:

@@ -35,20 +35,17 @@ def _channel_vector(values: Any, channels: int) -> np.ndarray:
 
 def load_image(path: str | os.PathLike, in_channels: int, input_size: int,
                mean: Any = None, std: Any = None) -> np.ndarray:
-    """Read an image file with Pillow into a (C, H, W) float32 model input: converted to
-    gray (C = 1) or RGB (C = 3), resized to ``input_size`` squared, scaled to [0, 1]
+    """Read an image file with Pillow into a (C, H, W) float32 model input, as training on
+    a folder reads it (``chainrule.data.folder.read_pixels``: EXIF-oriented, converted to
+    gray (C = 1) or RGB (C = 3), resized bilinear to ``input_size`` squared), scaled to [0, 1]
     and standardized per channel with ``mean``/``std`` when given (the training set's,
     stored in the checkpoint)."""
-    from PIL import Image  # Pillow comes with matplotlib; only this function needs it
+    from ..data.folder import read_pixels  # as training on a folder reads it
 
     if in_channels not in (1, 3):
         raise ValueError(f"load_image: the model takes {in_channels} channels; only 1 (gray) "
                          "or 3 (RGB) can be read from an image file")
-    with Image.open(path) as img:
-        img = img.convert("L" if in_channels == 1 else "RGB")
-        if img.size != (input_size, input_size):
-            img = img.resize((input_size, input_size), Image.Resampling.BILINEAR)
-        pixels = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+    pixels = read_pixels(path, in_channels, input_size).astype(np.float32) / np.float32(255.0)
     x = pixels[None] if in_channels == 1 else pixels.transpose(2, 0, 1)  # (C, H, W)
     if mean is not None and std is not None:
         x = (x - _channel_vector(mean, in_channels)[:, None, None]) \
