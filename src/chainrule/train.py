@@ -154,18 +154,26 @@ class FitLoop:
     """The state of one :func:`fit` call; callbacks see it as ``self.loop``.
 
     Attributes:
-        model, loss_fn, optimizer, loader (the training ``DataLoader``), val, epochs,
-        callbacks (a ``CallbackList``), history (``callbacks.History``);
-        epoch: the epoch running (from 0), or the epochs done between epochs;
-        step: steps done in ``epoch``; steps_per_epoch: ``len(loader)``;
-        batch: ``(x_batch, y_batch)`` of the current step;
+        model: the model being trained.
+        loss_fn: the loss.
+        optimizer: the optimizer.
+        loader: the training ``DataLoader``.
+        val: the validation data, or None.
+        epochs: the loop runs while ``epoch < epochs``.
+        callbacks: a ``CallbackList``.
+        history: the run's ``callbacks.History``.
+        epoch: the epoch running (from 0), or the epochs done between epochs.
+        step: steps done in ``epoch``.
+        steps_per_epoch: ``len(loader)``.
+        batch: ``(x_batch, y_batch)`` of the current step.
         sums: the epoch's running sums (``loss``, ``correct``, ``counted``, ``seen``,
-            ``time``, and ``lr``: the lr of the epoch's first step);
-        classify: whether accuracy is counted (CrossEntropyLoss, NLLLoss);
-        stop_training: set it to stop after the current step;
-        world_size, rank: the data-parallel world (1 and 0 unless ``distributed``); the
+            ``time``, and ``lr``: the lr of the epoch's first step).
+        classify: whether accuracy is counted (CrossEntropyLoss, NLLLoss).
+        stop_training: set it to stop after the current step.
+        world_size: the number of data-parallel processes (1 unless ``distributed``); the
             sums, the batch ``size`` and ``loss`` in the callbacks' logs are then those of
             the global batch (all ranks' samples of the step).
+        rank: this process's rank (0 unless ``distributed``).
     """
 
     def __init__(self, model: Layer, loss_fn: Loss, optimizer: Any, loader: DataLoader,
@@ -483,8 +491,8 @@ def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: Any, epochs: int = 1
             are restored, so the run ends bit for bit where an uninterrupted one would.
         clip_grad_norm: the gradients' total L2 norm is clipped to it before each update
             (``chainrule.utils.clip_grad_norm_``); None: no clipping.
-        on_batch, on_epoch: ``on_batch(epoch, step, loss)`` and ``on_epoch(epoch,
-            metrics)``, shorthands for a ``LambdaCallback``.
+        on_batch: ``on_batch(epoch, step, loss)``, a shorthand for a ``LambdaCallback``.
+        on_epoch: ``on_epoch(epoch, metrics)``, a shorthand for a ``LambdaCallback``.
         distributed: data-parallel training over the processes of ``mpiexec -n K``
             (``chainrule.distributed``; one process without MPI). ``batch_size`` (or the
             loader's) is then *per process*: a step takes K * batch_size samples. Rank

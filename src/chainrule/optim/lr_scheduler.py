@@ -606,7 +606,8 @@ class OneCycleLR(LRScheduler):
         pct_start: share of the cycle spent raising the lr, in [0, 1].
         anneal_strategy: "cos" or "linear".
         cycle_momentum: cycle momentum/beta1 (the optimizer must have one).
-        base_momentum, max_momentum: momentum bounds, a number or one per group.
+        base_momentum: the lower momentum bound, a number or one per group.
+        max_momentum: the upper momentum bound, a number or one per group.
         div_factor: initial_lr = max_lr / div_factor.
         final_div_factor: min_lr = initial_lr / final_div_factor.
         three_phase: use the three-phase schedule of the paper.
