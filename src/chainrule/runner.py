@@ -1,4 +1,4 @@
-"""What ``chainrule train`` adds to :func:`chainrule.fit`: options, a run folder, and
+"""What ``chainrule train`` adds to ``chainrule.fit``: options, a run folder, and
 the choice of callbacks. The epochs themselves run in ``fit``.
 
 The run folder (``--out``) holds:
@@ -14,8 +14,8 @@ Every checkpoint's metadata holds what ``fit`` needs to resume bit for bit (see
 ``FitLoop.state_metadata``: epoch ``e`` draws its order and augmentation from
 ``default_rng([seed, e])``, Dropout ``i`` from ``default_rng([seed, e, i + 1])``; Ctrl-C
 stops between steps and saves a mid-epoch checkpoint), plus the run's options and what
-``evaluate``/``predict`` need to read images as training did (:meth:`TrainingRun._metadata`).
-Checkpoints written before ``fit`` ran this loop are read too (:func:`_upgrade`).
+``evaluate``/``predict`` need to read images as training did (``TrainingRun._metadata``).
+Checkpoints written before ``fit`` ran this loop are read too (``_upgrade``).
 """
 
 from __future__ import annotations
@@ -192,13 +192,13 @@ class TrainConfig:
 
 
 def build_optimizer(params: list, config: Mapping[str, Any]) -> Optimizer:
-    """The optimizer described by ``config`` (see :meth:`TrainConfig.optimizer_config`)."""
+    """The optimizer described by ``config`` (see ``TrainConfig.optimizer_config``)."""
     kwargs = {k: (tuple(v) if k == "betas" else v) for k, v in config.items() if k != "name"}
     return OPTIMIZERS[config["name"]](params, **kwargs)
 
 
 def build_scheduler(optimizer: Optimizer, config: Mapping[str, Any] | None) -> LRScheduler | None:
-    """The scheduler described by ``config`` (see :meth:`TrainConfig.scheduler_config`)."""
+    """The scheduler described by ``config`` (see ``TrainConfig.scheduler_config``)."""
     if config is None:
         return None
     if config["name"] == "step":
@@ -321,8 +321,8 @@ class _RunFolder(Callback):
 class TrainingRun:
     """One run: a model, its optimizer and scheduler, the data, and the run folder.
 
-    Build it with :meth:`start` (a fresh run) or :meth:`resume` (from a run folder),
-    then call :meth:`train`, which runs :func:`chainrule.fit` with the run's callbacks.
+    Build it with ``start`` (a fresh run) or ``resume`` (from a run folder),
+    then call ``train``, which runs ``chainrule.fit`` with the run's callbacks.
     """
 
     def __init__(self, cfg: TrainConfig, data: Dataset, model: Layer, optimizer: Optimizer,
@@ -464,7 +464,7 @@ class TrainingRun:
         return augment(xb, rng, self.max_shift, self.hflip, self.fill)
 
     def train(self) -> RunResult:
-        """Train up to ``cfg.epochs`` epochs with :func:`chainrule.fit`, then evaluate the
+        """Train up to ``cfg.epochs`` epochs with ``chainrule.fit``, then evaluate the
         best checkpoint on the test split.
 
         Raises:

@@ -1,6 +1,6 @@
 """The training loop: forward, loss, backward, update, over mini-batches and epochs.
 
-:func:`fit` is the only epoch loop: the command line (``chainrule train``) and user code
+``fit`` is the only epoch loop: the command line (``chainrule train``) and user code
 both run it, and plug what they need into it as callbacks (``chainrule.callbacks``).
 """
 
@@ -151,7 +151,7 @@ _OLD_ROW_KEYS = {"train_loss": "loss", "train_accuracy": "accuracy"}
 
 
 class FitLoop:
-    """The state of one :func:`fit` call; callbacks see it as ``self.loop``.
+    """The state of one ``fit`` call; callbacks see it as ``self.loop``.
 
     Attributes:
         model: the model being trained.
@@ -245,7 +245,7 @@ class FitLoop:
 
     def restore(self, ckpt: Checkpoint, where: str) -> None:
         """Put the model, optimizer, loader, Dropout Generators, history and callbacks
-        back as ``ckpt`` (written by :meth:`save`) holds them."""
+        back as ``ckpt`` (written by ``save``) holds them."""
         meta = ckpt.metadata
         missing = [k for k in ("epoch", "step", "history", "rng_state") if k not in meta]
         if missing:
@@ -423,7 +423,7 @@ class FitLoop:
 
 def _evaluate_sharded(model: Layer, X: np.ndarray, y: np.ndarray, loss_fn: Loss,
                       batch_size: int) -> dict[str, float]:
-    """:func:`evaluate` of the whole (X, y), each rank computing a contiguous K-th of it
+    """``evaluate`` of the whole (X, y), each rank computing a contiguous K-th of it
     and one allreduce adding the parts."""
     k, r = dist.world_size(), dist.rank()
     lo, hi = r * len(X) // k, (r + 1) * len(X) // k

@@ -1,6 +1,6 @@
 """The data sets by name, loaded into normalized NCHW arrays with train/val/test splits.
 
-``load_dataset("mnist-5k")`` returns a :class:`Dataset` whose images are float32
+``load_dataset("mnist-5k")`` returns a ``Dataset`` whose images are float32
 (N, C, H, W), standardized per channel with the mean and std of the *training* split
 only (so nothing of the validation or test images leaks into training), and whose
 labels are int64 (N,). The validation split is carved out of the training files with
@@ -323,7 +323,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
 
     Args:
         name: a key of :data:`DATASETS` (``chainrule datasets`` lists them).
-        data_dir: where file-based sets live (default :func:`default_data_dir`); each in
+        data_dir: where file-based sets live (default ``default_data_dir``); each in
             ``data_dir/<name>/`` or directly in ``data_dir``.
         download: fetch missing official files (SHA-256 verified) instead of failing.
         val_fraction: the share of the training files held out for validation, in [0, 1).

@@ -46,8 +46,8 @@ class _Elementwise(Layer):
 class ReLU(_Elementwise):
     """``y = max(x, 0)``, element by element.
 
-    The output keeps the input's memory layout (a channel-major batch stays channel-
-    major), and large arrays are cut into pieces that the worker threads share.
+    The output keeps the input's memory layout (a channel-major batch stays
+    channel-major), and large arrays are cut into pieces that the worker threads share.
 
     Shape:
         Any -> the same shape.
