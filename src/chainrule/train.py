@@ -470,20 +470,27 @@ def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: Any, epochs: int = 1
     logs, progress bar, lr schedules, the inspect ``Recorder``, your own).
 
     Args:
+        model: the layer (a ``Sequential``, a ``Graph``, ...) to train (in training mode
+            during the epochs).
+        loss_fn: the loss, e.g. ``CrossEntropyLoss()``.
+        optimizer: an optimizer over ``model.parameters()``, e.g. ``optim.Adam``.
         train: ``(X, y)`` arrays, batched by a ``DataLoader(train, batch_size, shuffle,
             seed=seed)``, or a ``chainrule.data.DataLoader`` (its own batch size, shuffling,
             augmentation and seed then apply).
         epochs: the epoch to stop at (as in Keras: counted with ``initial_epoch`` and the
             epochs of a resumed run, not on top of them).
+        batch_size: samples per step when ``train`` is ``(X, y)`` arrays.
         val: ``(X, y)`` or a DataLoader (its samples in order, not transformed), evaluated
             in eval mode after every epoch: ``val_loss`` (and ``val_accuracy``).
         scheduler: stepped after every epoch (``scheduler_interval="batch"``: after every
             step); shorthand for ``callbacks.LRSchedulerStep(scheduler, interval)``.
+        scheduler_interval: ``"epoch"`` or ``"batch"``: when ``scheduler`` steps.
         callbacks: ``chainrule.callbacks.Callback`` objects.
         seed: seeds the loader's per-epoch Generators (shuffling, augmentation) and the
             Dropout masks: epoch ``e`` draws from ``default_rng([seed, e])``, the i-th
             Dropout from ``default_rng([seed, e, i + 1])``; the global NumPy state is never
             touched. None: drawn from the library generator (``chainrule.manual_seed``).
+        shuffle: reshuffle ``(X, y)`` arrays every epoch (ignored for a DataLoader).
         progress: add a ``ProgressBar`` (unless one is given).
         initial_epoch: the epoch to start at (ignored with ``resume``).
         resume: a checkpoint written by ``ModelCheckpoint`` (also mid-epoch, on Ctrl-C):
@@ -503,6 +510,8 @@ def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: Any, epochs: int = 1
             split among them; callbacks that write (``rank_zero_only``: checkpoints,
             CSV, progress) run on rank 0 only, the others on every rank. See
             docs/how-to/distributed.md.
+        bucket_bytes: with ``distributed``, the size of the gradient buckets averaged by one
+            allreduce each (``chainrule.distributed.DEFAULT_BUCKET_BYTES`` by default).
 
     Returns:
         the run's ``History`` (also the epochs before a resume): per-epoch ``loss``
