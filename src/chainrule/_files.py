@@ -21,7 +21,7 @@ def write_atomically(path: Path, data: bytes) -> None:
 
     A process killed while writing (SIGKILL, a power cut) leaves its temporary behind:
     the next write of ``path`` removes such stale temporaries (see
-    :func:`remove_stale_temporaries`)."""
+    ``remove_stale_temporaries``)."""
     remove_stale_temporaries(path)
     # Same directory, so os.replace is a rename within one file system (atomic).
     # os.open with 0o666 lets the umask set the permissions, as for a plain open().

@@ -1,6 +1,6 @@
-"""Callbacks: small objects that plug into :func:`chainrule.fit`, the one training loop.
+"""Callbacks: small objects that plug into ``chainrule.fit``, the one training loop.
 
-The hooks and names are Keras' (``keras.callbacks``): a :class:`Callback` overrides any of
+The hooks and names are Keras' (``keras.callbacks``): a ``Callback`` overrides any of
 
 ============================================  =============================================
 ``on_train_begin(logs)``                      once, before the first step (after a resume
@@ -20,13 +20,13 @@ The hooks and names are Keras' (``keras.callbacks``): a :class:`Callback` overri
 ============================================  =============================================
 
 Epochs are counted from 0 in the hooks, as in Keras. Each callback sees the running loop
-as ``self.loop`` (a :class:`chainrule.train.FitLoop`: ``model``, ``optimizer``,
+as ``self.loop`` (a ``chainrule.train.FitLoop``: ``model``, ``optimizer``,
 ``epoch``, ``step``, ``history``, ...) and ``self.model``; it stops training by setting
 ``self.model.stop_training = True`` as in Keras, or ``self.loop.stop_training = True``,
 which leaves nothing on the model (``fit`` stops after that step or epoch).
 
 A callback whose state must survive a resume returns it from ``state_dict()`` (JSON
-types only); :class:`ModelCheckpoint` saves it and ``fit(resume=...)`` hands it back to
+types only); ``ModelCheckpoint`` saves it and ``fit(resume=...)`` hands it back to
 ``load_state_dict``.
 """
 
@@ -90,7 +90,7 @@ class Callback:
         return None
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what ``state_dict`` returned."""
 
 
 class CallbackList:

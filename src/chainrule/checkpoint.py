@@ -166,12 +166,12 @@ def _pack_optimizer(optimizer: Any) -> tuple[dict[str, np.ndarray], dict[str, An
 
 def load(path: str | os.PathLike) -> Layer:
     """The model saved in ``path``, with its weights, in training mode (like a freshly
-    built model: call ``.eval()`` for inference). See :func:`load_checkpoint`."""
+    built model: call ``.eval()`` for inference). See ``load_checkpoint``."""
     return load_checkpoint(path).model
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint written by :func:`save`.
+    """Read a checkpoint written by ``save``.
 
     The architecture is rebuilt from the header and the weights loaded strictly: every
     tensor must exist with exactly the dtype and shape of the rebuilt model's. The

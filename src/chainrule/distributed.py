@@ -11,7 +11,7 @@ writes files. ``chainrule.fit(..., distributed=True)`` does all of this.
 Without MPI (no ``mpi4py``, or a process not started by ``mpiexec``) the world is one
 process: ``rank() == 0``, ``world_size() == 1``, and every collective returns its input.
 
-Determinism: :func:`allreduce_sum` cuts the buffer into K chunks; rank r receives
+Determinism: ``allreduce_sum`` cuts the buffer into K chunks; rank r receives
 chunk r of every rank (all-to-all), adds them in rank order (0, 1, ..., K-1) and all
 ranks gather the sums. So K ranks give bitwise-identical results run after run (an MPI
 ``Allreduce`` may choose its reduction tree by message size and placement), with the
@@ -79,13 +79,13 @@ def is_initialized() -> bool:
 
 
 def rank() -> int:
-    """This process's rank, from 0 (0 in a world of one). Calls :func:`init`."""
+    """This process's rank, from 0 (0 in a world of one). Calls ``init``."""
     init()
     return 0 if _world.comm is None else _world.comm.Get_rank()
 
 
 def world_size() -> int:
-    """The number of processes K (1 without MPI). Calls :func:`init`."""
+    """The number of processes K (1 without MPI). Calls ``init``."""
     init()
     return 1 if _world.comm is None else _world.comm.Get_size()
 
@@ -161,10 +161,10 @@ class GradientReducer:
     Give it each parameter as soon as its gradient is final (``add``: backward walks the
     layers in reverse, so the last layers' parameters come first); it packs them into
     buckets of about ``bucket_bytes`` and starts a non-blocking gather of a bucket as soon
-    as the bucket is full (the reduce-scatter of :func:`allreduce_sum`, non-blocking), so
+    as the bucket is full (the reduce-scatter of ``allreduce_sum``, non-blocking), so
     that the messages travel while earlier layers compute their gradients (``progress``
     lets MPI move them along between layers). ``finish`` waits for each bucket, adds its
-    K parts in rank order, gathers the sums (deterministic, as :func:`allreduce_sum`) and
+    K parts in rank order, gathers the sums (deterministic, as ``allreduce_sum``) and
     writes the mean (``average``) or the sum back into each ``grad``.
     """
 
@@ -255,7 +255,7 @@ def backward_and_reduce(model: Any, grad: np.ndarray,
     """Backward of ``model`` for its parameter gradients, averaged across the ranks.
 
     For a ``Sequential`` whose layers share no parameter, each layer's gradients are
-    handed to a :class:`GradientReducer` as soon as that layer's backward is done, so the
+    handed to a ``GradientReducer`` as soon as that layer's backward is done, so the
     allreduce of the last layers overlaps the backward of the first ones; any other
     model reduces after its whole backward. Returns the number of collectives."""
     from .layers.base import backward_parameters_only

@@ -1,7 +1,7 @@
 """Weight initialization, as ``torch.nn.init``: the same functions, arguments, defaults
 and formulas.
 
-Each function fills its ``tensor`` in place and returns it: a :class:`Parameter` (its
+Each function fills its ``tensor`` in place and returns it: a ``Parameter`` (its
 ``data`` is overwritten, the object stays the same, so optimizer state keyed by it
 stays valid) or a floating-point ndarray. Random ones take ``generator``: a
 ``numpy.random.Generator`` or an int seed; None draws from the library generator
@@ -252,7 +252,7 @@ def kaiming_uniform_(tensor: T, a: float = 0, mode: str = "fan_in",
 def kaiming_normal_(tensor: T, a: float = 0, mode: str = "fan_in",
                     nonlinearity: str = "leaky_relu", generator: RandomState = None) -> T:
     """He et al. (2015): N(0, std^2) with ``std = gain / sqrt(fan)`` (see
-    :func:`kaiming_uniform_`)."""
+    ``kaiming_uniform_``)."""
     std = _kaiming_std(tensor, a, mode, nonlinearity, "kaiming_normal_")
     if std is None:
         return tensor

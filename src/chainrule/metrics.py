@@ -10,7 +10,9 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     """Counts ``C[i, j]`` of samples of true class ``i`` predicted as class ``j``.
 
     Args:
-        y_true, y_pred: integer labels in [0, num_classes), shape (N,) each.
+        y_true: the true integer labels in [0, num_classes), shape (N,).
+        y_pred: the predicted integer labels in [0, num_classes), shape (N,).
+        num_classes: the number of classes.
 
     Returns:
         int64 (num_classes, num_classes); row sums are the class supports.

@@ -40,7 +40,7 @@ def manual_seed(seed: int) -> np.random.Generator:
 
     From then on every draw without an explicit seed comes from it. Calling it again
     re-seeds the same Generator object in place (so a reference kept from
-    :func:`default_generator` follows, as with torch's default generator).
+    ``default_generator`` follows, as with torch's default generator).
     """
     global _GENERATOR
     if isinstance(seed, bool):
@@ -60,30 +60,30 @@ def manual_seed(seed: int) -> np.random.Generator:
 
 
 def is_seeded() -> bool:
-    """Whether :func:`manual_seed` has been called in this process."""
+    """Whether ``manual_seed`` has been called in this process."""
     return _GENERATOR is not None
 
 
 def default_generator() -> np.random.Generator:
-    """The library Generator after :func:`manual_seed` (the same object across re-seeds);
+    """The library Generator after ``manual_seed`` (the same object across re-seeds);
     before it, there is none: a fresh Generator from OS entropy, as ``generator(None)``
-    (keeping none, so the library's draws and :func:`is_seeded` stay as they were)."""
+    (keeping none, so the library's draws and ``is_seeded`` stay as they were)."""
     return generator(None)
 
 
 def generator(rng: RandomState = None) -> np.random.Generator:
     """The Generator to draw from for an ``rng`` argument: ``np.random.default_rng(rng)``
     for a Generator (itself) or a seed; for None, the library Generator after
-    :func:`manual_seed`, else a fresh one from OS entropy."""
+    ``manual_seed``, else a fresh one from OS entropy."""
     if rng is None:
         return _GENERATOR if _GENERATOR is not None else np.random.default_rng()
     return np.random.default_rng(rng)
 
 
 def new_generator(rng: RandomState = None) -> np.random.Generator:
-    """Like :func:`generator`, for an object that keeps its Generator (Dropout's masks):
+    """Like ``generator``, for an object that keeps its Generator (Dropout's masks):
     for None it is a Generator of its own, seeded from the library Generator after
-    :func:`manual_seed` (so it is reproducible, yet restoring or re-seeding its state
+    ``manual_seed`` (so it is reproducible, yet restoring or re-seeding its state
     leaves the library's alone), else from OS entropy."""
     if rng is None and _GENERATOR is not None:
         return np.random.default_rng(_GENERATOR.integers(2**63))

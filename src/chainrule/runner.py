@@ -1,4 +1,4 @@
-"""What ``chainrule train`` adds to :func:`chainrule.fit`: options, a run folder, and
+"""What ``chainrule train`` adds to ``chainrule.fit``: options, a run folder, and
 the choice of callbacks. The epochs themselves run in ``fit``.
 
 The run folder (``--out``) holds:
@@ -14,8 +14,8 @@ Every checkpoint's metadata holds what ``fit`` needs to resume bit for bit (see
 ``FitLoop.state_metadata``: epoch ``e`` draws its order and augmentation from
 ``default_rng([seed, e])``, Dropout ``i`` from ``default_rng([seed, e, i + 1])``; Ctrl-C
 stops between steps and saves a mid-epoch checkpoint), plus the run's options and what
-``evaluate``/``predict`` need to read images as training did (:meth:`TrainingRun._metadata`).
-Checkpoints written before ``fit`` ran this loop are read too (:func:`_upgrade`).
+``evaluate``/``predict`` need to read images as training did (``TrainingRun._metadata``).
+Checkpoints written before ``fit`` ran this loop are read too (``_upgrade``).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class TrainConfig:
     """The options of ``chainrule train`` (saved in every checkpoint as ``args``).
 
     ``lr``, ``weight_decay`` and ``betas`` left at None take the optimizer's default
-    (:data:`DEFAULT_LR` for the learning rate). ``limit`` keeps only the first N
+    (``DEFAULT_LR`` for the learning rate). ``limit`` keeps only the first N
     training samples (quick experiments, tests). ``out`` None means
     ``runs/<model>-<data>`` (``runs/<model>-folder-<name>`` for ``folder:PATH`` data).
     ``image_size`` (``folder:PATH`` data only) resizes every image to N x N.
@@ -190,7 +190,7 @@ class TrainConfig:
     def scheduler_config(self, steps_per_epoch: int = 1) -> dict[str, Any] | None:
         """Constructor arguments of the scheduler, with ``name``, or None for none.
 
-        The per-batch schedules (:data:`PER_BATCH_SCHEDULERS`) count lengths in
+        The per-batch schedules (``PER_BATCH_SCHEDULERS``) count lengths in
         batches: ``steps_per_epoch`` is the number of batches of an epoch.
         """
         if self.scheduler == "step":
@@ -207,13 +207,13 @@ class TrainConfig:
 
 
 def build_optimizer(params: list, config: Mapping[str, Any]) -> Optimizer:
-    """The optimizer described by ``config`` (see :meth:`TrainConfig.optimizer_config`)."""
+    """The optimizer described by ``config`` (see ``TrainConfig.optimizer_config``)."""
     kwargs = {k: (tuple(v) if k == "betas" else v) for k, v in config.items() if k != "name"}
     return OPTIMIZERS[config["name"]](params, **kwargs)
 
 
 def build_scheduler(optimizer: Optimizer, config: Mapping[str, Any] | None) -> LRScheduler | None:
-    """The scheduler described by ``config`` (see :meth:`TrainConfig.scheduler_config`)."""
+    """The scheduler described by ``config`` (see ``TrainConfig.scheduler_config``)."""
     if config is None:
         return None
     if config["name"] == "step":
@@ -337,8 +337,8 @@ class _RunFolder(Callback):
 class TrainingRun:
     """One run: a model, its optimizer and scheduler, the data, and the run folder.
 
-    Build it with :meth:`start` (a fresh run) or :meth:`resume` (from a run folder),
-    then call :meth:`train`, which runs :func:`chainrule.fit` with the run's callbacks.
+    Build it with ``start`` (a fresh run) or ``resume`` (from a run folder),
+    then call ``train``, which runs ``chainrule.fit`` with the run's callbacks.
     """
 
     def __init__(self, cfg: TrainConfig, data: Dataset, model: Layer, optimizer: Optimizer,
@@ -480,7 +480,7 @@ class TrainingRun:
         return augment(xb, rng, self.max_shift, self.hflip, self.fill)
 
     def train(self) -> RunResult:
-        """Train up to ``cfg.epochs`` epochs with :func:`chainrule.fit`, then evaluate the
+        """Train up to ``cfg.epochs`` epochs with ``chainrule.fit``, then evaluate the
         best checkpoint on the test split.
 
         Raises:

@@ -402,7 +402,7 @@ def _describe_graph(graph: Graph, where: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------- build
 
 def build(desc: Mapping[str, Any]) -> Layer:
-    """Construct the model that ``desc`` (from :func:`describe`, maybe via JSON) describes.
+    """Construct the model that ``desc`` (from ``describe``, maybe via JSON) describes.
 
     Only the classes of ``LAYER_TYPES`` are ever constructed. ``"args"`` may be left out
     for a layer without arguments (``{"type": "ReLU"}``); pairs may be lists or tuples.

@@ -1,6 +1,6 @@
 """The training loop: forward, loss, backward, update, over mini-batches and epochs.
 
-:func:`fit` is the only epoch loop: the command line (``chainrule train``) and user code
+``fit`` is the only epoch loop: the command line (``chainrule train``) and user code
 both run it, and plug what they need into it as callbacks (``chainrule.callbacks``).
 """
 
@@ -165,21 +165,29 @@ _OLD_ROW_KEYS = {"train_loss": "loss", "train_accuracy": "accuracy"}
 
 
 class FitLoop:
-    """The state of one :func:`fit` call; callbacks see it as ``self.loop``.
+    """The state of one ``fit`` call; callbacks see it as ``self.loop``.
 
     Attributes:
-        model, loss_fn, optimizer, loader (the training ``DataLoader``), val, epochs,
-        callbacks (a ``CallbackList``), history (``callbacks.History``);
-        epoch: the epoch running (from 0), or the epochs done between epochs;
-        step: steps done in ``epoch``; steps_per_epoch: ``len(loader)``;
-        batch: ``(x_batch, y_batch)`` of the current step;
+        model: the model being trained.
+        loss_fn: the loss.
+        optimizer: the optimizer.
+        loader: the training ``DataLoader``.
+        val: the validation data, or None.
+        epochs: the loop runs while ``epoch < epochs``.
+        callbacks: a ``CallbackList``.
+        history: the run's ``callbacks.History``.
+        epoch: the epoch running (from 0), or the epochs done between epochs.
+        step: steps done in ``epoch``.
+        steps_per_epoch: ``len(loader)``.
+        batch: ``(x_batch, y_batch)`` of the current step.
         sums: the epoch's running sums (``loss``, ``correct``, ``counted``, ``seen``,
-            ``time``, and ``lr``: the lr of the epoch's first step);
-        classify: whether accuracy is counted (CrossEntropyLoss, NLLLoss);
-        stop_training: set it to stop after the current step;
-        world_size, rank: the data-parallel world (1 and 0 unless ``distributed``); the
+            ``time``, and ``lr``: the lr of the epoch's first step).
+        classify: whether accuracy is counted (CrossEntropyLoss, NLLLoss).
+        stop_training: set it to stop after the current step.
+        world_size: the number of data-parallel processes (1 unless ``distributed``); the
             sums, the batch ``size`` and ``loss`` in the callbacks' logs are then those of
             the global batch (all ranks' samples of the step).
+        rank: this process's rank (0 unless ``distributed``).
     """
 
     def __init__(self, model: Layer, loss_fn: Loss, optimizer: Any, loader: DataLoader,
@@ -251,7 +259,7 @@ class FitLoop:
 
     def restore(self, ckpt: Checkpoint, where: str) -> None:
         """Put the model, optimizer, loader, Dropout Generators, history and callbacks
-        back as ``ckpt`` (written by :meth:`save`) holds them."""
+        back as ``ckpt`` (written by ``save``) holds them."""
         meta = ckpt.metadata
         missing = [k for k in ("epoch", "step", "history", "rng_state") if k not in meta]
         if missing:
@@ -429,7 +437,7 @@ class FitLoop:
 
 def _evaluate_sharded(model: Layer, X: np.ndarray, y: np.ndarray, loss_fn: Loss,
                       batch_size: int) -> dict[str, float]:
-    """:func:`evaluate` of the whole (X, y), each rank computing a contiguous K-th of it
+    """``evaluate`` of the whole (X, y), each rank computing a contiguous K-th of it
     and one allreduce adding the parts."""
     k, r = dist.world_size(), dist.rank()
     lo, hi = r * len(X) // k, (r + 1) * len(X) // k
@@ -476,20 +484,27 @@ def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: Any, epochs: int = 1
     logs, progress bar, lr schedules, the inspect ``Recorder``, your own).
 
     Args:
+        model: the layer (a ``Sequential``, a ``Graph``, ...) to train (in training mode
+            during the epochs).
+        loss_fn: the loss, e.g. ``CrossEntropyLoss()``.
+        optimizer: an optimizer over ``model.parameters()``, e.g. ``optim.Adam``.
         train: ``(X, y)`` arrays, batched by a ``DataLoader(train, batch_size, shuffle,
             seed=seed)``, or a ``chainrule.data.DataLoader`` (its own batch size, shuffling,
             augmentation and seed then apply).
         epochs: the epoch to stop at (as in Keras: counted with ``initial_epoch`` and the
             epochs of a resumed run, not on top of them).
+        batch_size: samples per step when ``train`` is ``(X, y)`` arrays.
         val: ``(X, y)`` or a DataLoader (its samples in order, not transformed), evaluated
             in eval mode after every epoch: ``val_loss`` (and ``val_accuracy``).
         scheduler: stepped after every epoch (``scheduler_interval="batch"``: after every
             step); shorthand for ``callbacks.LRSchedulerStep(scheduler, interval)``.
+        scheduler_interval: ``"epoch"`` or ``"batch"``: when ``scheduler`` steps.
         callbacks: ``chainrule.callbacks.Callback`` objects.
         seed: seeds the loader's per-epoch Generators (shuffling, augmentation) and the
             Dropout masks: epoch ``e`` draws from ``default_rng([seed, e])``, the i-th
             Dropout from ``default_rng([seed, e, i + 1])``; the global NumPy state is never
             touched. None: drawn from the library generator (``chainrule.manual_seed``).
+        shuffle: reshuffle ``(X, y)`` arrays every epoch (ignored for a DataLoader).
         progress: add a ``ProgressBar`` (unless one is given).
         initial_epoch: the epoch to start at (ignored with ``resume``).
         resume: a checkpoint written by ``ModelCheckpoint`` (also mid-epoch, on Ctrl-C):
@@ -497,8 +512,8 @@ def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: Any, epochs: int = 1
             are restored, so the run ends bit for bit where an uninterrupted one would.
         clip_grad_norm: the gradients' total L2 norm is clipped to it before each update
             (``chainrule.utils.clip_grad_norm_``); None: no clipping.
-        on_batch, on_epoch: ``on_batch(epoch, step, loss)`` and ``on_epoch(epoch,
-            metrics)``, shorthands for a ``LambdaCallback``.
+        on_batch: ``on_batch(epoch, step, loss)``, a shorthand for a ``LambdaCallback``.
+        on_epoch: ``on_epoch(epoch, metrics)``, a shorthand for a ``LambdaCallback``.
         distributed: data-parallel training over the processes of ``mpiexec -n K``
             (``chainrule.distributed``; one process without MPI). ``batch_size`` (or the
             loader's) is then *per process*: a step takes K * batch_size samples. Rank
@@ -509,6 +524,8 @@ def fit(model: Layer, loss_fn: Loss, optimizer: Any, train: Any, epochs: int = 1
             split among them; callbacks that write (``rank_zero_only``: checkpoints,
             CSV, progress) run on rank 0 only, the others on every rank. See
             docs/how-to/distributed.md.
+        bucket_bytes: with ``distributed``, the size of the gradient buckets averaged by one
+            allreduce each (``chainrule.distributed.DEFAULT_BUCKET_BYTES`` by default).
 
     Returns:
         the run's ``History`` (also the epochs before a resume): per-epoch ``loss``

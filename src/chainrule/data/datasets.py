@@ -1,6 +1,6 @@
 """The data sets by name, loaded into normalized NCHW arrays with train/val/test splits.
 
-``load_dataset("mnist-5k")`` returns a :class:`Dataset` whose images are float32
+``load_dataset("mnist-5k")`` returns a ``Dataset`` whose images are float32
 (N, C, H, W), standardized per channel with the mean and std of the *training* split
 only (so nothing of the validation or test images leaks into training), and whose
 labels are int64 (N,). The validation split is carved out of the training files with
@@ -77,7 +77,7 @@ class Dataset:
 class DatasetInfo:
     """A registry entry: what a data set is and how to read its raw pixels.
 
-    ``load(data_dir, download)`` returns :data:`RawData`; ``pixel_max`` scales its pixels
+    ``load(data_dir, download)`` returns ``RawData``; ``pixel_max`` scales its pixels
     to [0, 1]. ``max_shift`` and ``hflip`` say which augmentation suits it. ``package``
     names the optional package it needs, if any (none: its files live in the data
     directory).
@@ -278,7 +278,7 @@ def _folder_info(name: str, image_size: int | str | None) -> DatasetInfo:
 
 def get_dataset_info(name: str, image_size: int | str | None = None) -> DatasetInfo:
     """The registry entry of ``name``, or of ``folder:PATH`` (a scan of the folder, which
-    ``image_size`` resizes: see :mod:`chainrule.data.folder`); a DatasetError listing the
+    ``image_size`` resizes: see ``chainrule.data.folder``); a DatasetError listing the
     known names otherwise."""
     if _folder.is_folder(name):
         return _folder_info(name, image_size)
@@ -360,10 +360,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     """Load a registered data set, or a folder of your own images, split and normalized.
 
     Args:
-        name: a key of :data:`DATASETS` (``chainrule datasets`` lists them), or
+        name: a key of ``DATASETS`` (``chainrule datasets`` lists them), or
             ``"folder:PATH"``: the images under ``PATH/<class>/`` (torchvision's
-            ImageFolder layout, read with Pillow; see :mod:`chainrule.data.folder`).
-        data_dir: where file-based sets live (default :func:`default_data_dir`); each in
+            ImageFolder layout, read with Pillow; see ``chainrule.data.folder``).
+        data_dir: where file-based sets live (default ``default_data_dir``); each in
             ``data_dir/<name>/`` or directly in ``data_dir``.
         download: fetch missing official files (SHA-256 verified) instead of failing.
         val_fraction: the share of the training files held out for validation, in [0, 1).

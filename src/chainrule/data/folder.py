@@ -10,7 +10,7 @@ The layout is torchvision's ``ImageFolder``::
   (torchvision's ``find_classes``). Files and folders whose names start with ``.`` are
   skipped everywhere.
 - A class's images are the files anywhere below its folder (links followed) whose names
-  end, in any case, with one of :data:`IMG_EXTENSIONS`, in sorted order.
+  end, in any case, with one of ``IMG_EXTENSIONS``, in sorted order.
 - If ``PATH`` has a ``train/`` folder and a ``test/`` folder (or, without ``test/``, a
   ``val/`` one), each laid out as above with the same classes, those are the training
   and test splits. Otherwise ``PATH`` itself holds the classes, and the test split is
@@ -37,7 +37,7 @@ does), then
   so crop first if that matters). The models take square images, so a set whose shared
   size is not square needs ``image_size`` too.
 
-The result is uint8 (N, C, H, W) pixels, 0..255, that :func:`~chainrule.data.load_dataset`
+The result is uint8 (N, C, H, W) pixels, 0..255, that ``chainrule.data.load_dataset``
 normalizes like every other set (``load_dataset("folder:PATH")``).
 """
 
@@ -140,7 +140,7 @@ class _Header:
 class ImageFolder:
     """A folder of images per class, scanned (headers read, pixels not yet).
 
-    Build it with :func:`scan_image_folder`; :meth:`read` decodes the pixels.
+    Build it with ``scan_image_folder``; ``read`` decodes the pixels.
 
     Attributes:
         root: the folder.
@@ -148,7 +148,7 @@ class ImageFolder:
         train_files, test_files: ``(path, label)`` of each image of the two splits;
             ``test_files`` is None when ``root`` has no ``train/``+``test/`` (or ``val/``)
             folders (the test split is then carved out of ``train_files`` by
-            :func:`chainrule.data.load_dataset`).
+            ``chainrule.data.load_dataset``).
         in_channels: 1 if every image is grayscale, else 3.
         input_size: the height (= width) every image has, or is resized to.
         resize: whether the images are resized (``image_size`` was given).
@@ -324,7 +324,7 @@ def load_image_folder(root: str | Path, image_size: int | str | None = None
         normalized.
 
     Raises:
-        MissingFilesError, DataFormatError, ValueError: as :func:`scan_image_folder`;
+        MissingFilesError, DataFormatError, ValueError: as ``scan_image_folder``;
             DataFormatError also for a file whose pixels cannot be decoded.
     """
     folder = scan_image_folder(root, image_size)

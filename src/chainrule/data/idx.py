@@ -91,5 +91,5 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file, gzipped or raw. See :func:`parse_idx` for the errors."""
+    """Read an IDX file, gzipped or raw. See ``parse_idx`` for the errors."""
     return parse_idx(read_bytes(path), source=str(path))

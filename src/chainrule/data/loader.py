@@ -157,7 +157,7 @@ class DataLoader:
                 "rng_state": state}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue from a :meth:`state_dict` (also one taken mid-epoch)."""
+        """Continue from a ``state_dict`` (also one taken mid-epoch)."""
         if "seed" in state and int(state["seed"]) != self.seed:
             raise ValueError(f"DataLoader.load_state_dict: the state is of a loader with seed "
                              f"{state['seed']}, this one has seed {self.seed}; the batches "

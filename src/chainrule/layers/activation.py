@@ -44,11 +44,18 @@ class _Elementwise(Layer):
 
 
 class ReLU(_Elementwise):
-    """``y = max(x, 0)``; ``dL/dx = dL/dy * [x > 0]`` (the derivative at exactly 0 is 0,
-    as in PyTorch). Shape: any -> same.
+    """``y = max(x, 0)``, element by element.
 
-    The output keeps the input's memory layout (a channel-major batch stays channel-
-    major), and large arrays are cut into pieces that the worker threads share."""
+    The output keeps the input's memory layout (a channel-major batch stays
+    channel-major), and large arrays are cut into pieces that the worker threads share.
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        ``dL/dx = dL/dy * (x > 0)``: the gradient passes where the input was positive and
+        is 0 elsewhere (0 at exactly ``x = 0``, as in PyTorch). Keeps a boolean mask.
+    """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self._cast_input(x)
@@ -92,8 +99,18 @@ class ReLU(_Elementwise):
 
 
 class LeakyReLU(_Elementwise):
-    """``y = x if x > 0 else negative_slope * x``;
-    ``dL/dx = dL/dy * (1 if x > 0 else negative_slope)``. Shape: any -> same."""
+    """``y = x if x > 0 else negative_slope * x``.
+
+    Args:
+        negative_slope: the slope for ``x <= 0``.
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        ``dL/dx = dL/dy * (1 if x > 0 else negative_slope)`` (``negative_slope`` at exactly
+        0). Keeps a boolean mask.
+    """
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
@@ -120,10 +137,17 @@ def _stable_sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class Sigmoid(_Elementwise):
-    """``y = 1 / (1 + exp(-x))``; ``dL/dx = dL/dy * y * (1 - y)``.
+    """``y = 1 / (1 + exp(-x))``.
 
     Computed as ``exp(min(x,0)) / (1 + exp(-|x|))`` so that no exponent is positive: no
-    overflow for large |x|. Shape: any -> same."""
+    overflow for large |x|.
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        ``dL/dx = dL/dy * y * (1 - y)``, from the output ``y`` kept by forward.
+    """
 
     def _f(self, x):
         return _stable_sigmoid(x)
@@ -136,7 +160,14 @@ class Sigmoid(_Elementwise):
 
 
 class Tanh(_Elementwise):
-    """``y = tanh(x)``; ``dL/dx = dL/dy * (1 - y**2)``. Shape: any -> same."""
+    """``y = tanh(x)``.
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        ``dL/dx = dL/dy * (1 - y**2)``, from the output ``y`` kept by forward.
+    """
 
     def _f(self, x):
         return np.tanh(x)
@@ -177,11 +208,20 @@ def _stable_softplus(x: np.ndarray) -> np.ndarray:
 
 
 class Hardtanh(_Elementwise):
-    """``y = clip(x, min_val, max_val)``; ``dL/dx = dL/dy * [min_val < x < max_val]``.
+    """``y = clip(x, min_val, max_val)``.
 
-    At exactly ``min_val`` or ``max_val`` the derivative is 0, as in PyTorch. Needs
-    ``max_val > min_val``. ``inplace`` is accepted for torch compatibility and ignored.
-    Shape: any -> same. Keeps a boolean mask for backward.
+    Args:
+        min_val: the lower bound.
+        max_val: the upper bound; must be greater than ``min_val``.
+        inplace: accepted for torch compatibility and ignored (chainrule never writes into
+            its input).
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        ``dL/dx = dL/dy * (min_val < x < max_val)``: 0 outside the bounds and at exactly
+        ``min_val`` or ``max_val``, as in PyTorch. Keeps a boolean mask.
     """
 
     def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> None:
@@ -212,9 +252,18 @@ class Hardtanh(_Elementwise):
 
 
 class ReLU6(Hardtanh):
-    """``y = min(max(x, 0), 6)``, which is ``Hardtanh(0, 6)`` (as in torch, a subclass);
-    ``dL/dx = dL/dy * [0 < x < 6]``: 0 at exactly 0 and at exactly 6, as in PyTorch.
-    ``inplace`` is accepted for torch compatibility and ignored. Shape: any -> same."""
+    """``y = min(max(x, 0), 6)``, which is ``Hardtanh(0, 6)`` (as in torch, a subclass).
+
+    Args:
+        inplace: accepted for torch compatibility and ignored (chainrule never writes into
+            its input).
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        ``dL/dx = dL/dy * (0 < x < 6)``: 0 at exactly 0 and at exactly 6, as in PyTorch.
+    """
 
     def __init__(self, inplace: bool = False) -> None:
         super().__init__(0.0, 6.0)
@@ -224,13 +273,20 @@ class ReLU6(Hardtanh):
 
 
 class Hardsigmoid(_Elementwise):
-    """``y = min(max(x + 3, 0), 6) / 6``; ``dL/dx = dL/dy / 6`` where ``-3 < x < 3``, 0
-    elsewhere (0 at exactly +-3, as in PyTorch).
+    """``y = min(max(x + 3, 0), 6) / 6``.
 
-    The factor 1/6 of the backward is torch's CPU constant, the float32 number
-    ``0.1666666716...``, in float64 too (5e-9, or 3e-8 relative, above 1/6): chainrule
-    uses it so both agree bit for bit. ``inplace`` is accepted for torch compatibility
-    and ignored. Shape: any -> same. Keeps a boolean mask for backward.
+    Args:
+        inplace: accepted for torch compatibility and ignored (chainrule never writes into
+            its input).
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        ``dL/dx = dL/dy / 6`` where ``-3 < x < 3``, 0 elsewhere (0 at exactly +-3, as in
+        PyTorch). The factor 1/6 is torch's CPU constant, the float32 number
+        ``0.1666666716...``, in float64 too (5e-9, or 3e-8 relative, above 1/6): chainrule
+        uses it so both agree bit for bit. Keeps a boolean mask.
     """
 
     _ONE_SIXTH = float(np.float32(1.0) / np.float32(6.0))
@@ -250,12 +306,19 @@ class Hardsigmoid(_Elementwise):
 
 
 class Hardswish(_Elementwise):
-    """``y = x * min(max(x + 3, 0), 6) / 6``;
-    ``dL/dx = dL/dy * (0 if x <= -3 else x/3 + 1/2 if x < 3 else 1)``.
+    """``y = x * min(max(x + 3, 0), 6) / 6``.
 
-    At the kinks, as in PyTorch (2.x): the derivative at exactly -3 is 0 and at exactly
-    3 is 1 (the outer branches include the ends; PyTorch 1.x used the middle line there).
-    ``inplace`` is accepted for torch compatibility and ignored. Shape: any -> same.
+    Args:
+        inplace: accepted for torch compatibility and ignored (chainrule never writes into
+            its input).
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        ``dL/dx = dL/dy * (0 if x <= -3 else x/3 + 1/2 if x < 3 else 1)``. At the kinks,
+        as in PyTorch (2.x): the derivative at exactly -3 is 0 and at exactly 3 is 1 (the
+        outer branches include the ends; PyTorch 1.x used the middle line there).
     """
 
     def __init__(self, inplace: bool = False) -> None:
@@ -333,22 +396,40 @@ class _AlphaExponentialLinear(_ExponentialLinear):
 
 
 class ELU(_AlphaExponentialLinear):
-    """``y = x if x > 0 else alpha * (exp(x) - 1)``;
-    ``dL/dx = dL/dy * (1 if x > 0 else alpha * exp(x))``.
+    """``y = x if x > 0 else alpha * (exp(x) - 1)``.
 
-    The derivative at exactly 0 is ``alpha``, as in PyTorch. No overflow for large |x|.
-    ``inplace`` is accepted for torch compatibility and ignored. Shape: any -> same.
+    No overflow for large |x|: the exponential only sees ``min(x, 0)``.
+
+    Args:
+        alpha: the scale of the negative branch (a finite number).
+        inplace: accepted for torch compatibility and ignored (chainrule never writes into
+            its input).
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        ``dL/dx = dL/dy * (1 if x > 0 else alpha * exp(x))``; the derivative at exactly 0
+        is ``alpha``, as in PyTorch.
     """
 
 
 class SELU(_ExponentialLinear):
-    """``y = scale * (x if x > 0 else alpha * (exp(x) - 1))`` with torch's constants
-    ``alpha = 1.6732632423543772848...`` and ``scale = 1.0507009873554804934...``;
-    ``dL/dx = dL/dy * scale * (1 if x > 0 else alpha * exp(x))``.
+    """``y = scale * (x if x > 0 else alpha * (exp(x) - 1))`` with torch's constants.
 
-    The derivative at exactly 0 is ``alpha * scale``, as in PyTorch. No overflow for
-    large |x|. ``inplace`` is accepted for torch compatibility and ignored.
-    Shape: any -> same.
+    ``alpha = 1.6732632423543772848...`` and ``scale = 1.0507009873554804934...``
+    (``SELU.ALPHA``, ``SELU.SCALE``). No overflow for large |x|.
+
+    Args:
+        inplace: accepted for torch compatibility and ignored (chainrule never writes into
+            its input).
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        ``dL/dx = dL/dy * scale * (1 if x > 0 else alpha * exp(x))``; the derivative at
+        exactly 0 is ``alpha * scale``, as in PyTorch.
     """
 
     ALPHA = 1.6732632423543772848170429916717
@@ -363,15 +444,24 @@ class SELU(_ExponentialLinear):
 
 
 class CELU(_AlphaExponentialLinear):
-    """``y = x if x > 0 else alpha * (exp(x / alpha) - 1)``;
-    ``dL/dx = dL/dy * (1 if x > 0 else exp(x / alpha))``. ``alpha`` must not be 0.
+    """``y = x if x > 0 else alpha * (exp(x / alpha) - 1)``.
 
-    The derivative at exactly 0 takes the ``exp`` branch, as in PyTorch. Like torch's
-    autograd formula, the backward divides by alpha *rounded to float32*
-    (``1 / float32(alpha)``; the forward divides by alpha itself): for an alpha that
-    float32 cannot hold (0.1), that is what torch computes, and chainrule agrees with it.
-    No overflow for large |x| (with alpha > 0). ``inplace`` is accepted for torch
-    compatibility and ignored. Shape: any -> same.
+    No overflow for large |x| (with alpha > 0).
+
+    Args:
+        alpha: the scale of the negative branch; must not be 0.
+        inplace: accepted for torch compatibility and ignored (chainrule never writes into
+            its input).
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        ``dL/dx = dL/dy * (1 if x > 0 else exp(x / alpha))``; at exactly 0 the ``exp``
+        branch is taken, as in PyTorch. Like torch's autograd formula, the backward divides
+        by alpha *rounded to float32* (``1 / float32(alpha)``; the forward divides by alpha
+        itself): for an alpha that float32 cannot hold (0.1), that is what torch computes,
+        and chainrule agrees with it.
     """
 
     def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
@@ -387,20 +477,28 @@ class GELU(_Elementwise):
     """The Gaussian error linear unit ``y = x * Phi(x)``, Phi the standard normal CDF.
 
     ``approximate="none"`` (exact): ``y = x/2 * (1 + erf(x / sqrt(2)))``, computed as
-    ``x/2 * erfc(-x / sqrt(2))``; ``dL/dx = dL/dy * (Phi(x) + x * phi(x))``,
-    ``Phi(x) = erfc(-x / sqrt(2)) / 2``, ``phi(x) = exp(-x^2/2) / sqrt(2 pi)``. erf and
-    erfc are ``chainrule.functional.special``'s (W. J. Cody's approximations).
+    ``x/2 * erfc(-x / sqrt(2))``. erf and erfc are ``chainrule.functional.special``'s
+    (W. J. Cody's approximations).
 
-    ``approximate="tanh"``: ``y = x/2 * (1 + tanh(u))``, ``u = sqrt(2/pi) * (x +
-    0.044715 x^3)``; ``dL/dx = dL/dy * (1/2 (1 + tanh(u)) + x/2 (1 - tanh(u)^2) * du/dx)``,
-    ``du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)``. Computed with ``1/2 (1 + tanh(u)) =
-    s = sigmoid(2u)`` and ``1 - tanh(u)^2 = 4 s (1 - s)``.
+    ``approximate="tanh"``: ``y = x/2 * (1 + tanh(u))``,
+    ``u = sqrt(2/pi) * (x + 0.044715 x^3)``.
 
-    Both forms are thus free of the cancellation in ``1 + erf`` and ``1 + tanh`` for
-    x << 0 that costs torch's GELU its relative accuracy there (3e-4 in float32 at
-    x = -4, every digit in float64 from x = -8.5 on). No overflow for large |x|.
+    Both forms are free of the cancellation in ``1 + erf`` and ``1 + tanh`` for x << 0
+    that costs torch's GELU its relative accuracy there (3e-4 in float32 at x = -4, every
+    digit in float64 from x = -8.5 on). No overflow for large |x|.
 
-    Shape: any -> same.
+    Args:
+        approximate: ``"none"`` (the exact form) or ``"tanh"``.
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        Exact form: ``dL/dx = dL/dy * (Phi(x) + x * phi(x))`` with
+        ``Phi(x) = erfc(-x / sqrt(2)) / 2`` and ``phi(x) = exp(-x^2/2) / sqrt(2 pi)``.
+        Tanh form: ``dL/dx = dL/dy * (1/2 (1 + tanh(u)) + x/2 (1 - tanh(u)^2) * du/dx)``,
+        ``du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)``, computed with
+        ``s = 1/2 (1 + tanh(u)) = sigmoid(2u)`` and ``1 - tanh(u)^2 = 4 s (1 - s)``.
     """
 
     def __init__(self, approximate: str = "none") -> None:
@@ -452,11 +550,19 @@ class GELU(_Elementwise):
 
 
 class SiLU(_Elementwise):
-    """The sigmoid linear unit (swish) ``y = x * sigmoid(x)``;
-    ``dL/dx = dL/dy * s * (1 + x * (1 - s))``, ``s = sigmoid(x)``.
+    """The sigmoid linear unit (swish) ``y = x * sigmoid(x)``.
 
-    The sigmoid is ``Sigmoid``'s overflow-free form. ``inplace`` is accepted for torch
-    compatibility and ignored. Shape: any -> same.
+    The sigmoid is ``Sigmoid``'s overflow-free form.
+
+    Args:
+        inplace: accepted for torch compatibility and ignored (chainrule never writes into
+            its input).
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        ``dL/dx = dL/dy * s * (1 + x * (1 - s))`` with ``s = sigmoid(x)``.
     """
 
     def __init__(self, inplace: bool = False) -> None:
@@ -474,12 +580,20 @@ class SiLU(_Elementwise):
 
 
 class Mish(_Elementwise):
-    """``y = x * tanh(softplus(x))``, ``softplus(x) = log(1 + exp(x))``;
-    ``dL/dx = dL/dy * (T + x * sigmoid(x) * (1 - T^2))``, ``T = tanh(softplus(x))``.
+    """``y = x * tanh(softplus(x))``, ``softplus(x) = log(1 + exp(x))``.
 
     softplus is computed as ``max(x, 0) + log1p(exp(-|x|))`` and the sigmoid in its
-    overflow-free form: no overflow for large |x|. ``inplace`` is accepted for torch
-    compatibility and ignored. Shape: any -> same.
+    overflow-free form: no overflow for large |x|.
+
+    Args:
+        inplace: accepted for torch compatibility and ignored (chainrule never writes into
+            its input).
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        ``dL/dx = dL/dy * (T + x * sigmoid(x) * (1 - T^2))`` with ``T = tanh(softplus(x))``.
     """
 
     def __init__(self, inplace: bool = False) -> None:
@@ -497,14 +611,23 @@ class Mish(_Elementwise):
 
 
 class Softplus(_Elementwise):
-    """``y = log(1 + exp(beta * x)) / beta``, and ``y = x`` where ``beta * x > threshold``
-    (the linear regime, as in PyTorch); ``dL/dx = dL/dy * sigmoid(beta * x)``, and
-    ``dL/dy`` where ``beta * x > threshold``.
+    """``y = log(1 + exp(beta * x)) / beta``, and ``y = x`` where ``beta * x > threshold``.
 
-    At exactly ``beta * x == threshold`` the smooth branch is taken, as in PyTorch (its
-    derivative there is ``z / (z + 1)``, ``z = exp(threshold)``, computed the same way).
-    ``log(1 + exp(z))`` is computed as ``max(z, 0) + log1p(exp(-|z|))``: no overflow for
-    large |x| or a large threshold. ``beta`` must not be 0. Shape: any -> same.
+    The linear regime above ``threshold`` is PyTorch's. ``log(1 + exp(z))`` is computed as
+    ``max(z, 0) + log1p(exp(-|z|))``: no overflow for large |x| or a large threshold.
+
+    Args:
+        beta: the sharpness; must not be 0.
+        threshold: where ``beta * x > threshold`` the output is ``x`` itself.
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        ``dL/dx = dL/dy * sigmoid(beta * x)``, and ``dL/dy`` itself where
+        ``beta * x > threshold``. At exactly ``beta * x == threshold`` the smooth branch is
+        taken, as in PyTorch; the sigmoid is computed as ``z / (z + 1)``,
+        ``z = exp(beta * x)``, as torch does.
     """
 
     def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
@@ -542,13 +665,15 @@ class PReLU(Layer):
         init: the initial value of every slope (``reset_parameters`` fills it again).
         dtype: float32 (default) or float64.
 
-    Shape: any -> same with ``num_parameters=1``; (N, C, *) -> same with
-    ``num_parameters=C`` (an input with fewer than 2 axes has no channel axis and is
-    refused then, as torch does). ``weight``: (num_parameters,).
+    Shape:
+        Any -> same with ``num_parameters=1``; (N, C, *) -> same with
+        ``num_parameters=C`` (an input with fewer than 2 axes has no channel axis and is
+        refused then, as torch does). ``weight``: (num_parameters,).
 
-    Backward: ``dL/dx = dL/dy * (1 if x > 0 else a)``; ``dL/da = sum of dL/dy * x``
-    over the elements with ``x <= 0`` (of a's channel). At exactly 0 the ``a`` branch
-    is taken, as in PyTorch. ``needs_input_grad=False`` skips dL/dx and returns None.
+    Backward:
+        ``dL/dx = dL/dy * (1 if x > 0 else a)``; ``dL/da = sum(dL/dy * x)`` over the
+        elements with ``x <= 0`` (of a's channel). At exactly 0 the ``a`` branch is taken,
+        as in PyTorch. ``needs_input_grad=False`` skips dL/dx and returns None.
     """
 
     can_skip_input_grad = True
@@ -648,14 +773,22 @@ class _SoftmaxBase(Layer):
 
 
 class Softmax(_SoftmaxBase):
-    """``y = exp(x) / sum(exp(x), dim)``, computed as ``exp(x - max) / sum(exp(x - max))``
-    (the max over ``dim`` subtracted first: no overflow for large x).
+    """``y = exp(x) / sum(exp(x), dim)`` along one axis.
 
-    ``dim``: the axis normalized over (negative counts from the end). ``dim=None`` is
-    torch's deprecated implicit choice, kept for compatibility: axis 0 for 0-, 1- and
-    3-D inputs, axis 1 otherwise, with a warning on each call.
+    Computed as ``exp(x - max) / sum(exp(x - max))`` (the max over ``dim`` subtracted
+    first: no overflow for large x).
 
-    Shape: any -> same. Backward: ``dL/dx = y * (dL/dy - sum(dL/dy * y, dim))``.
+    Args:
+        dim: the axis normalized over (negative counts from the end). ``None`` is torch's
+            deprecated implicit choice, kept for compatibility: axis 0 for 0-, 1- and 3-D
+            inputs, axis 1 otherwise, with a warning on each call.
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        The Jacobian-vector product along ``dim``:
+        ``dL/dx = y * (dL/dy - sum(dL/dy * y, dim))``, from the output ``y``.
     """
 
     def _normalize(self, x, axis):
@@ -667,14 +800,20 @@ class Softmax(_SoftmaxBase):
 
 
 class LogSoftmax(_SoftmaxBase):
-    """``y = x - log(sum(exp(x), dim))``, computed as ``s - log(sum(exp(s)))`` with
-    ``s = x - max(x, dim)``: no overflow for large x.
+    """``y = x - log(sum(exp(x), dim))`` along one axis.
 
-    ``dim``: as for ``Softmax`` (``None``: torch's deprecated implicit choice, axis 0 for
-    0-, 1- and 3-D inputs, axis 1 otherwise, with a warning).
+    Computed as ``s - log(sum(exp(s)))`` with ``s = x - max(x, dim)``: no overflow for
+    large x.
 
-    Shape: any -> same. Backward: ``dL/dx = dL/dy - exp(y) * sum(dL/dy, dim)``
-    (``exp(y)`` is the softmax).
+    Args:
+        dim: as for ``Softmax`` (``None``: torch's deprecated implicit choice, axis 0 for
+            0-, 1- and 3-D inputs, axis 1 otherwise, with a warning).
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        ``dL/dx = dL/dy - exp(y) * sum(dL/dy, dim)`` (``exp(y)`` is the softmax).
     """
 
     def _normalize(self, x, axis):
@@ -686,8 +825,14 @@ class LogSoftmax(_SoftmaxBase):
 
 
 class Identity(MovementLayer):
-    """``y = x``; ``dL/dx = dL/dy``. Like torch's, it accepts any arguments and ignores
-    them. Shape: any -> same."""
+    """``y = x``. Like torch's, it accepts any arguments and ignores them.
+
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        ``dL/dx = dL/dy``.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()

@@ -69,7 +69,26 @@ def _backward_can_skip_input_grad(cls: type) -> bool:
 
 
 class Layer:
-    """Base class of all layers. Subclasses implement ``forward`` and ``backward``."""
+    """Base class of all layers. Subclasses implement ``forward`` and ``backward``.
+
+    Parameters (``Parameter``), buffers (``register_buffer``) and sub-layers are
+    registered by plain attribute assignment, as in ``torch.nn.Module``; a new layer
+    calls ``super().__init__()`` first. The how-to "Write your own layer" walks through
+    one.
+
+    Shape:
+        Each subclass states its own: ``forward(x)`` takes the input array and returns the
+        output; ``backward(grad)`` takes a gradient of the output's shape and returns one
+        of the input's shape.
+
+    Backward:
+        The contract every layer keeps, for ``y = f(x; W)`` and ``g = dL/dy``:
+        ``backward(g)`` returns ``dL/dx = J_x.T @ g`` (the vector-Jacobian product) and
+        *adds* ``dL/dW = J_W.T @ g`` into each ``W.grad`` (so gradients of shared layers
+        and of several batches accumulate until ``zero_grad``). It reads the cache that
+        ``forward`` kept in training mode and releases it: one backward per forward, and
+        a ``RuntimeError`` without a cached forward.
+    """
 
     # Whether backward accepts needs_input_grad=False (see the module docstring).
     can_skip_input_grad: bool = False
@@ -111,9 +130,13 @@ class Layer:
 
     # ------------------------------------------------------------------ forward / backward
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """The output for input ``x``; in training mode, also keep in ``self._cache``
+        what ``backward`` needs. ``layer(x)`` calls it."""
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
+        """dL/dx for ``grad`` = dL/dy of the last forward's output shape; adds dL/dW into
+        each parameter's ``.grad`` and releases the cache."""
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
     def __call__(self, x: Any, name: str | None = None) -> Any:
@@ -157,9 +180,11 @@ class Layer:
 
     # ------------------------------------------------------------------ traversal
     def children(self) -> Iterator["Layer"]:
+        """The direct sub-layers, in registration order."""
         yield from self._children.values()
 
     def named_children(self) -> Iterator[tuple[str, "Layer"]]:
+        """(name, sub-layer) pairs of the direct sub-layers."""
         yield from self._children.items()
 
     def modules(self) -> Iterator["Layer"]:
@@ -169,6 +194,7 @@ class Layer:
             yield from child.modules()
 
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Layer"]]:
+        """(dotted name, layer) pairs of this layer (name ``prefix``) and every layer below."""
         yield prefix, self
         for name, child in self._children.items():
             yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
@@ -181,25 +207,31 @@ class Layer:
             yield from child.named_parameters(f"{prefix}.{name}" if prefix else name)
 
     def parameters(self) -> list[Parameter]:
+        """Every Parameter of this layer and its sub-layers (what an optimizer takes)."""
         return [p for _, p in self.named_parameters()]
 
     def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        """(dotted name, array) pairs of every buffer (e.g. ``"1.running_mean"``)."""
         for name, value in self._buffer_items():
             yield (f"{prefix}.{name}" if prefix else name), value
         for name, child in self._children.items():
             yield from child.named_buffers(f"{prefix}.{name}" if prefix else name)
 
     def apply(self, fn: Callable[["Layer"], None]) -> "Layer":
+        """Call ``fn`` on this layer and every layer below it; returns this layer."""
         for module in self.modules():
             fn(module)
         return self
 
     # ------------------------------------------------------------------ modes and dtype
     def zero_grad(self) -> None:
+        """Set every parameter's gradient to zero (backward adds into it)."""
         for p in self.parameters():
             p.zero_grad()
 
     def train(self, mode: bool = True) -> "Layer":
+        """Set training mode (``mode=False``: eval mode, which keeps no caches) on this
+        layer and every layer below it; returns this layer."""
         for module in self.modules():
             object.__setattr__(module, "training", bool(mode))
             if not mode and not module._keep_cache_in_eval:
@@ -208,6 +240,7 @@ class Layer:
         return self
 
     def eval(self) -> "Layer":
+        """Eval (inference) mode: ``train(False)``."""
         return self.train(False)
 
     def gradients_in_eval(self, enabled: bool = True) -> "Layer":

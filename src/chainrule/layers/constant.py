@@ -32,11 +32,13 @@ class ConstantArithmetic(Layer):
         dtype: float32 (default) or float64. ``c`` starts as zeros: fill ``value``
             (``layer.value[...] = c``) or load a state dict.
 
-    Shape: x (N, *) and c broadcast together -> the broadcast shape.
+    Shape:
+        ``x`` (N, *) and ``c`` broadcast together -> the broadcast shape.
 
-    Backward (g = dL/dy, summed back over the axes the input was broadcast along):
-    add, sub: ``dL/dx = g``; rsub: ``-g``; mul: ``g * c``; div: ``g / c``;
-    rdiv: ``-g * c / x**2``. The constant receives no gradient.
+    Backward:
+        With g = dL/dy, summed back over the axes the input was broadcast along: add, sub:
+        ``dL/dx = g``; rsub: ``-g``; mul: ``g * c``; div: ``g / c``; rdiv: ``-g * c / x**2``.
+        The constant receives no gradient.
     """
 
     can_skip_input_grad = False

@@ -12,10 +12,19 @@ from .base import Layer, backward_parameters_only
 class Sequential(Layer):
     """Layers applied one after another; children are named "0", "1", ... as in torch.
 
-    Backward runs the children's ``backward`` in reverse order, each feeding the next
-    the gradient with respect to its input: the chain rule, one link per layer.
-    ``backward(grad, needs_input_grad=False)`` lets the first child skip dLoss/dx (a
-    training step does not need the gradient of the data) and returns None.
+    Args:
+        *layers: the layers, in the order they are applied.
+
+    Shape:
+        The first layer's input -> the last layer's output; each layer's output is the
+        next one's input.
+
+    Backward:
+        The children's ``backward`` in reverse order, each feeding the next the gradient
+        with respect to its input: the chain rule, one link per layer,
+        ``dL/dx = J_1.T @ ... @ J_n.T @ dL/dy``. ``backward(grad, needs_input_grad=False)``
+        lets the first child skip dLoss/dx (a training step does not need the gradient of
+        the data) and returns None.
     """
 
     can_skip_input_grad = True
@@ -68,9 +77,18 @@ class Sequential(Layer):
 class Residual(Layer):
     """``y = block(x) + shortcut(x)``, the shortcut being the identity when None.
 
-    Backward: the sum's gradient flows unchanged into both branches, and the two input
-    gradients add: ``dx = block.backward(g) + shortcut.backward(g)`` (or ``+ g``).
-    State-dict keys are ``block.*`` and ``shortcut.*``.
+    Args:
+        block: the residual branch.
+        shortcut: the skip branch (e.g. a 1x1 convolution where the shapes change); None
+            is the identity.
+
+    Shape:
+        x -> ``block(x)``'s shape, which ``shortcut(x)`` (or x itself) must equal.
+
+    Backward:
+        The sum's gradient flows unchanged into both branches, and the two input gradients add:
+        ``dx = block.backward(g) + shortcut.backward(g)`` (or ``+ g``). State-dict keys are
+        ``block.*`` and ``shortcut.*``.
     """
 
     def __init__(self, block: Layer, shortcut: Layer | None = None) -> None:

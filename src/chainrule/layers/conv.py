@@ -215,8 +215,11 @@ class Conv2d(_ConvNd):
     """2-D convolution over an (N, C_in, H, W) batch, with PyTorch's arguments.
 
     Args:
-        in_channels, out_channels: C_in and C_out.
-        kernel_size, stride, dilation: int or (h, w) pair.
+        in_channels: C_in, the channels of the input.
+        out_channels: C_out, the channels of the output.
+        kernel_size: int or (h, w) pair.
+        stride: int or (h, w) pair.
+        dilation: int or (h, w) pair, the spacing between kernel elements.
         padding: int, (h, w) pair (zeros on both sides), ``"valid"`` (no padding) or
             ``"same"`` (output size = input size, stride 1 only; an even total padding
             puts the extra row/column at the bottom/right, as torch does).
@@ -227,16 +230,16 @@ class Conv2d(_ConvNd):
         rng: numpy Generator or seed for the initial weights (Kaiming-uniform, as torch).
 
     Shape:
-        input (N, C_in, H, W) -> output (N, C_out, H_out, W_out) with
-        ``H_out = (H + pad_top + pad_bottom - dilation*(kh - 1) - 1) // stride + 1``.
-        weight: (C_out, C_in // groups, kh, kw); bias: (C_out,).
+        Input (N, C_in, H, W) -> output (N, C_out, H_out, W_out) with
+        ``H_out = (H + pad_top + pad_bottom - dilation*(kh - 1) - 1) // stride + 1``. weight:
+        (C_out, C_in // groups, kh, kw); bias: (C_out,).
 
-    Backward: with the im2col matrix ``X_col`` (C_in*kh*kw, N*H_out*W_out) of the
-    input and the upstream gradient G (C_out, N*H_out*W_out),
-    ``dW = G @ X_col.T`` (the gradient correlated with the input), ``db = sum(G)``, and
-    ``dX = col2im(W.T @ G)`` (the gradient correlated with the flipped kernel). With
-    stride 1 and enough input channels both come from the columns of the padded G
-    instead (see ``chainrule.functional.conv2d_backward``).
+    Backward:
+        With the im2col matrix ``X_col`` ``(C_in*kh*kw, N*H_out*W_out)`` of the input and
+        the upstream gradient G ``(C_out, N*H_out*W_out)``, ``dW = G @ X_col.T`` (the gradient
+        correlated with the input), ``db = sum(G)``, and ``dX = col2im(W.T @ G)`` (the gradient
+        correlated with the flipped kernel). With stride 1 and enough input channels both come
+        from the columns of the padded G instead (see ``chainrule.functional.conv2d_backward``).
 
     Memory: ``X_col`` is built whole only for small layers (at most 8 MiB, such as
     LeNet's), kept in training for backward's ``dW``. Otherwise the batch is processed
@@ -261,8 +264,11 @@ class Conv1d(_ConvNd):
     PyTorch's arguments.
 
     Args:
-        in_channels, out_channels: C_in and C_out.
-        kernel_size, stride, dilation: int or 1-tuple (stored as 1-tuples, as torch).
+        in_channels: C_in, the channels of the input.
+        out_channels: C_out, the channels of the output.
+        kernel_size: int or 1-tuple (stored as a 1-tuple, as torch).
+        stride: int or 1-tuple.
+        dilation: int or 1-tuple, the spacing between kernel elements.
         padding: int or 1-tuple (zeros at both ends), ``"valid"`` (none) or ``"same"``
             (L_out = L, stride 1 only; an odd total puts the extra zero at the end).
         groups: C_in and C_out are split into ``groups`` independent convolutions.
@@ -273,16 +279,19 @@ class Conv1d(_ConvNd):
         rng: numpy Generator or seed for the initial weights (Kaiming-uniform, as torch).
 
     Shape:
-        input (N, C_in, L) or (C_in, L) -> output (N, C_out, L_out) or (C_out, L_out),
-        ``L_out = (L + pad_left + pad_right - dilation*(k - 1) - 1) // stride + 1``.
-        weight: (C_out, C_in // groups, k); bias: (C_out,).
+        Input (N, C_in, L) or (C_in, L) -> output (N, C_out, L_out) or (C_out, L_out),
+        ``L_out = (L + pad_left + pad_right - dilation*(k - 1) - 1) // stride + 1``. weight:
+        (C_out, C_in // groups, k); bias: (C_out,).
 
     Computed as Conv2d on the input seen as (N, C_in, 1, L) with the kernel seen as
     (C_out, C_in // groups, 1, k), by the same chunked kernels (see ``Conv2d`` for the
-    memory bound ``max_workspace_bytes``). Backward, with X_col (C_in*k, N*L_out) the
-    unfolded input and G (C_out, N*L_out) the upstream gradient: ``dW = G @ X_col.T``,
-    ``db = sum(G)``, ``dX = col2im(W.T @ G)`` (G correlated with the flipped kernel).
-    ``backward(grad, needs_input_grad=False)`` computes dW and db only and returns None.
+    memory bound ``max_workspace_bytes``).
+
+    Backward:
+        With ``X_col`` ``(C_in*k, N*L_out)`` the unfolded input and G ``(C_out, N*L_out)``
+        the upstream gradient: ``dW = G @ X_col.T``, ``db = sum(G)``,
+        ``dX = col2im(W.T @ G)`` (G correlated with the flipped kernel).
+        ``backward(grad, needs_input_grad=False)`` computes dW and db only and returns None.
     """
 
     can_skip_input_grad = True
@@ -307,8 +316,11 @@ class ConvTranspose2d(_ConvBase):
     PyTorch's arguments in PyTorch's order.
 
     Args:
-        in_channels, out_channels: C_in and C_out.
-        kernel_size, stride, dilation: int or (h, w) pair.
+        in_channels: C_in, the channels of the input.
+        out_channels: C_out, the channels of the output.
+        kernel_size: int or (h, w) pair.
+        stride: int or (h, w) pair.
+        dilation: int or (h, w) pair, the spacing between kernel elements.
         padding: int or (h, w) pair: ``dilation*(k - 1) - padding`` zeros are, in
             effect, added to each side of the input, i.e. ``padding`` rows and columns
             are cropped from each side of the full output.
@@ -324,22 +336,23 @@ class ConvTranspose2d(_ConvBase):
             over torch's fan_in for this layout, C_out // groups * kh * kw).
 
     Shape:
-        input (N, C_in, H, W) or (C_in, H, W) -> output (N, C_out, H_out, W_out) or
-        (C_out, H_out, W_out) with
-        ``H_out = (H - 1)*stride - 2*padding + dilation*(kh - 1) + output_padding + 1``.
-        weight: (C_in, C_out // groups, kh, kw); bias: (C_out,).
+        Input (N, C_in, H, W) or (C_in, H, W) -> output (N, C_out, H_out, W_out) or (C_out,
+        H_out, W_out) with
+        ``H_out = (H - 1)*stride - 2*padding + dilation*(kh - 1) + output_padding + 1``. weight:
+        (C_in, C_out // groups, kh, kw); bias: (C_out,).
 
     Forward: each input pixel scatters the kernel, times its value, into the output at
     ``stride`` spacing; overlaps add: ``y = col2im(W.T @ x)`` cropped by ``padding``,
     plus the bias. That is the input gradient of Conv2d(C_out -> C_in) with the same
     weight, stride, padding and dilation, and is computed by the same kernel.
 
-    Backward, with G (N, C_out, H_out, W_out) the upstream gradient:
-    ``dX = correlate(G, W)`` (the Conv2d forward of G zero-padded by ``padding``, at the
-    stride), ``dW = correlate(G, X)`` (that Conv2d's weight gradient with the roles of
-    input and gradient swapped: G is unfolded, X multiplies it), ``db = sum(G)``. Memory
-    is bounded by Conv2d's batch chunks (``max_workspace_bytes``, see ``Conv2d``).
-    ``backward(grad, needs_input_grad=False)`` computes dW and db only and returns None.
+    Backward:
+        With G (N, C_out, H_out, W_out) the upstream gradient: ``dX = correlate(G, W)`` (the
+        Conv2d forward of G zero-padded by ``padding``, at the stride), ``dW = correlate(G, X)``
+        (that Conv2d's weight gradient with the roles of input and gradient swapped: G is
+        unfolded, X multiplies it), ``db = sum(G)``. Memory is bounded by Conv2d's batch chunks
+        (``max_workspace_bytes``, see ``Conv2d``). ``backward(grad, needs_input_grad=False)``
+        computes dW and db only and returns None.
     """
 
     can_skip_input_grad = True

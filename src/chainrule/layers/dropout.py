@@ -21,7 +21,12 @@ class Dropout(Layer):
             generator, ``chainrule.manual_seed``). ``chainrule.fit(seed=...)`` re-seeds it
             so a run is reproducible; the global NumPy random state is never used.
 
-    Shape: any -> same. Backward: ``dL/dx = dL/dy * mask / (1 - p)``, the same mask.
+    Shape:
+        Any -> the same shape.
+
+    Backward:
+        ``dL/dx = dL/dy * mask / (1 - p)`` with the same mask as forward (0 where an
+        element was dropped); the identity in eval.
     """
 
     def __init__(self, p: float = 0.5, rng: np.random.Generator | int | None = None) -> None:
@@ -87,12 +92,13 @@ class Dropout2d(Dropout):
         rng: Generator or seed for the masks; ``chainrule.fit(seed=...)`` re-seeds it as
             it does every Dropout.
 
-    Shape: (N, C, H, W) -> same, one mask value per (n, c), of shape (N, C, 1, 1). A 3-D
-        input is read as (N, C, L), as torch 2.x does (with a warning): a mask of shape
-        (N, C, 1), not an unbatched (C, H, W) image.
+    Shape:
+        (N, C, H, W) -> same, one mask value per (n, c), of shape (N, C, 1, 1). A 3-D input is
+        read as (N, C, L), as torch 2.x does (with a warning): a mask of shape (N, C, 1), not an
+        unbatched (C, H, W) image.
 
-    Backward: ``dL/dx = dL/dy * mask / (1 - p)``, the forward's mask broadcast over each
-    channel.
+    Backward:
+        ``dL/dx = dL/dy * mask / (1 - p)``, the forward's mask broadcast over each channel.
     """
 
     def __init__(self, p: float = 0.5, inplace: bool = False,

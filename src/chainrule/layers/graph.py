@@ -126,11 +126,19 @@ class Graph(Layer):
         inputs: a symbolic tensor from ``cr.Input``, or a list of them.
         outputs: a symbolic tensor produced by calling layers on the inputs, or a list.
 
-    Shape: ``forward`` takes one array ``(N, *input_shape)`` (a list of arrays for
-    several inputs, in the order of ``inputs``) and returns one array (a list for several
-    outputs). ``backward`` takes one gradient per output, shaped like that output (a list
-    for several; an entry may be None for an output that does not reach the loss), and
-    returns dLoss/dinput (a list for several inputs).
+    Shape:
+        ``forward`` takes one array ``(N, *input_shape)`` (a list of arrays for several inputs,
+        in the order of ``inputs``) and returns one array (a list for several outputs).
+        ``backward`` takes one gradient per output, shaped like that output (a list for several;
+        an entry may be None for an output that does not reach the loss), and returns
+        dLoss/dinput (a list for several inputs).
+
+    Backward:
+        The nodes' ``backward`` in reverse declaration order (a topological order), each on
+        the gradient of its output tensor(s). A tensor read by several nodes receives the
+        *sum* of their input gradients (Caffe's split), ``dL/dt = sum_k dL/dt_k``, before
+        the node that produced it runs; a node none of whose outputs reaches the loss is
+        skipped.
 
     Raises (when declared): TypeError for something that is not a symbolic tensor;
     ValueError for an input no output depends on, an output that depends on an input not

@@ -19,15 +19,19 @@ class Linear(Layer):
     """``y = x @ W.T + b``.
 
     Args:
-        in_features, out_features: sizes of the last input and output axis.
+        in_features: size of the input's last axis.
+        out_features: size of the output's last axis.
         bias: whether to add a learned bias.
-        dtype: float32 (default) or float64. rng: Generator or seed for the initial
-            weights (Kaiming-uniform, bound 1/sqrt(in_features), as torch).
+        dtype: float32 (default) or float64.
+        rng: Generator or seed for the initial weights (Kaiming-uniform, bound
+            1/sqrt(in_features), as torch).
 
-    Shape: (N, *, in_features) -> (N, *, out_features); weight (out_features, in_features).
+    Shape:
+        (N, *, in_features) -> (N, *, out_features); weight (out_features, in_features).
 
-    Backward: ``dW = g.T @ x``, ``db = sum(g)``, ``dx = g @ W`` (over all leading axes);
-    ``needs_input_grad=False`` skips dx and returns None.
+    Backward:
+        ``dW = g.T @ x``, ``db = sum(g)``, ``dx = g @ W`` (over all leading axes);
+        ``needs_input_grad=False`` skips dx and returns None.
     """
 
     can_skip_input_grad = True
@@ -102,8 +106,12 @@ class Flatten(MovementLayer):
     Negative dims count from the end; a dim outside ``[-ndim, ndim - 1]`` or
     ``start_dim`` after ``end_dim`` is a ValueError, as in torch. A 0-D input becomes (1,).
 
-    Shape: (N, C, H, W) -> (N, C*H*W); in general (*a, d_start..d_end, *b) ->
-    (*a, d_start*...*d_end, *b). Backward reshapes the gradient back.
+    Shape:
+        (N, C, H, W) -> ``(N, C*H*W)``; in general ``(*a, d_start..d_end, *b)`` ->
+        ``(*a, d_start*...*d_end, *b)``.
+
+    Backward:
+        ``dL/dx = dL/dy.reshape(x.shape)``: the gradient reshaped back, no arithmetic.
     """
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
@@ -136,9 +144,13 @@ class Unflatten(MovementLayer):
         unflattened_size: a non-empty tuple (or list) of sizes whose product is the size
             of axis ``dim``; one of them may be -1, inferred from the others.
 
-    Shape: (*a, d, *b) -> (*a, *unflattened_size, *b) with ``prod(unflattened_size) == d``,
-        e.g. Unflatten(1, (C, H, W)): (N, C*H*W) -> (N, C, H, W). Backward reshapes the
-        gradient back.
+    Shape:
+        ``(*a, d, *b)`` -> ``(*a, *unflattened_size, *b)`` with
+        ``prod(unflattened_size) == d``, e.g. ``Unflatten(1, (C, H, W))``: ``(N, C*H*W)`` ->
+        (N, C, H, W).
+
+    Backward:
+        ``dL/dx = dL/dy.reshape(x.shape)``: the gradient reshaped back, no arithmetic.
     """
 
     def __init__(self, dim: int, unflattened_size: Any) -> None:

@@ -81,10 +81,12 @@ class _MergeLayer(Layer):
 class Add(_MergeLayer):
     """``y = x_0 + x_1 + ... + x_{n-1}`` (n >= 2), with NumPy's (and torch's) broadcasting.
 
-    Shape: inputs that broadcast together, e.g. (N, C, H, W) and (N, C, H, W), or
-        (N, C, H, W) and (C, 1, 1) -> the broadcast shape.
+    Shape:
+        Inputs that broadcast together, e.g. (N, C, H, W) and (N, C, H, W), or (N, C, H, W) and
+        (C, 1, 1) -> the broadcast shape.
 
-    Backward: every input receives dL/dy, summed over the axes it was broadcast along.
+    Backward:
+        Every input receives dL/dy, summed over the axes it was broadcast along.
     """
 
     def forward(self, xs: Sequence[np.ndarray]) -> np.ndarray:
@@ -107,11 +109,13 @@ class Multiply(_MergeLayer):
     """``y = x_0 * x_1 * ... * x_{n-1}`` elementwise (n >= 2), with broadcasting; e.g.
     squeeze-excitation's (N, C, 1, 1) gate times an (N, C, H, W) map.
 
-    Shape: inputs that broadcast together -> the broadcast shape.
+    Shape:
+        Inputs that broadcast together -> the broadcast shape.
 
-    Backward: ``dL/dx_i = dL/dy * prod_{j != i} x_j``, summed over the axes x_i was
-    broadcast along. The product of the others is multiplied out, never ``y / x_i``, so
-    inputs holding zeros get exact gradients. The cache holds the inputs.
+    Backward:
+        ``dL/dx_i = dL/dy * prod_{j != i} x_j``, summed over the axes x_i was broadcast along.
+        The product of the others is multiplied out, never ``y / x_i``, so inputs holding zeros
+        get exact gradients. The cache holds the inputs.
     """
 
     def forward(self, xs: Sequence[np.ndarray]) -> np.ndarray:
@@ -155,10 +159,12 @@ class Concat(_MergeLayer):
         dim: the axis to join along, counting the batch axis (1: channels of (N, C, H, W));
             negative counts from the end.
 
-    Shape: (N, C_0, H, W), (N, C_1, H, W), ... -> (N, C_0 + C_1 + ..., H, W) for dim=1;
-        every axis but ``dim`` must agree.
+    Shape:
+        (N, C_0, H, W), (N, C_1, H, W), ... -> (N, C_0 + C_1 + ..., H, W) for dim=1; every axis
+        but ``dim`` must agree.
 
-    Backward: dL/dy cut along ``dim`` into pieces of the inputs' sizes, one per input.
+    Backward:
+        dL/dy cut along ``dim`` into pieces of the inputs' sizes, one per input.
     """
 
     min_inputs = 1   # torch.cat of one tensor is a copy (DenseNet's first layer does it)
@@ -260,10 +266,12 @@ class Split(_SplitLayer):
             does not divide the axis) or a list of sizes that sum to the axis' size.
         dim: the axis to cut, counting the batch axis; negative counts from the end.
 
-    Shape: (N, C, H, W) -> [(N, C_0, H, W), (N, C_1, H, W), ...] for dim=1, a list.
+    Shape:
+        (N, C, H, W) -> [(N, C_0, H, W), (N, C_1, H, W), ...] for dim=1, a list.
 
-    Backward: the outputs' gradients concatenated along ``dim``, zeros for an output
-    whose gradient is None.
+    Backward:
+        The outputs' gradients concatenated along ``dim``, zeros for an output whose gradient is
+        None.
     """
 
     def __init__(self, split_size_or_sections: int | Sequence[int], dim: int = 1) -> None:
@@ -310,9 +318,11 @@ class Chunk(_SplitLayer):
         chunks: the number of pieces asked for (>= 1).
         dim: the axis to cut, counting the batch axis; negative counts from the end.
 
-    Shape: (N, C, H, W) -> a list of (N, C_i, H, W) for dim=1.
+    Shape:
+        (N, C, H, W) -> a list of (N, C_i, H, W) for dim=1.
 
-    Backward: the outputs' gradients concatenated along ``dim``, zeros for None.
+    Backward:
+        The outputs' gradients concatenated along ``dim``, zeros for None.
     """
 
     def __init__(self, chunks: int, dim: int = 1) -> None:
@@ -341,8 +351,12 @@ class Reshape(MovementLayer):
         shape: the per-sample target shape, a tuple or list of sizes >= 0; one of them
             may be -1, inferred from the others.
 
-    Shape: (N, *s) -> (N, *shape) with ``prod(shape) == prod(s)``, e.g.
-        Reshape((C, H, W)): (N, C*H*W) -> (N, C, H, W). Backward reshapes the gradient back.
+    Shape:
+        ``(N, *s)`` -> ``(N, *shape)`` with ``prod(shape) == prod(s)``, e.g.
+        ``Reshape((C, H, W))``: ``(N, C*H*W)`` -> (N, C, H, W).
+
+    Backward:
+        ``dL/dx = dL/dy.reshape(x.shape)``: the gradient reshaped back, no arithmetic.
     """
 
     def __init__(self, shape: Sequence[int]) -> None:
@@ -388,8 +402,12 @@ class Permute(MovementLayer):
         dims: a permutation of 0 .. ndim-1 (negative entries count from the end), its
             length the input's number of axes, e.g. (0, 2, 3, 1): NCHW -> NHWC.
 
-    Shape: (d_0, d_1, ..., d_{n-1}) -> (d_dims[0], ..., d_dims[n-1]). Backward applies
-        the inverse permutation to the gradient.
+    Shape:
+        (d_0, d_1, ..., d_{n-1}) -> (d_dims[0], ..., d_dims[n-1]).
+
+    Backward:
+        ``dL/dx = dL/dy.transpose(inverse)``, ``inverse = argsort(dims)``: the inverse
+        permutation applied to the gradient.
     """
 
     def __init__(self, dims: Sequence[int]) -> None:
@@ -432,11 +450,13 @@ class Mean(Layer):
         dims: an int or a non-empty tuple (or list) of ints; negative counts from the end.
         keepdim: keep the averaged axes with size 1.
 
-    Shape: (N, C, H, W) -> (N, C) for dims=(2, 3) (global average pooling), or
-        (N, C, 1, 1) with keepdim=True.
+    Shape:
+        (N, C, H, W) -> (N, C) for dims=(2, 3) (global average pooling), or (N, C, 1, 1) with
+        keepdim=True.
 
-    Backward: ``dL/dx = dL/dy / count`` spread evenly over the averaged axes, ``count``
-        being the number of elements each mean averaged.
+    Backward:
+        ``dL/dx = dL/dy / count`` spread evenly over the averaged axes, ``count`` being the
+        number of elements each mean averaged.
     """
 
     def __init__(self, dims: int | Sequence[int], keepdim: bool = False) -> None:

@@ -38,9 +38,11 @@ class _BatchNorm(Layer):
     uses the *unbiased* estimate (n / (n - 1)), exactly as PyTorch; ``momentum=None``
     makes it a cumulative average. In eval, the running estimates are used.
 
-    Backward, training (n values per channel, x̂ the normalized input, ĝ = g * weight):
-    ``dx = (n*ĝ - sum(ĝ) - x̂ * sum(ĝ * x̂)) / (n * sqrt(var + eps))``,
-    ``dweight = sum(g * x̂)``, ``dbias = sum(g)``. Eval: ``dx = ĝ / sqrt(running_var + eps)``.
+    Backward:
+        In training, with n values per channel, x̂ the normalized input, ĝ = g * weight:
+        ``dx = (n*ĝ - sum(ĝ) - x̂ * sum(ĝ * x̂)) / (n * sqrt(var + eps))``,
+        ``dweight = sum(g * x̂)``, ``dbias = sum(g)``. Eval:
+        ``dx = ĝ / sqrt(running_var + eps)``.
     """
 
     _layout = ""
@@ -232,35 +234,113 @@ class _BatchNorm(Layer):
 
 class BatchNorm1d(_BatchNorm):
     """Batch normalization of (N, C) features or (N, C, L) sequences, per channel C.
-    See ``_BatchNorm`` for the formulas. Shape: (N, C) or (N, C, L) -> same."""
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` per channel. In training, mean
+    and var are the batch's (var biased, divided by n), and the running estimates are
+    updated with ``running = (1 - momentum) * running + momentum * batch_stat`` where the
+    variance uses the *unbiased* estimate (``n / (n - 1)``), exactly as PyTorch. In eval,
+    the running estimates are used.
+
+    Args:
+        num_features: C, the number of channels.
+        eps: added to the variance before the square root; must be > 0.
+        momentum: the weight of the batch statistic in the running estimates, in [0, 1];
+            None makes them a cumulative average.
+        affine: learn a per-channel scale ``weight`` (initialized to 1) and shift ``bias``
+            (initialized to 0).
+        track_running_stats: keep ``running_mean`` and ``running_var`` buffers (and
+            ``num_batches_tracked``) and use them in eval; False: the batch's statistics
+            in eval too.
+        dtype: float32 (default) or float64.
+
+    Shape:
+        (N, C) or (N, C, L) -> the same shape. ``weight``, ``bias``, ``running_mean``,
+        ``running_var``: (C,).
+
+    Backward:
+        With n values per channel, ``x̂ = (x - mean) / sqrt(var + eps)`` the normalized
+        input and ``a = weight / sqrt(var + eps)``: with the batch's statistics (training,
+        or eval without running statistics) ``dx = a * (g - sum(g)/n - x̂ * sum(g * x̂)/n)``;
+        with the running statistics (eval) ``dx = a * g``, ``var = running_var``. ``dweight = sum(g * x̂)``,
+        ``dbias = sum(g)``, sums over every axis but the channel axis.
+    """
 
     _layout = "(N, C) or (N, C, L)"
 
 
 class BatchNorm2d(_BatchNorm):
     """Batch normalization of (N, C, H, W) images, per channel C over N, H and W.
-    See ``_BatchNorm`` for the formulas. Shape: (N, C, H, W) -> same."""
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` per channel. In training, mean
+    and var are the batch's (var biased, divided by n), and the running estimates are
+    updated with ``running = (1 - momentum) * running + momentum * batch_stat`` where the
+    variance uses the *unbiased* estimate (``n / (n - 1)``), exactly as PyTorch. In eval,
+    the running estimates are used.
+
+    Args:
+        num_features: C, the number of channels.
+        eps: added to the variance before the square root; must be > 0.
+        momentum: the weight of the batch statistic in the running estimates, in [0, 1];
+            None makes them a cumulative average.
+        affine: learn a per-channel scale ``weight`` (initialized to 1) and shift ``bias``
+            (initialized to 0).
+        track_running_stats: keep ``running_mean`` and ``running_var`` buffers (and
+            ``num_batches_tracked``) and use them in eval; False: the batch's statistics
+            in eval too.
+        dtype: float32 (default) or float64.
+
+    Shape:
+        (N, C, H, W) -> the same shape. ``weight``, ``bias``, ``running_mean``,
+        ``running_var``: (C,).
+
+    Backward:
+        With n values per channel, ``x̂ = (x - mean) / sqrt(var + eps)`` the normalized
+        input and ``a = weight / sqrt(var + eps)``: with the batch's statistics (training,
+        or eval without running statistics) ``dx = a * (g - sum(g)/n - x̂ * sum(g * x̂)/n)``;
+        with the running statistics (eval) ``dx = a * g``, ``var = running_var``. ``dweight = sum(g * x̂)``,
+        ``dbias = sum(g)``, sums over every axis but the channel axis.
+    """
 
     _layout = "(N, C, H, W)"
 
 
 class SyncBatchNorm(_BatchNorm):
-    """Batch normalization whose training statistics are those of the *global* batch:
-    the samples of every rank of a data-parallel run (``chainrule.distributed``), as
-    ``torch.nn.SyncBatchNorm``. So K ranks with batches of B/K normalize exactly as one
-    process with batch B (and update the same running statistics). In a world of one
-    process it is ``BatchNorm``; in eval mode it uses the running statistics, as
-    ``BatchNorm`` does. Shape: (N, C, *) -> same.
+    """Batch normalization whose training statistics are those of the *global* batch.
+
+    The global batch is the samples of every rank of a data-parallel run
+    (``chainrule.distributed``), as ``torch.nn.SyncBatchNorm``. So K ranks with batches of
+    B/K normalize exactly as one process with batch B (and update the same running
+    statistics). In a world of one process it is ``BatchNorm``; in eval mode it uses the
+    running statistics, as ``BatchNorm`` does.
 
     Forward (training): one allreduce of the per-channel sums and counts gives the
     global mean; a second one, of the sums of squared deviations, the biased variance
-    (two passes, as the single-process layer computes it). Backward: one allreduce of
-    ``sum(g)`` and ``sum(g * x̂)`` per channel; with ``n`` the global count,
-    ``dx = a * (g - sum(g)/n - x̂ * sum(g x̂)/n)`` (``a = weight / sqrt(var + eps)``), and
-    ``dweight``, ``dbias`` are this rank's own sums, averaged with the other gradients
-    by the data-parallel allreduce. (Every rank's ``g`` is K times its share of the
-    global batch's loss gradient; dx and the parameter gradients scale with it, and the
-    average over K ranks restores the single-process gradient.)
+    (two passes, as the single-process layer computes it).
+
+    Args:
+        num_features: C, the number of channels.
+        eps: added to the variance before the square root; must be > 0.
+        momentum: the weight of the batch statistic in the running estimates, in [0, 1];
+            None makes them a cumulative average.
+        affine: learn a per-channel scale ``weight`` (initialized to 1) and shift ``bias``
+            (initialized to 0).
+        track_running_stats: keep ``running_mean`` and ``running_var`` buffers (and
+            ``num_batches_tracked``) and use them in eval; False: the batch's statistics
+            in eval too.
+        dtype: float32 (default) or float64.
+
+    Shape:
+        (N, C, *) -> the same shape. ``weight``, ``bias``, ``running_mean``,
+        ``running_var``: (C,).
+
+    Backward:
+        One allreduce of ``sum(g)`` and ``sum(g * x̂)`` per channel; with ``n`` the global
+        count, ``dx = a * (g - sum(g)/n - x̂ * sum(g * x̂)/n)``
+        (``a = weight / sqrt(var + eps)``), and ``dweight``, ``dbias`` are this rank's own
+        sums, averaged with the other gradients by the data-parallel allreduce. (Every
+        rank's ``g`` is K times its share of the global batch's loss gradient; dx and the
+        parameter gradients scale with it, and the average over K ranks restores the
+        single-process gradient.)
     """
 
     _layout = "(N, C, *)"
@@ -397,10 +477,11 @@ class _SampleNorm(Layer):
     over ``view`` when reshaped to ``param_view`` (its axes of size 1 are those the
     parameter gradients sum over).
 
-    Backward (ĝ = g * weight, x̂ the standardized input, kept from forward with inv_std):
-    ``dx = inv_std * (ĝ - mean(ĝ) - x̂ * mean(ĝ x̂))`` over each group,
-    ``dweight = sum(g * x̂)``, ``dbias = sum(g)``; with fixed statistics (InstanceNorm2d
-    in eval with running statistics) ``dx = ĝ * inv_std``.
+    Backward:
+        With ĝ = g * weight, x̂ the standardized input, kept from forward with inv_std:
+        ``dx = inv_std * (ĝ - mean(ĝ) - x̂ * mean(ĝ x̂))`` over each group,
+        ``dweight = sum(g * x̂)``, ``dbias = sum(g)``; with fixed statistics (InstanceNorm2d in
+        eval with running statistics) ``dx = ĝ * inv_std``.
     """
 
     eps: float
@@ -475,13 +556,15 @@ class GroupNorm(_SampleNorm):
     (biased, divided by n = C/G * prod(*)) over the group of channel c in that sample.
     The same in training and eval (no running statistics).
 
-    Backward (x̂ the standardized input, ĝ = g * weight_c, sums and means over each
-    sample's group): ``dx = (ĝ - mean(ĝ) - x̂ * mean(ĝ x̂)) / sqrt(var_g + eps)``,
-    ``dweight_c = sum over N and * of g * x̂``, ``dbias_c = sum over N and * of g``.
+    Backward:
+        With x̂ the standardized input, ĝ = g * weight_c, sums and means over each sample's
+        group: ``dx = (ĝ - mean(ĝ) - x̂ * mean(ĝ x̂)) / sqrt(var_g + eps)``,
+        ``dweight_c = sum over N and * of g * x̂``, ``dbias_c = sum over N and * of g``.
 
-    Shape: (N, C, *) -> same, C = num_channels, * any number of axes (none included).
-    Parameters (affine=True): weight and bias of shape (C,), initialized to 1 and 0;
-    ``bias=False`` (keyword) drops the shift, as in torch.
+    Shape:
+        (N, C, *) -> same, C = num_channels, * any number of axes (none included). Parameters
+        (affine=True): weight and bias of shape (C,), initialized to 1 and 0; ``bias=False``
+        (keyword) drops the shift, as in torch.
     """
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
@@ -524,13 +607,15 @@ class LayerNorm(_SampleNorm):
     n = prod(normalized_shape) trailing elements, weight and bias elementwise over them.
     The same in training and eval.
 
-    Backward (x̂ the standardized input, ĝ = g * weight, means over each sample's n
-    normalized elements): ``dx = (ĝ - mean(ĝ) - x̂ * mean(ĝ x̂)) / sqrt(var + eps)``,
-    ``dweight = sum over the leading axes of g * x̂``, ``dbias = sum over them of g``.
+    Backward:
+        With x̂ the standardized input, ĝ = g * weight, means over each sample's n normalized
+        elements: ``dx = (ĝ - mean(ĝ) - x̂ * mean(ĝ x̂)) / sqrt(var + eps)``,
+        ``dweight = sum over the leading axes of g * x̂``, ``dbias = sum over them of g``.
 
-    Shape: (*, *normalized_shape) -> same; an input of exactly normalized_shape counts
-    as one sample. Parameters (elementwise_affine=True): weight and bias of shape
-    normalized_shape, initialized to 1 and 0; ``bias=False`` drops the shift.
+    Shape:
+        (*, *normalized_shape) -> same; an input of exactly normalized_shape counts as one
+        sample. Parameters (elementwise_affine=True): weight and bias of shape normalized_shape,
+        initialized to 1 and 0; ``bias=False`` drops the shift.
     """
 
     def __init__(self, normalized_shape: int | Sequence[int], eps: float = 1e-5,
@@ -575,16 +660,18 @@ class InstanceNorm2d(_SampleNorm):
     here; both are kept as torch does. Without running statistics (the default), the
     input's own statistics are used in eval too.
 
-    Backward (x̂ the standardized input, ĝ = g * weight_c, means over the H*W positions):
-    ``dx = (ĝ - mean(ĝ) - x̂ * mean(ĝ x̂)) / sqrt(var_nc + eps)``, with running statistics
-    in eval ``dx = ĝ / sqrt(running_var_c + eps)``; ``dweight_c = sum over N, H, W of
-    g * x̂``, ``dbias_c = sum of g``.
+    Backward:
+        With x̂ the standardized input, ĝ = g * weight_c, means over the H*W positions:
+        ``dx = (ĝ - mean(ĝ) - x̂ * mean(ĝ x̂)) / sqrt(var_nc + eps)``, with running statistics
+        in eval ``dx = ĝ / sqrt(running_var_c + eps)``;
+        ``dweight_c = sum over N, H, W of g * x̂``, ``dbias_c = sum of g``.
 
-    Shape: (N, C, H, W) or unbatched (C, H, W) -> same. Parameters (affine=True):
-    weight, bias of shape (C,) (``bias=False``, keyword, drops the shift); buffers
-    (track_running_stats=True): running_mean (C,) = 0, running_var (C,) = 1,
-    num_batches_tracked () = 0. As in torch, with neither affine parameters nor running
-    statistics ``num_features`` is not used: another channel count gives a UserWarning.
+    Shape:
+        (N, C, H, W) or unbatched (C, H, W) -> same. Parameters (affine=True): weight, bias of
+        shape (C,) (``bias=False``, keyword, drops the shift); buffers
+        (track_running_stats=True): running_mean (C,) = 0, running_var (C,) = 1,
+        num_batches_tracked () = 0. As in torch, with neither affine parameters nor running
+        statistics ``num_features`` is not used: another channel count gives a UserWarning.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
@@ -672,12 +759,14 @@ class LocalResponseNorm(Layer):
     the window ``W(c) = [c - size//2, c + (size-1)//2]`` (channels outside [0, C) count as
     zeros; for an even size the window reaches one channel further back than ahead).
 
-    Backward (the window transposed: c in W(c') iff c' in [c - (size-1)//2, c + size//2]):
-    ``dx_c = g_c / s_c^beta - 2*alpha*beta/size * x_c * sum_{c': c in W(c')} g_{c'} x_{c'}
-    s_{c'}^(-beta-1)``. Each window sum is one vectorized addition per channel offset.
+    Backward:
+        With the window transposed: c in W(c') iff c' in [c - (size-1)//2, c + size//2]:
+        ``dx_c = g_c / s_c^beta - 2*alpha*beta/size * x_c * sum_{c': c in W(c')} g_{c'} x_{c'} s_{c'}^(-beta-1)``.
+        Each window sum is one vectorized addition per channel offset.
 
-    Shape: (N, C, *) -> same, at least 3-D (torch's rule: (N, C, L), (N, C, H, W), ...).
-    No parameters; a float input keeps its dtype.
+    Shape:
+        (N, C, *) -> same, at least 3-D (torch's rule: (N, C, L), (N, C, H, W), ...). No
+        parameters; a float input keeps its dtype.
     """
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75,

@@ -131,10 +131,12 @@ class ConstantPad2d(_Pad2d):
             crop may not remove more than the input has).
         value: the fill value (a finite number), cast to the input's dtype.
 
-    Shape: (N, C, H, W) -> (N, C, H + top + bottom, W + left + right); (C, H, W) likewise.
+    Shape:
+        (N, C, H, W) -> (N, C, H + top + bottom, W + left + right); (C, H, W) likewise.
 
-    Backward: ``dL/dx = dL/dy[..., top:top + H, left:left + W]``, the middle of dL/dy;
-    the filled border does not depend on x. Cropped input elements get a zero gradient.
+    Backward:
+        ``dL/dx = dL/dy[..., top:top + H, left:left + W]``, the middle of dL/dy; the filled
+        border does not depend on x. Cropped input elements get a zero gradient.
     """
 
     def __init__(self, padding: Any, value: float) -> None:
@@ -174,9 +176,11 @@ class ZeroPad2d(ConstantPad2d):
     Args:
         padding: int, or (left, right, top, bottom); negative amounts crop that side.
 
-    Shape: (N, C, H, W) -> (N, C, H + top + bottom, W + left + right); (C, H, W) likewise.
+    Shape:
+        (N, C, H, W) -> (N, C, H + top + bottom, W + left + right); (C, H, W) likewise.
 
-    Backward: ``dL/dx = dL/dy[..., top:top + H, left:left + W]`` (cropped elements get 0).
+    Backward:
+        ``dL/dx = dL/dy[..., top:top + H, left:left + W]`` (cropped elements get 0).
     """
 
     def __init__(self, padding: Any) -> None:
@@ -227,12 +231,14 @@ class ReflectionPad2d(_GatherPad2d):
             size of its axis (checked on the input); negative amounts crop that side of the
             padded result.
 
-    Shape: (N, C, H, W) -> (N, C, H + top + bottom, W + left + right); (C, H, W) likewise;
-        channels and spatial axes must be non-empty.
+    Shape:
+        (N, C, H, W) -> (N, C, H + top + bottom, W + left + right); (C, H, W) likewise; channels
+        and spatial axes must be non-empty.
 
-    Backward: ``dL/dx`` = the middle of dL/dy, plus each border's gradient, flipped, added
-    onto the rows/columns it mirrored (columns first, then rows, so a corner's gradient
-    reaches the pixel it copied through both axes).
+    Backward:
+        ``dL/dx`` = the middle of dL/dy, plus each border's gradient, flipped, added onto the
+        rows/columns it mirrored (columns first, then rows, so a corner's gradient reaches the
+        pixel it copied through both axes).
     """
 
     mode = "reflect"
@@ -257,11 +263,13 @@ class ReplicationPad2d(_GatherPad2d):
         padding: int, or (left, right, top, bottom); negative amounts crop that side of the
             padded result.
 
-    Shape: (N, C, H, W) -> (N, C, H + top + bottom, W + left + right); (C, H, W) likewise;
-        channels and spatial axes must be non-empty.
+    Shape:
+        (N, C, H, W) -> (N, C, H + top + bottom, W + left + right); (C, H, W) likewise; channels
+        and spatial axes must be non-empty.
 
-    Backward: ``dL/dx`` = the middle of dL/dy, plus the sum of each border's gradient added
-    onto the edge row/column it repeated (a corner block's sum lands on the corner pixel).
+    Backward:
+        ``dL/dx`` = the middle of dL/dy, plus the sum of each border's gradient added onto the
+        edge row/column it repeated (a corner block's sum lands on the corner pixel).
     """
 
     mode = "replicate"

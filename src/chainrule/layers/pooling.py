@@ -135,22 +135,25 @@ class MaxPool2d(_MaxPool):
     """Max over sliding windows, channel by channel.
 
     Args:
-        kernel_size: int or (kh, kw). stride: defaults to kernel_size. padding: implicit
-            -inf padding on both sides, at most half the kernel. dilation: spacing of
-            window elements.
+        kernel_size: int or (kh, kw).
+        stride: int or pair; defaults to kernel_size.
+        padding: implicit -inf padding on both sides, at most half the kernel.
+        dilation: spacing of window elements.
         return_indices: must be False (chainrule layers return one array; see the module
             docstring).
         ceil_mode: round the number of windows up instead of down (see below).
 
-    Shape: (N, C, H, W) or (C, H, W) -> (N, C, H_out, W_out) or (C, H_out, W_out),
-        ``H_out = (H + 2*padding - dilation*(kh - 1) - 1) // stride + 1``. With
-        ``ceil_mode`` the quotient is rounded up, less one if the last window would then
-        start at or past ``H + padding``; a last window that hangs past the padded input
-        takes the max of what it covers. W_out alike.
+    Shape:
+        (N, C, H, W) or (C, H, W) -> (N, C, H_out, W_out) or (C, H_out, W_out),
+        ``H_out = (H + 2*padding - dilation*(kh - 1) - 1) // stride + 1``. With ``ceil_mode``
+        the quotient is rounded up, less one if the last window would then start at or past
+        ``H + padding``; a last window that hangs past the padded input takes the max of what it
+        covers. W_out alike.
 
-    Backward: each output's gradient goes to the one input element that won its window's
-    max; with tied maxima that is the first in row-major window order (as in PyTorch),
-    with NaNs the window's last NaN. Overlapping windows add their contributions.
+    Backward:
+        Each output's gradient goes to the one input element that won its window's max; with
+        tied maxima that is the first in row-major window order (as in PyTorch), with NaNs the
+        window's last NaN. Overlapping windows add their contributions.
     """
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
@@ -163,18 +166,22 @@ class MaxPool1d(_MaxPool):
     """Max over sliding windows along the last axis, channel by channel.
 
     Args:
-        kernel_size: int (or a tuple of one int). stride: defaults to kernel_size.
-        padding: implicit -inf padding on both ends, at most half the kernel. dilation:
-        spacing of window elements. return_indices: must be False (see the module
-        docstring). ceil_mode: round the number of windows up (as MaxPool2d).
+        kernel_size: int (or a tuple of one int).
+        stride: defaults to kernel_size.
+        padding: implicit -inf padding on both ends, at most half the kernel.
+        dilation: spacing of window elements.
+        return_indices: must be False (see the module docstring).
+        ceil_mode: round the number of windows up (as MaxPool2d).
 
-    Shape: (N, C, L) or (C, L) -> (N, C, L_out) or (C, L_out),
-        ``L_out = (L + 2*padding - dilation*(kernel_size - 1) - 1) // stride + 1``, or
-        with ``ceil_mode`` rounded up, less one if the last window would start at or past
+    Shape:
+        (N, C, L) or (C, L) -> (N, C, L_out) or (C, L_out),
+        ``L_out = (L + 2*padding - dilation*(kernel_size - 1) - 1) // stride + 1``, or with
+        ``ceil_mode`` rounded up, less one if the last window would start at or past
         ``L + padding``.
 
-    Backward: each output's gradient goes to its window's max, the first one on ties
-    (as in PyTorch); overlapping windows add. Runs MaxPool2d's kernels on (N, C, 1, L).
+    Backward:
+        Each output's gradient goes to its window's max, the first one on ties (as in PyTorch);
+        overlapping windows add. Runs MaxPool2d's kernels on (N, C, 1, L).
     """
 
     _spatial_dims = 1
@@ -226,14 +233,17 @@ class AvgPool2d(_AvgPool):
     """Mean over sliding windows, channel by channel.
 
     Args:
-        kernel_size, stride (default kernel_size), padding (zeros, at most half the kernel).
+        kernel_size: int or (kh, kw).
+        stride: int or pair; defaults to kernel_size.
+        padding: zeros on both sides, at most half the kernel.
         ceil_mode: round the number of windows up instead of down (output size as
             MaxPool2d's, without dilation).
         count_include_pad: divide by the window size counting the padding (True, torch's
             default) or by the number of real, non-padding elements in each window (False).
         divisor_override: an int > 0 that replaces the divisor of every window.
 
-    Shape: (N, C, H, W) or (C, H, W) -> (N, C, H_out, W_out) or (C, H_out, W_out),
+    Shape:
+        (N, C, H, W) or (C, H, W) -> (N, C, H_out, W_out) or (C, H_out, W_out),
         ``H_out = (H + 2*padding - kh) // stride + 1`` (ceil_mode: see MaxPool2d).
 
     Divisor of a window, as torch's CPU kernel: ``divisor_override`` if given; else with
@@ -241,8 +251,8 @@ class AvgPool2d(_AvgPool):
     part of a ceil_mode window past the padding does not), kh*kw for every window
     without ceil_mode; else the number of real elements it covers.
 
-    Backward: each output's gradient is spread over its window's real elements,
-    ``dx += g / divisor``.
+    Backward:
+        Each output's gradient is spread over its window's real elements, ``dx += g / divisor``.
     """
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
@@ -275,16 +285,20 @@ class AvgPool1d(_AvgPool):
     """Mean over sliding windows along the last axis, channel by channel.
 
     Args:
-        kernel_size: int (or a tuple of one int). stride: defaults to kernel_size.
-        padding: zeros on both ends, at most half the kernel. ceil_mode: round the
-        number of windows up (as MaxPool1d). count_include_pad: divide by the window
-        size counting the padding (True) or by its real elements (False), as AvgPool2d.
+        kernel_size: int (or a tuple of one int).
+        stride: defaults to kernel_size.
+        padding: zeros on both ends, at most half the kernel.
+        ceil_mode: round the number of windows up (as MaxPool1d).
+        count_include_pad: divide by the window size counting the padding (True) or by
+            its real elements (False), as AvgPool2d.
 
-    Shape: (N, C, L) or (C, L) -> (N, C, L_out) or (C, L_out),
+    Shape:
+        (N, C, L) or (C, L) -> (N, C, L_out) or (C, L_out),
         ``L_out = (L + 2*padding - kernel_size) // stride + 1`` (ceil_mode: see MaxPool1d).
 
-    Backward: ``dx += g / divisor`` over each window's real elements, with AvgPool2d's
-    divisors. Runs AvgPool2d's kernels on (N, C, 1, L).
+    Backward:
+        ``dx += g / divisor`` over each window's real elements, with AvgPool2d's divisors. Runs
+        AvgPool2d's kernels on (N, C, 1, L).
     """
 
     _spatial_dims = 1
@@ -333,9 +347,11 @@ class AdaptiveAvgPool2d(_AdaptivePool):
     rows ``floor(i*H/H_out) .. ceil((i+1)*H/H_out) - 1`` (and likewise columns), as torch.
     ``output_size`` is an int, a pair, or a pair with None for "keep the input's size".
 
-    Shape: (N, C, H, W) or (C, H, W) -> (N, C, H_out, W_out) or (C, H_out, W_out).
+    Shape:
+        (N, C, H, W) or (C, H, W) -> (N, C, H_out, W_out) or (C, H_out, W_out).
 
-    Backward: ``dx = P_h.T @ g @ P_w`` with the averaging matrices P of the forward pass.
+    Backward:
+        ``dx = P_h.T @ g @ P_w`` with the averaging matrices P of the forward pass.
     """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -371,11 +387,13 @@ class AdaptiveMaxPool2d(_AdaptivePool):
     pair, or a pair with None for "keep the input's size". ``return_indices`` must be
     False (see the module docstring).
 
-    Shape: (N, C, H, W) or (C, H, W) -> (N, C, H_out, W_out) or (C, H_out, W_out).
+    Shape:
+        (N, C, H, W) or (C, H, W) -> (N, C, H_out, W_out) or (C, H_out, W_out).
 
-    Backward: each output's gradient goes to its window's max: on ties the first in
-    row-major window order, with NaNs the window's last NaN (torch's CPU kernel);
-    overlapping windows that share a winner add.
+    Backward:
+        Each output's gradient goes to its window's max: on ties the first in row-major window
+        order, with NaNs the window's last NaN (torch's CPU kernel); overlapping windows that
+        share a winner add.
     """
 
     def __init__(self, output_size: Any, return_indices: bool = False) -> None:

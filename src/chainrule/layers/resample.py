@@ -122,8 +122,9 @@ class Upsample(Layer):
             scale_factor`` as the step between source coordinates (torch's default);
             True uses ``L / L_out`` from the rounded output size, as with ``size``.
 
-    Shape: (N, C, L) -> (N, C, L_out) for "nearest", "nearest-exact" and "linear";
-        (N, C, H, W) -> (N, C, H_out, W_out) for "nearest", "nearest-exact", "bilinear".
+    Shape:
+        (N, C, L) -> (N, C, L_out) for "nearest", "nearest-exact" and "linear"; (N, C, H, W) ->
+        (N, C, H_out, W_out) for "nearest", "nearest-exact", "bilinear".
 
     Linear interpolation reads the two inputs around ``src``: ``i0 = min(floor(src),
     L - 1)``, ``i1 = min(i0 + 1, L - 1)``, weights ``w1 = src - i0`` and ``1 - w1``; the
@@ -132,10 +133,11 @@ class Upsample(Layer):
     that includes torch's choice between its two index kernels by output size (see
     ``functional.resample``).
 
-    Backward: each output's gradient goes back to the input pixels it read, with the same
-    weights: ``dL/dx = A_h.T @ dL/dy @ A_w``. (torch's own nearest backward always uses
-    its float32 index kernel, so where its forward used the other one, torch's gradient
-    is not the derivative of its forward; this one is.)
+    Backward:
+        Each output's gradient goes back to the input pixels it read, with the same weights:
+        ``dL/dx = A_h.T @ dL/dy @ A_w``. (torch's own nearest backward always uses its float32
+        index kernel, so where its forward used the other one, torch's gradient is not the
+        derivative of its forward; this one is.)
     """
 
     def __init__(self, size: Any = None, scale_factor: Any = None, mode: str = "nearest",
@@ -227,8 +229,11 @@ class Upsample(Layer):
 class UpsamplingNearest2d(Upsample):
     """``Upsample(size, scale_factor, mode="nearest")`` under torch's older name.
 
-    Shape: (N, C, H, W) -> (N, C, H_out, W_out) (and (N, C, L) -> (N, C, L_out), as
-    torch). Backward: each output's gradient is added onto the pixel it copied.
+    Shape:
+        (N, C, H, W) -> (N, C, H_out, W_out) (and (N, C, L) -> (N, C, L_out), as torch).
+
+    Backward:
+        Each output's gradient is added onto the pixel it copied.
     """
 
     def __init__(self, size: Any = None, scale_factor: Any = None) -> None:
@@ -239,7 +244,12 @@ class UpsamplingBilinear2d(Upsample):
     """``Upsample(size, scale_factor, mode="bilinear", align_corners=True)`` under torch's
     older name.
 
-    Shape: (N, C, H, W) -> (N, C, H_out, W_out). Backward: ``dL/dx = A_h.T @ dL/dy @ A_w``.
+    Shape:
+        (N, C, H, W) -> (N, C, H_out, W_out).
+
+    Backward:
+        ``dL/dx = A_h.T @ dL/dy @ A_w`` with the interpolation matrices ``A_h``
+        (H_out, H) and ``A_w`` (W_out, W) of the forward pass (see ``Upsample``).
     """
 
     def __init__(self, size: Any = None, scale_factor: Any = None) -> None:
@@ -255,9 +265,11 @@ class PixelShuffle(MovementLayer):
 
     ``y[n, c, h*r + i, w*r + j] = x[n, c*r*r + i*r + j, h, w]``.
 
-    Shape: (N, C*r^2, H, W) -> (N, C, H*r, W*r), or unbatched (C*r^2, H, W) -> (C, H*r, W*r).
+    Shape:
+        (N, C*r^2, H, W) -> (N, C, H*r, W*r), or unbatched (C*r^2, H, W) -> (C, H*r, W*r).
 
-    Backward: the inverse rearrangement (PixelUnshuffle) of the gradient.
+    Backward:
+        The inverse rearrangement (PixelUnshuffle) of the gradient.
     """
 
     def __init__(self, upscale_factor: int) -> None:
@@ -287,9 +299,11 @@ class PixelUnshuffle(MovementLayer):
 
     ``y[n, c*r*r + i*r + j, h, w] = x[n, c, h*r + i, w*r + j]``.
 
-    Shape: (N, C, H*r, W*r) -> (N, C*r^2, H, W), or unbatched (C, H*r, W*r) -> (C*r^2, H, W).
+    Shape:
+        (N, C, H*r, W*r) -> (N, C*r^2, H, W), or unbatched (C, H*r, W*r) -> (C*r^2, H, W).
 
-    Backward: the inverse rearrangement (PixelShuffle) of the gradient.
+    Backward:
+        The inverse rearrangement (PixelShuffle) of the gradient.
     """
 
     def __init__(self, downscale_factor: int) -> None:
@@ -318,10 +332,12 @@ class ChannelShuffle(MovementLayer):
     ``torch.nn.ChannelShuffle``: reshape the channels to (groups, C/groups), transpose,
     flatten; channel ``k*(C/groups) + j`` moves to ``j*groups + k``.
 
-    Shape: (N, C, *) -> (N, C, *), with C divisible by ``groups`` and at least one axis
-    after the channels ((N, C, L), (N, C, H, W), ...; axis 1 is always the channels).
+    Shape:
+        (N, C, *) -> (N, C, *), with C divisible by ``groups`` and at least one axis after the
+        channels ((N, C, L), (N, C, H, W), ...; axis 1 is always the channels).
 
-    Backward: the inverse permutation, a channel shuffle with C/groups groups.
+    Backward:
+        The inverse permutation, a channel shuffle with C/groups groups.
     """
 
     def __init__(self, groups: int) -> None:

@@ -34,6 +34,21 @@ class Loss:
     ``reduction="none"``: calling the loss returns the array of per-element losses, and
     ``backward(grad)`` needs the upstream gradient dL/d(losses) of that array's shape.
     Each forward supports one backward.
+
+    Args:
+        reduction: ``"mean"`` (the average of the per-element losses), ``"sum"`` or
+            ``"none"``.
+
+    Shape:
+        ``pred`` and ``target`` as each loss states; the loss is a Python float, or with
+        ``"none"`` an array of the per-element losses.
+
+    Backward:
+        ``backward(grad=None)`` returns dLoss/dpred, of ``pred``'s shape and dtype: each
+        element's ``d loss_i / d pred`` times the reduction's scale (``1 / count`` for
+        "mean", 1 for "sum") times ``grad``; with "none", times the upstream
+        ``grad[i]`` of each element's loss. A subclass writes the per-element gradient
+        (``_grad``).
     """
 
     reductions: tuple[str, ...] = REDUCTIONS

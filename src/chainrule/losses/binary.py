@@ -24,8 +24,14 @@ class BCELoss(Loss):
     The clamps are torch's: p = 0 or 1 gives a loss of at most 100 per element and a
     large but finite gradient. ``mean`` divides by the number of elements.
 
-    Shapes: p and y of any one shape, with values in [0, 1] (checked, as torch does);
-    ``weight`` broadcasts to that shape; the losses of "none" have it.
+    Shape:
+        p and y of any one shape, with values in [0, 1] (checked, as torch does); ``weight``
+        broadcasts to that shape; the losses of "none" have it.
+
+    Backward:
+        ``backward()`` returns ``dL/dp = w * (p - y) / max(p (1 - p), 1e-12)`` per element,
+        times ``grad`` (1 by default) and divided by the mean's divisor for "mean"; with "none",
+        multiplied element by element by the upstream ``grad``.
 
     Args:
         weight: a rescaling weight of each element, broadcast to the input's shape.
@@ -72,10 +78,16 @@ class BCEWithLogitsLoss(Loss):
 
     ``mean`` divides by the number of elements.
 
-    Shapes: x and y of any one shape; ``weight`` and ``pos_weight`` broadcast to it
-    (``pos_weight`` of shape (C,) weighs the positives of each of C labels along the
-    last axis; use (C, 1, 1) for the channels of (N, C, H, W)); the losses of "none"
-    have x's shape.
+    Shape:
+        x and y of any one shape; ``weight`` and ``pos_weight`` broadcast to it (``pos_weight``
+        of shape (C,) weighs the positives of each of C labels along the last axis; use (C, 1,
+        1) for the channels of (N, C, H, W)); the losses of "none" have x's shape.
+
+    Backward:
+        ``backward()`` returns ``dL/dx = w * (l * sigmoid(x) - pos_weight * y)`` per element
+        (``w * (sigmoid(x) - y)`` without ``pos_weight``), times ``grad`` (1 by default) and
+        divided by the mean's divisor for "mean"; with "none", multiplied element by element by
+        the upstream ``grad``.
 
     Args:
         weight: a rescaling weight of each element, broadcast to the input's shape.

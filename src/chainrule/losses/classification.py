@@ -128,9 +128,17 @@ class CrossEntropyLoss(_ClassLoss):
         loss_m = -sum_c w_c q_mc log p_mc,    mean = sum_m loss_m / M
         dL/dz_m = p_m * sum_c w_c q_mc - w * q_m
 
-    Shapes: logits (N, C), (N, C, d1, d2, ...) or (C,); class-index targets (N,),
-    (N, d1, d2, ...) or () of integers; probability targets of the logits' shape; the
-    losses of ``reduction="none"`` have the class-index targets' shape.
+    Shape:
+        Logits (N, C), (N, C, d1, d2, ...) or (C,); class-index targets (N,), (N, d1, d2, ...)
+        or () of integers; probability targets of the logits' shape; the losses of
+        ``reduction="none"`` have the class-index targets' shape.
+
+    Backward:
+        ``backward()`` returns dL/dlogits: per row, ``dL/dz_m`` of the formulas above (for
+        class-index targets without smoothing and weights, the familiar ``p_m - onehot(y_m)``,
+        ``p`` the softmax kept by forward), 0 for ignored rows, times ``grad`` (1 by default)
+        and divided by the mean's divisor for "mean"; with "none", multiplied element by element
+        by the upstream ``grad``.
 
     Args:
         weight: a rescaling weight per class, shape (C,).
@@ -235,9 +243,15 @@ class NLLLoss(_ClassLoss):
         mean   = sum_m loss_m / sum of w[y_m] over the kept rows   (NaN when none is kept)
         dL/dx_m = -w[y_m] * onehot(y_m)
 
-    Shapes: input (N, C), (N, C, d1, d2, ...) or (C,) of log-probabilities; targets
-    (N,), (N, d1, d2, ...) or () of integer class indices, also the shape of the losses
-    of ``reduction="none"``.
+    Shape:
+        Input (N, C), (N, C, d1, d2, ...) or (C,) of log-probabilities; targets (N,), (N, d1,
+        d2, ...) or () of integer class indices, also the shape of the losses of
+        ``reduction="none"``.
+
+    Backward:
+        ``backward()`` returns dL/dinput: ``-w[y_m]`` at each row's target class, 0 elsewhere
+        and in ignored rows, times ``grad`` (1 by default) and divided by the mean's divisor for
+        "mean"; with "none", multiplied element by element by the upstream ``grad``.
 
     Args:
         weight: a rescaling weight per class, shape (C,).

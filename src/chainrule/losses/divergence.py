@@ -21,8 +21,14 @@ class KLDivLoss(Loss):
     *not* the divergence of each sample: for that use "batchmean", which divides the
     sum by the batch size x.shape[0] -- the sum for a 0-d input), "sum", "none".
 
-    Shape: x and target of the same shape, e.g. (N, C) log-probabilities and
-    probabilities over C classes; the losses of "none" have that shape.
+    Shape:
+        ``x`` and ``target`` of the same shape, e.g. (N, C) log-probabilities and probabilities over C
+        classes; the losses of "none" have that shape.
+
+    Backward:
+        ``backward()`` returns ``dL/dx = -target`` (``-exp(target)`` with ``log_target``) per
+        element, times ``grad`` and divided by the element count for "mean" or by the batch size
+        for "batchmean"; with "none", multiplied element by element by the upstream ``grad``.
 
     Args:
         reduction: "mean", "batchmean", "sum" or "none".

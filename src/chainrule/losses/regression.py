@@ -23,7 +23,13 @@ class MSELoss(_DifferenceLoss):
 
         loss = d**2,    dL/dpred = 2 d
 
-    Shape: pred and target of the same shape.
+    Shape:
+        ``pred`` and ``target`` of the same shape.
+
+    Backward:
+        ``backward()`` returns ``dL/dpred = 2 * d``, ``d = pred - target``, times ``grad`` (1 by
+        default) and divided by the mean's divisor for "mean"; with "none", multiplied element
+        by element by the upstream ``grad``.
 
     Args:
         reduction: "mean", "sum" or "none".
@@ -42,7 +48,13 @@ class L1Loss(_DifferenceLoss):
 
         loss = |d|,    dL/dpred = sign(d)   (0 at d = 0, as torch)
 
-    Shape: pred and target of the same shape.
+    Shape:
+        ``pred`` and ``target`` of the same shape.
+
+    Backward:
+        ``backward()`` returns ``dL/dpred = sign(d)`` (0 at ``d = 0``), times ``grad`` (1 by
+        default) and divided by the mean's divisor for "mean"; with "none", multiplied element
+        by element by the upstream ``grad``.
 
     Args:
         reduction: "mean", "sum" or "none".
@@ -64,7 +76,14 @@ class SmoothL1Loss(_DifferenceLoss):
 
     ``beta = 0`` is ``L1Loss`` (as torch). ``SmoothL1Loss(beta)`` = ``HuberLoss(beta) / beta``.
 
-    Shape: pred and target of the same shape.
+    Shape:
+        ``pred`` and ``target`` of the same shape.
+
+    Backward:
+        ``backward()`` returns ``dL/dpred = d / beta`` where ``|d| < beta``, ``sign(d)``
+        elsewhere (``sign(d)`` everywhere for ``beta = 0``), times ``grad`` (1 by default) and
+        divided by the mean's divisor for "mean"; with "none", multiplied element by element by
+        the upstream ``grad``.
 
     Args:
         reduction: "mean", "sum" or "none".
@@ -102,7 +121,14 @@ class HuberLoss(_DifferenceLoss):
         loss  = 0.5 d**2                    if |d| < delta,    else delta (|d| - 0.5 delta)
         dL/dpred = d                        if |d| < delta,    else delta sign(d)
 
-    Shape: pred and target of the same shape.
+    Shape:
+        ``pred`` and ``target`` of the same shape.
+
+    Backward:
+        ``backward()`` returns ``dL/dpred = clip(d, -delta, delta)`` (``d`` where
+        ``|d| < delta``, ``delta * sign(d)`` elsewhere), times ``grad`` (1 by default) and
+        divided by the mean's divisor for "mean"; with "none", multiplied element by element by
+        the upstream ``grad``.
 
     Args:
         reduction: "mean", "sum" or "none".

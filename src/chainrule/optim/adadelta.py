@@ -30,7 +30,7 @@ class Adadelta(Optimizer):
     a plain multiplier (1.0, its default, is Zeiler's method as published).
 
     Args:
-        params: Parameters or parameter-group dicts (see :class:`Optimizer`).
+        params: Parameters or parameter-group dicts (see ``Optimizer``).
         lr: scales ``delta`` before it is applied, >= 0.
         rho: decay rate of both running averages, in [0, 1].
         eps: added inside both square roots, >= 0.

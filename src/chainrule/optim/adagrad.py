@@ -29,13 +29,13 @@ class Adagrad(Optimizer):
     steps for rarely seen features, small ones for frequent ones.
 
     As in torch, the state of the parameters given to the constructor exists from the
-    start (``step`` 0, ``sum`` filled); a group added later by :meth:`add_param_group`
+    start (``step`` 0, ``sum`` filled); a group added later by ``add_param_group``
     gets its state on its first step. One difference: torch fills ``sum`` with the
     constructor's ``initial_accumulator_value`` even for a group that sets its own;
     here each group's own value is used (the results agree when groups do not set it).
 
     Args:
-        params: Parameters or parameter-group dicts (see :class:`Optimizer`).
+        params: Parameters or parameter-group dicts (see ``Optimizer``).
         lr: learning rate, >= 0.
         lr_decay: learning-rate decay per step, >= 0.
         weight_decay: L2 penalty coefficient, >= 0 (added to the gradient).

@@ -19,7 +19,7 @@ class _AdamFamily(Optimizer):
     ``betas``, ``eps`` and ``weight_decay`` (in that order in every group, then the
     member's own ``options``), torch's checks of them, a ``"step"`` count in the state
     of each parameter and, but for Adamax, the moment updates of
-    :meth:`_update_moments`. Each member's :meth:`step` holds its own update rule."""
+    ``_update_moments``. Each member's ``step`` holds its own update rule."""
 
     _scalar_state: tuple[str, ...] = ("step",)
     # Python numbers a member keeps in the state besides "step", with their first
@@ -82,7 +82,7 @@ class Adam(_AdamFamily):
     so float64 runs agree with torch to a few ulps per step.
 
     Args:
-        params: Parameters or parameter-group dicts (see :class:`Optimizer`).
+        params: Parameters or parameter-group dicts (see ``Optimizer``).
         lr: learning rate, >= 0.
         betas: ``(beta1, beta2)``, each in [0, 1): decay rates of ``m`` and ``v``.
         eps: added to the denominator for stability, >= 0.
@@ -90,7 +90,7 @@ class Adam(_AdamFamily):
         amsgrad: normalise by the running maximum of ``v`` (Reddi et al., 2018).
         maximize: maximize the objective (step along ``+grad``), keyword only.
         decoupled_weight_decay: shrink ``p`` directly instead of adding the decay to
-            ``g`` (then this is :class:`AdamW`), keyword only.
+            ``g`` (then this is ``AdamW``), keyword only.
 
     State per parameter: ``"step"`` (int), ``"exp_avg"`` (m), ``"exp_avg_sq"`` (v)
     and, with amsgrad, ``"max_exp_avg_sq"`` (v_max).
@@ -147,7 +147,7 @@ class AdamW(Adam):
     """AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay
     (``torch.optim.AdamW``).
 
-    Identical to :class:`Adam` except that the decay shrinks the parameter directly
+    Identical to ``Adam`` except that the decay shrinks the parameter directly
     instead of being added to the gradient, so it is not rescaled by ``1/denom``
     (``decoupled_weight_decay=True`` in every group, as in torch 2.x)::
 
@@ -162,7 +162,7 @@ class AdamW(Adam):
         p = p - (lr / bias_correction1) * m / denom
 
     Args:
-        params: Parameters or parameter-group dicts (see :class:`Optimizer`).
+        params: Parameters or parameter-group dicts (see ``Optimizer``).
         lr: learning rate, >= 0.
         betas: ``(beta1, beta2)``, each in [0, 1).
         eps: added to the denominator for stability, >= 0.
@@ -170,7 +170,7 @@ class AdamW(Adam):
         amsgrad: normalise by the running maximum of ``v``.
         maximize: maximize the objective (step along ``+grad``), keyword only.
 
-    State per parameter: as :class:`Adam`.
+    State per parameter: as ``Adam``.
     """
 
     def __init__(

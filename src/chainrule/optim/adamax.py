@@ -27,7 +27,7 @@ class Adamax(_AdamFamily):
     correction; eps sits inside the maximum (torch's choice), not in a denominator.
 
     Args:
-        params: Parameters or parameter-group dicts (see :class:`Optimizer`).
+        params: Parameters or parameter-group dicts (see ``Optimizer``).
         lr: learning rate, >= 0.
         betas: ``(beta1, beta2)``, each in [0, 1): decay rates of ``m`` and ``u``.
         eps: the floor of ``u``, >= 0.

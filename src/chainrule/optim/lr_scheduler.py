@@ -98,7 +98,7 @@ def _cosine(base_lrs: Sequence[float], eta_min: float, t: float, period: float) 
 # ---------------------------------------------------------------------- base class
 
 class LRScheduler:
-    """Base class: sets each param group's ``lr`` once per :meth:`step`.
+    """Base class: sets each param group's ``lr`` once per ``step``.
 
     Args:
         optimizer: the optimizer whose ``param_groups[i]["lr"]`` this scheduler sets.
@@ -110,9 +110,9 @@ class LRScheduler:
     Attributes:
         base_lrs: each group's ``"initial_lr"``, stored in the group by the first
             scheduler attached (so a second scheduler starts from the same base).
-        last_epoch: number of :meth:`step` calls since construction.
+        last_epoch: number of ``step`` calls since construction.
 
-    Subclasses implement :meth:`get_lr` (the lrs at ``last_epoch``, from ``base_lrs``
+    Subclasses implement ``get_lr`` (the lrs at ``last_epoch``, from ``base_lrs``
     or recursively from the current ``group["lr"]``) and, where torch has one,
     ``_get_closed_form_lr``.
     """
@@ -152,7 +152,7 @@ class LRScheduler:
 
     def _get_closed_form_lr(self) -> list[float] | None:
         """The lrs at ``last_epoch`` from ``base_lrs`` alone; None where torch has no
-        closed form (then :meth:`get_lr` is used)."""
+        closed form (then ``get_lr`` is used)."""
         return None
 
     def step(self) -> None:
@@ -200,7 +200,7 @@ class LRScheduler:
                 if key != "optimizer"}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore attributes saved by :meth:`state_dict` of a scheduler of this type.
+        """Restore attributes saved by ``state_dict`` of a scheduler of this type.
 
         The optimizer's lrs are not touched: they come from the optimizer's own
         checkpoint (see the module docstring for the order).
@@ -242,11 +242,11 @@ class LambdaLR(LRScheduler):
         optimizer: the optimizer to schedule.
         lr_lambda: a function of the epoch (an int) returning a factor, or a list
             with one such function per param group.
-        last_epoch: see :class:`LRScheduler`.
+        last_epoch: see ``LRScheduler``.
 
-    :meth:`state_dict` stores, per function, None for a plain function or lambda
+    ``state_dict`` stores, per function, None for a plain function or lambda
     (code is not state) and a copy of ``__dict__`` for a callable object, which
-    :meth:`load_state_dict` restores into the functions given to this instance.
+    ``load_state_dict`` restores into the functions given to this instance.
     """
 
     def __init__(self, optimizer: Optimizer,
@@ -340,7 +340,7 @@ class StepLR(_GammaDecay):
         optimizer: the optimizer to schedule.
         step_size: period of the decay in epochs, an integer >= 1.
         gamma: multiplicative factor of the decay, > 0.
-        last_epoch: see :class:`LRScheduler`.
+        last_epoch: see ``LRScheduler``.
     """
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1,
@@ -368,7 +368,7 @@ class MultiStepLR(_GammaDecay):
         milestones: epoch indices in increasing order (a repeated one decays by
             ``gamma`` once per repeat, as in torch).
         gamma: multiplicative factor of the decay, > 0.
-        last_epoch: see :class:`LRScheduler`.
+        last_epoch: see ``LRScheduler``.
 
     ``milestones`` is kept as a sorted list (torch keeps a Counter), so that the
     state_dict is plain JSON.
@@ -408,7 +408,7 @@ class LinearLR(LRScheduler):
         start_factor: factor of the first epoch, in (0, 1].
         end_factor: factor from ``total_iters`` on, in [0, 1].
         total_iters: length of the ramp in steps, an integer >= 1.
-        last_epoch: see :class:`LRScheduler`.
+        last_epoch: see ``LRScheduler``.
     """
 
     def __init__(self, optimizer: Optimizer, start_factor: float = 1.0 / 3,
@@ -448,7 +448,7 @@ class ExponentialLR(_GammaDecay):
     Args:
         optimizer: the optimizer to schedule.
         gamma: multiplicative factor, > 0 (> 1 grows the lr, as an lr range test does).
-        last_epoch: see :class:`LRScheduler`.
+        last_epoch: see ``LRScheduler``.
     """
 
     def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1) -> None:
@@ -468,7 +468,7 @@ class CosineAnnealingLR(LRScheduler):
 
     reaching ``eta_min`` at ``t == T_max``; past it the cosine climbs back (period
     ``2 * T_max``), as torch's does. No restarts (see
-    :class:`CosineAnnealingWarmRestarts`). As in torch, each step computes it
+    ``CosineAnnealingWarmRestarts``). As in torch, each step computes it
     recursively from the current lr::
 
         lr(t) = eta_min + (lr(t-1) - eta_min) * (1 + cos(pi*t/T_max)) / (1 + cos(pi*(t-1)/T_max))
@@ -480,7 +480,7 @@ class CosineAnnealingLR(LRScheduler):
         optimizer: the optimizer to schedule.
         T_max: number of epochs from ``base_lr`` to ``eta_min``, >= 1.
         eta_min: the minimum learning rate.
-        last_epoch: see :class:`LRScheduler`.
+        last_epoch: see ``LRScheduler``.
     """
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0,
@@ -527,7 +527,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         T_0: length of the first period, an integer >= 1.
         T_mult: growth factor of the period at each restart, an integer >= 1.
         eta_min: the minimum learning rate.
-        last_epoch: see :class:`LRScheduler`.
+        last_epoch: see ``LRScheduler``.
     """
 
     def __init__(self, optimizer: Optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0,
@@ -590,7 +590,7 @@ class OneCycleLR(LRScheduler):
     Two phases (fastai's default): steps 0 .. pct_start*total_steps - 1 (initial_lr ->
     max_lr), then .. total_steps - 1 (max_lr -> min_lr). ``three_phase``: up, back
     down to initial_lr symmetrically, then to min_lr. Exactly torch's phase
-    boundaries; the schedule allows ``total_steps`` calls of :meth:`step` after the
+    boundaries; the schedule allows ``total_steps`` calls of ``step`` after the
     constructor, one more raises ValueError.
 
     The constructor (with ``last_epoch == -1``) writes ``"initial_lr"``, ``"max_lr"``,
@@ -606,11 +606,12 @@ class OneCycleLR(LRScheduler):
         pct_start: share of the cycle spent raising the lr, in [0, 1].
         anneal_strategy: "cos" or "linear".
         cycle_momentum: cycle momentum/beta1 (the optimizer must have one).
-        base_momentum, max_momentum: momentum bounds, a number or one per group.
+        base_momentum: the lower momentum bound, a number or one per group.
+        max_momentum: the upper momentum bound, a number or one per group.
         div_factor: initial_lr = max_lr / div_factor.
         final_div_factor: min_lr = initial_lr / final_div_factor.
         three_phase: use the three-phase schedule of the paper.
-        last_epoch: index of the last *batch*; see :class:`LRScheduler`.
+        last_epoch: index of the last *batch*; see ``LRScheduler``.
     """
 
     def __init__(self, optimizer: Optimizer, max_lr: float | Sequence[float],
@@ -746,7 +747,7 @@ class SequentialLR(LRScheduler):
         schedulers: the schedulers, already built on ``optimizer`` (their
             constructors' steps are undone here, as in torch).
         milestones: ``len(schedulers) - 1`` increasing epoch indices.
-        last_epoch: see :class:`LRScheduler`.
+        last_epoch: see ``LRScheduler``.
     """
 
     def __init__(self, optimizer: Optimizer, schedulers: Sequence[LRScheduler],

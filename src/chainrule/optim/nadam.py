@@ -39,7 +39,7 @@ class NAdam(_AdamFamily):
     So float64 runs match torch bit for bit in this state and to rounding in ``p``.
 
     Args:
-        params: Parameters or parameter-group dicts (see :class:`Optimizer`).
+        params: Parameters or parameter-group dicts (see ``Optimizer``).
         lr: learning rate, >= 0.
         betas: ``(beta1, beta2)``, each in [0, 1): decay rates of ``m`` and ``v``.
         eps: added to the denominator for stability, >= 0.

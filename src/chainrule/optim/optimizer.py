@@ -22,7 +22,7 @@ class Optimizer:
     """Base class of all optimizers.
 
     Args:
-        params: an iterable of :class:`Parameter`, or of dicts ("parameter groups")
+        params: an iterable of ``Parameter``, or of dicts ("parameter groups")
             each holding ``"params"`` (an iterable of Parameters) and any
             hyper-parameters that should differ from ``defaults`` for that group,
             e.g. ``[{"params": body, "lr": 1e-3}, {"params": head}]``.
@@ -35,18 +35,18 @@ class Optimizer:
         state: dict keyed by the Parameter object (not by a name) holding the
             per-parameter buffers; its arrays always have the parameter's dtype.
 
-    Subclasses implement :meth:`step` and may override :meth:`_validate` (check one
+    Subclasses implement ``step`` and may override ``_validate`` (check one
     group's hyper-parameters), ``_scalar_state`` (state entries that are python
     numbers rather than arrays, e.g. ``"step"``) and ``_torch_group_extras``. The
     pieces that most update rules share are the functions at the end of this module
-    (:func:`hyper_floats`, :func:`prepared_gradient`, :func:`lerp_`,
-    :func:`ema_square_`) and :meth:`_state_for_step`.
+    (``hyper_floats``, ``prepared_gradient``, ``lerp_``,
+    ``ema_square_``) and ``_state_for_step``.
 
     ``_torch_group_extras``: the group entries torch's twin of the optimizer has that
     only pick one of its implementations (``foreach``, ``fused``, ``capturable``,
     ``differentiable``), with torch's defaults. They do not change the update rule, so
-    they are not hyper-parameters here: :meth:`state_dict` writes them, so that its
-    groups have exactly torch's keys, and :meth:`load_state_dict` drops them.
+    they are not hyper-parameters here: ``state_dict`` writes them, so that its
+    groups have exactly torch's keys, and ``load_state_dict`` drops them.
     """
 
     _scalar_state: tuple[str, ...] = ()
@@ -148,7 +148,7 @@ class Optimizer:
 
         On the first step the state is created as ``{"step": 0, **scalars}`` followed by
         a zero array of ``p``'s shape and dtype for each name in ``zeros``, in that order
-        (the order of the entries in :meth:`state_dict`).
+        (the order of the entries in ``state_dict``).
         """
         state = self._param_state(p)
         if not state:
@@ -189,7 +189,7 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load a checkpoint made by :meth:`state_dict` of an optimizer of this type.
+        """Load a checkpoint made by ``state_dict`` of an optimizer of this type.
 
         Parameters are matched by position (group by group), hyper-parameters are
         taken from the checkpoint, and arrays are copied and cast to the dtype of the
@@ -303,7 +303,7 @@ _HYPER_WORDS = {"lr": "learning rate", "eps": "epsilon value"}
 
 
 def check_nonnegative(optimizer: str, hyper: Mapping[str, Any], *names: str) -> None:
-    """:func:`check_range` ``hyper[name] >= 0`` for each of ``names``, in that order,
+    """``check_range`` ``hyper[name] >= 0`` for each of ``names``, in that order,
     with torch's words for it ("learning rate", "epsilon value", "<name> value")."""
     for name in names:
         check_range(optimizer, name, _HYPER_WORDS.get(name, f"{name} value"), hyper[name])

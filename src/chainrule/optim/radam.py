@@ -37,7 +37,7 @@ class RAdam(_AdamFamily):
     (the first 5 with the default betas) use the bias-corrected momentum alone.
 
     Args:
-        params: Parameters or parameter-group dicts (see :class:`Optimizer`).
+        params: Parameters or parameter-group dicts (see ``Optimizer``).
         lr: learning rate, >= 0.
         betas: ``(beta1, beta2)``, each in [0, 1): decay rates of ``m`` and ``v``.
         eps: added to the denominator for stability, >= 0.

@@ -36,7 +36,7 @@ class RMSprop(Optimizer):
     (``v`` starts at 0): with alpha = 0.99 the first step is about ``10 * lr * sign(g)``.
 
     Args:
-        params: Parameters or parameter-group dicts (see :class:`Optimizer`).
+        params: Parameters or parameter-group dicts (see ``Optimizer``).
         lr: learning rate, >= 0.
         alpha: smoothing constant of the running averages, >= 0.
         eps: added to the denominator for stability, >= 0.

@@ -1,4 +1,4 @@
-"""Alias of :mod:`chainrule.optim.lr_scheduler` (the name torch uses), kept so that
+"""Alias of ``chainrule.optim.lr_scheduler`` (the name torch uses), kept so that
 ``from chainrule.optim.scheduler import StepLR`` still works."""
 
 from chainrule.optim.lr_scheduler import *  # noqa: F401,F403

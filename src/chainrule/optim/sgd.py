@@ -32,7 +32,7 @@ class SGD(Optimizer):
     whole step at once.
 
     Args:
-        params: Parameters or parameter-group dicts (see :class:`Optimizer`).
+        params: Parameters or parameter-group dicts (see ``Optimizer``).
         lr: learning rate, >= 0 (default 1e-3, as torch 2.x).
         momentum: momentum factor, >= 0.
         dampening: scales the new gradient in the momentum update (after step 1).
