@@ -102,15 +102,17 @@ def test_winograd_float32_error_within_parity_tolerance(name, transforms):
 @pytest.mark.parametrize("shape,padding", [((3, 16, 9, 8), 1), ((2, 32, 6, 7), 0),
                                            ((1, 64, 5, 5), 1)], ids=["c16-odd", "c32-p0", "c64"])
 def test_conv2d_layer_on_winograd_matches_torch(shape, padding, dtype):
-    """A Conv2d the Winograd path serves (>= 16 input channels, 3x3, stride 1) against
-    torch.nn.Conv2d: output and every gradient, float64 and float32."""
+    """A Conv2d the Winograd path serves (3x3, stride 1, >= 16 input channels and more
+    output channels) against torch.nn.Conv2d: output and every gradient, float64 and
+    float32."""
     c_in = shape[1]
-    layer = cr.Conv2d(c_in, 24, 3, padding=padding, dtype=dtype, rng=0)
+    c_out = c_in + 8
+    layer = cr.Conv2d(c_in, c_out, 3, padding=padding, dtype=dtype, rng=0)
     assert layer._uses_winograd(layer.output_shape(shape)[2:]) == _compiled.ENABLED
     x = np.random.default_rng(1).standard_normal(shape)
     out_pixels = shape[0] * np.prod(layer.output_shape(shape)[2:])
-    assert_torch_parity(layer, torch.nn.Conv2d(c_in, 24, 3, padding=padding), x, dtype=dtype,
-                        terms=max(c_in * 9, 24 * 9, out_pixels))
+    assert_torch_parity(layer, torch.nn.Conv2d(c_in, c_out, 3, padding=padding), x, dtype=dtype,
+                        terms=max(c_in * 9, c_out * 9, out_pixels))
 
 
 @needs_numba
@@ -185,7 +187,7 @@ def test_winograd_conv2d_matches_reference_and_checks_its_arguments():
 
 
 def test_applies_only_where_it_serves_and_pays():
-    def applies(shape=(32, 32, 3, 3), stride=(1, 1), dilation=(1, 1), groups=1,
+    def applies(shape=(64, 32, 3, 3), stride=(1, 1), dilation=(1, 1), groups=1,
                 workspace=512 << 20):
         return W.applies(shape, stride, dilation, groups, (16, 16), 4, workspace)
 
@@ -193,9 +195,12 @@ def test_applies_only_where_it_serves_and_pays():
     assert not applies(stride=(2, 2))
     assert not applies(dilation=(2, 1))
     assert not applies(groups=2)
-    assert not applies(shape=(32, 32, 5, 5))
-    assert not applies(shape=(32, 32, 1, 3))       # Conv1d's kernel as 2-D
-    assert not applies(shape=(32, W.MIN_IN_CHANNELS - 1, 3, 3))
+    assert not applies(shape=(64, 32, 5, 5))
+    assert not applies(shape=(64, 32, 1, 3))       # Conv1d's kernel as 2-D
+    assert not applies(shape=(64, W.MIN_IN_CHANNELS - 1, 3, 3))
+    assert applies(shape=(W.MIN_OUT_CHANNELS, W.MIN_OUT_CHANNELS, 3, 3)) == _compiled.ENABLED
+    assert not applies(shape=(W.MIN_OUT_CHANNELS - 1, W.MIN_OUT_CHANNELS - 1, 3, 3))
+    assert not applies(shape=(16, 32, 3, 3))       # fewer outputs: im2col's row unfolding
     assert not applies(workspace=1 << 10)          # one image's buffers would not fit
 
 
@@ -207,7 +212,7 @@ def test_winograd_switch_keeps_im2col(how, monkeypatch):
     x = np.random.default_rng(3).standard_normal((2, 16, 6, 5)).astype(np.float32)
     results = []
     for on in (True, False):
-        layer = cr.Conv2d(16, 8, 3, padding=1, rng=0)
+        layer = cr.Conv2d(16, 24, 3, padding=1, rng=0)
         if how == "class":
             monkeypatch.setattr(cr.Conv2d, "winograd", on)
         else:
@@ -222,7 +227,7 @@ def test_winograd_switch_keeps_im2col(how, monkeypatch):
 
 _CHILD = """
 import chainrule as cr
-print(cr.Conv2d.winograd, cr.Conv2d(16, 16, 3, padding=1)._uses_winograd((8, 8)))
+print(cr.Conv2d.winograd, cr.Conv2d(16, 32, 3, padding=1)._uses_winograd((8, 8)))
 """
 
 

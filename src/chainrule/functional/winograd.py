@@ -55,10 +55,16 @@ G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 
 
-# Fewest input channels for which a layer takes this path (``applies``): below it the
-# products are too thin to gain what the transforms cost (measured: a 3 -> 32 first layer
-# 1.2-1.8x slower forward than im2col).
+# Which layers take this path (``applies``), from the per-layer A/B (BENCHMARKS.md, issue
+# 18 round 3). At least MIN_IN_CHANNELS input channels: below, the products are too thin
+# to gain what the transforms cost (a 3 -> 32 first layer: forward 1.2-2.2x slower than
+# im2col). And more output than input channels, or at least MIN_OUT_CHANNELS: where
+# C_out <= C_in < 64, im2col's row-unfolding forward (``functional.conv._forward_rows``)
+# is as fast or faster (32 -> 32 at 32x32: forward 1.1-1.5x slower by Winograd, training
+# step of the layer 0.97-1.1x; 64 -> 32 at 16x16: 0.9-1.2x), while 16 -> 32, 32 -> 64,
+# 64 -> 64, 64 -> 128 and 128 -> 128 gain 10-35%.
 MIN_IN_CHANNELS = 16
+MIN_OUT_CHANNELS = 64
 
 
 def wanted() -> bool:
@@ -71,11 +77,13 @@ def wanted() -> bool:
 def applies(weight_shape: tuple[int, ...], stride, dilation, groups: int,
             out_hw: tuple[int, int], itemsize: int, workspace_bytes: int | None) -> bool:
     """Whether a layer's convolution pays by this path: ``eligible``, compiled
-    transforms (Numba on; the NumPy twins are for checking, not speed), at least
-    ``MIN_IN_CHANNELS`` input channels, and one image's buffers within the workspace."""
+    transforms (Numba on; the NumPy twins are for checking, not speed), the channel
+    counts above (``MIN_IN_CHANNELS``, ``MIN_OUT_CHANNELS``), and one image's buffers
+    within the workspace."""
+    c_out, c_in = weight_shape[:2]
     return (_compiled.ENABLED and eligible(weight_shape, stride, dilation, groups)
-            and weight_shape[1] >= MIN_IN_CHANNELS
-            and fits(weight_shape[1], weight_shape[0], out_hw, itemsize, workspace_bytes))
+            and c_in >= MIN_IN_CHANNELS and (c_out > c_in or c_out >= MIN_OUT_CHANNELS)
+            and fits(c_in, c_out, out_hw, itemsize, workspace_bytes))
 
 
 def eligible(weight_shape: tuple[int, ...], stride, dilation, groups: int) -> bool:
