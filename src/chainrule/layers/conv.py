@@ -261,6 +261,14 @@ class Conv2d(_ConvNd):
     stride 1 and enough input channels both come from the columns of the padded G
     instead (see ``chainrule.functional.conv2d_backward``).
 
+    Winograd: a 3x3 layer with stride 1, dilation 1 and one group, at least 16 input
+    channels and more output channels (or at least 64), computes forward and both
+    gradients by Winograd F(2x2, 3x3) instead, with compiled transforms
+    (``chainrule.functional.winograd``; Numba on). ``Conv2d.winograd = False`` (on the
+    class or one layer) or the environment variable ``CHAINRULE_WINOGRAD=0`` keeps
+    im2col. Float32 results differ from im2col's by rounding only (relative errors
+    2e-7 to 9e-7 against float64 on the CIFAR and VGG layers, as im2col's 4e-7 to 7e-7).
+
     Memory: ``X_col`` is built whole only for small layers (at most 8 MiB, such as
     LeNet's), kept in training for backward's ``dW``. Otherwise the batch is processed
     in chunks (see ``chainrule.functional.conv2d_forward``) whose scratch buffers stay
