@@ -60,9 +60,9 @@ AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 # to gain what the transforms cost (a 3 -> 32 first layer: forward 1.2-2.2x slower than
 # im2col). And more output than input channels, or at least MIN_OUT_CHANNELS: where
 # C_out <= C_in < 64, im2col's row-unfolding forward (``functional.conv._forward_rows``)
-# is as fast or faster (32 -> 32 at 32x32: forward 1.1-1.5x slower by Winograd, training
-# step of the layer 0.97-1.1x; 64 -> 32 at 16x16: 0.9-1.2x), while 16 -> 32, 32 -> 64,
-# 64 -> 64, 64 -> 128 and 128 -> 128 gain 10-35%.
+# is as fast or faster (32 -> 32 at 32x32: forward 1.1-1.5x slower by Winograd, forward
+# + backward 1.02-1.15x; 64 -> 32 at 16x16: 0.9-1.2x), while 16 -> 32, 32 -> 64, 64 -> 64,
+# 64 -> 128 and 128 -> 128 run at 0.59-1.05x of im2col's time (mostly 0.7-0.9x).
 MIN_IN_CHANNELS = 16
 MIN_OUT_CHANNELS = 64
 
