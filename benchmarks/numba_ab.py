@@ -9,6 +9,11 @@ chainrule with ``CHAINRULE_NUM_THREADS=2`` and torch with ``set_num_threads(2)``
 ``CHAINRULE_NUM_THREADS=1``, ``OPENBLAS_NUM_THREADS=1`` and ``set_num_threads(1)`` (one
 core each). Printed per network: median ms of each, the median over rounds of the
 per-round ratios numba/torch, numpy/torch and numba/numpy, and peak RSS.
+
+``--variants numba,im2col,torch`` (issue 18, round 3) compares chainrule with its
+Winograd convolutions (the default) against ``CHAINRULE_WINOGRAD=0`` (im2col for every
+layer) instead: any three variants, the ratios being first/third, second/third and
+first/second.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from .compare import NETS, Worker
 VARIANTS = {                                         # name: (engine, extra environment)
     "numba": ("chainrule", {"CHAINRULE_NUMBA": "1"}),
     "numpy": ("chainrule", {"CHAINRULE_NUMBA": "0"}),
+    "im2col": ("chainrule", {"CHAINRULE_NUMBA": "1", "CHAINRULE_WINOGRAD": "0"}),
     "torch": ("torch", {}),
 }
 
@@ -38,11 +44,13 @@ def _start(engine: str, env: dict[str, str]) -> Worker:
         os.environ.update(saved)
 
 
-def run(net: str, threads: int, rounds: int) -> list[str]:
+def run(net: str, threads: int, rounds: int,
+        variants: tuple[str, str, str] = ("numba", "numpy", "torch")) -> list[str]:
     common = {"CHAINRULE_NUM_THREADS": str(threads), "COMPARE_TORCH_THREADS": str(threads)}
     if threads == 1:
         common["OPENBLAS_NUM_THREADS"] = "1"
-    workers = {name: _start(engine, {**common, **env}) for name, (engine, env) in VARIANTS.items()}
+    workers = {name: _start(VARIANTS[name][0], {**common, **VARIANTS[name][1]})
+               for name in variants}
     try:
         for w in workers.values():
             w.ask("setup", net=net, batch=NETS[net]["batch"], warmup=2)
@@ -60,14 +68,15 @@ def run(net: str, threads: int, rounds: int) -> list[str]:
         for w in workers.values():
             w.close()
     lines = []
+    a, b, c = variants
     for op in ("train", "infer"):
         t = times
         med = {n: statistics.median(t[n][op]) * 1e3 for n in t}
-        ratio = lambda a, b: statistics.median(x / y for x, y in zip(t[a][op], t[b][op]))
-        lines.append(f"| {net} | {threads} | {op} | {med['numba']:.2f} | {med['numpy']:.2f} | "
-                     f"{med['torch']:.2f} | **{ratio('numba', 'torch'):.2f}** | "
-                     f"{ratio('numpy', 'torch'):.2f} | {ratio('numba', 'numpy'):.2f} |"
-                     + (f" {rss['numba']:.0f} / {rss['numpy']:.0f} / {rss['torch']:.0f} |"
+        ratio = lambda x, y: statistics.median(p / q for p, q in zip(t[x][op], t[y][op]))
+        lines.append(f"| {net} | {threads} | {op} | {med[a]:.2f} | {med[b]:.2f} | "
+                     f"{med[c]:.2f} | **{ratio(a, c):.2f}** | "
+                     f"{ratio(b, c):.2f} | {ratio(a, b):.2f} |"
+                     + (f" {rss[a]:.0f} / {rss[b]:.0f} / {rss[c]:.0f} |"
                         if op == "train" else " |"))
     return lines
 
@@ -78,14 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nets", default="lenet,cifar,vgg")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", default="2,1")
+    parser.add_argument("--variants", default="numba,numpy,torch",
+                        help=f"three of {', '.join(VARIANTS)}")
     args = parser.parse_args(argv)
-    print("| net | threads | step | numba ms | numpy ms | torch ms | numba/torch | "
-          "numpy/torch | numba/numpy | peak RSS MiB numba / numpy / torch |")
+    variants = tuple(args.variants.split(","))
+    if len(variants) != 3 or not set(variants) <= set(VARIANTS):
+        parser.error(f"--variants: three of {', '.join(VARIANTS)}, got {args.variants!r}")
+    a, b, c = variants
+    print(f"| net | threads | step | {a} ms | {b} ms | {c} ms | {a}/{c} | "
+          f"{b}/{c} | {a}/{b} | peak RSS MiB {a} / {b} / {c} |")
     print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for threads in (int(t) for t in args.threads.split(",")):
         for net in args.nets.split(","):
             load = os.getloadavg()[0]
-            for line in run(net, threads, args.rounds):
+            for line in run(net, threads, args.rounds, variants):
                 print(line, flush=True)
             print(f"[{net}, {threads} thread(s): load {load:.2f} -> {os.getloadavg()[0]:.2f}, "
                   f"{time.strftime('%H:%M:%S')}]", file=sys.stderr, flush=True)

@@ -66,6 +66,33 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
     return out
 
 
+def conv2d_backward(x: np.ndarray, weight: np.ndarray, grad: np.ndarray, stride=(1, 1),
+                    padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1):
+    """Gradients of ``conv2d`` for the upstream gradient ``grad`` (N, C_out, H_out, W_out):
+    (dx (N, C_in, H, W), dweight (C_out, C_in // groups, kh, kw), dbias (C_out,)), in
+    float64. Each product ``x * weight`` of the forward sends ``grad * weight`` to dx and
+    ``grad * x`` to dweight."""
+    n, c_in, h, w = x.shape
+    c_out, c_group, kh, kw = weight.shape
+    top, _, left, _ = padding
+    _, _, oh, ow = grad.shape
+    out_per_group = c_out // groups
+    dx = np.zeros(x.shape, dtype=np.float64)
+    dweight = np.zeros(weight.shape, dtype=np.float64)
+    for b in range(n):
+        for o in range(c_out):
+            first_channel = (o // out_per_group) * c_group
+            for oy in range(oh):
+                for ox in range(ow):
+                    g = float(grad[b, o, oy, ox])
+                    for c in range(c_group):
+                        for ky, kx, y, xx in _window(oy, ox, (kh, kw), stride, dilation, top, left):
+                            if _inside(y, xx, h, w):
+                                dx[b, first_channel + c, y, xx] += g * weight[o, c, ky, kx]
+                                dweight[o, c, ky, kx] += g * x[b, first_channel + c, y, xx]
+    return dx, dweight, grad.sum(axis=(0, 2, 3), dtype=np.float64)
+
+
 def im2col(x: np.ndarray, kernel, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)) -> np.ndarray:
     """Columns of a zero-padded input: (N, C, H, W) -> (C, kh, kw, N, H_out, W_out), the
     layout of ``chainrule.functional.im2col``; entry [c, ky, kx, n, oy, ox] is the input

@@ -45,6 +45,7 @@ from onnx.backend.test.case.model import collect_testcases  # noqa: E402
 from onnx.backend.test.loader import DATA_DIR, load_model_tests  # noqa: E402
 from onnx.backend.test.runner import Runner  # noqa: E402
 
+import chainrule as cr  # noqa: E402
 from chainrule.interop import UnsupportedOnnxError, from_onnx  # noqa: E402
 from chainrule.interop.onnx_import import MIN_OPSET  # noqa: E402
 
@@ -96,7 +97,15 @@ def test_the_runner_lists_the_nine_classic_cnns():
 
 
 @pytest.mark.parametrize("name, rtol, atol", _light(LIGHT))
-def test_a_classic_cnn_gives_the_runners_expected_output(name, rtol, atol):
+def test_a_classic_cnn_gives_the_runners_expected_output(name, rtol, atol, monkeypatch):
+    # im2col for every convolution here: with one number per fill, every channel is
+    # equal in exact arithmetic and the logits reach ~1e10, so the expected uniform
+    # Softmax holds only while each channel rounds alike. OpenBLAS's Haswell sgemm
+    # rounds rows differently (a constant-row (64, 16) @ (16, 784) product differs in
+    # rows 6-11, 18-23, ...), and under it squeezenet's Winograd layers (issue 18) let a
+    # one-ulp difference through: Softmax one-hot over 32 classes. The numbers, Winograd
+    # included, are checked by the scaled-fills test against ONNX Runtime below.
+    monkeypatch.setattr(cr.Conv2d, "winograd", False)
     model = onnx.load(os.path.join(LIGHT_DIR, f"light_{name}.onnx"))
     feeds = [Runner.generate_dummy_data(x, seed=0, name=name, random=False)
              for x in _data_inputs(model)]

@@ -5,6 +5,8 @@ Layers call these."""
 from . import _compiled as compiled
 from ._parallel import empty_with_layout, outer_axis, parallel_slices, release_scratch
 from .conv import conv2d_backward, conv2d_forward, conv2d_input_gradient
+from . import winograd
+from .winograd import winograd_backward, winograd_conv2d, winograd_forward
 from .conv_transpose import (conv_transpose2d_backward, conv_transpose2d_forward,
                              conv_transpose_output_size)
 from .im2col import col2im, conv_output_size, im2col, pad_channel_major, unpad_to_nchw
@@ -15,6 +17,7 @@ from .pooling import (adaptive_max_pool_backward, adaptive_max_pool_forward, ada
 
 __all__ = [
     "conv2d_forward", "conv2d_backward", "conv2d_input_gradient",
+    "winograd_forward", "winograd_backward", "winograd_conv2d",
     "conv_transpose2d_forward", "conv_transpose2d_backward", "conv_transpose_output_size",
     "im2col", "col2im", "conv_output_size", "pad_channel_major", "unpad_to_nchw",
     "max_pool_forward", "max_pool_backward", "avg_pool_forward", "avg_pool_backward",

@@ -270,3 +270,186 @@ def batch_norm_backward(g, centered, dx, a, inv_std, sum_g, sum_gc, n, batch_sta
         else:
             for i in range(m):
                 d[i] = gr[i] * ac
+
+
+# ---------------------------------------------------------------------- Winograd F(2x2, 3x3)
+#
+# The four transforms of ``functional.winograd`` (see its docstring for the matrices and
+# the layout: tile p = (image, ty, tx) row-major, th = ceil(H_out / 2) by tw = ceil(W_out
+# / 2) tiles per image). Written with plain indexing and no array views inside the
+# loops: a view made per row of tiles cost more than the arithmetic (measured 3-8x
+# slower for the input transform on 8x8-32x32 images).
+
+@_jit
+def _bt_rows(a, b, c, d):
+    """(a - c, b + c, c - b, b - d): B^T applied to four values (a column or a row)."""
+    return a - c, b + c, c - b, b - d
+
+
+@_jit
+def _b_rows(a, b, c, d):
+    """(a, b - c + d, c + b - a, -d): B applied to four values, the adjoint of ``_bt_rows``."""
+    return a, b - c + d, -a + b + c, -d
+
+
+@_jit
+def winograd_input_transform(xp, v):
+    """V = B^T d B for every 4x4 input block. xp: (C, n, Hp, Wp); v: (16, C, n*th*tw),
+    written, th = (Hp - 1) // 2, tw = (Wp - 1) // 2. Rows and columns past the input
+    (odd output sizes) read as zeros.
+
+    Per image, the row step (B^T d) runs for all rows of tiles into ``even`` and ``odd``
+    (the even and odd columns apart, so the column step reads neighbours at unit
+    stride); the column step (. B) then writes each of the 16 rows of V."""
+    c_in, n, hp, wp = xp.shape
+    th, tw = (hp - 1) // 2, (wp - 1) // 2
+    half = wp // 2
+    even = np.zeros((4, th, tw + 1), dtype=xp.dtype)   # column tw: zeros (odd W_out)
+    odd = np.zeros((4, th, tw + 1), dtype=xp.dtype)
+    for c in range(c_in):
+        for b in range(n):
+            for ty in range(th):
+                y = 2 * ty
+                last = y + 3 < hp                     # else the fourth row is zeros
+                for t in range(half):
+                    x = 2 * t
+                    for col in range(2):
+                        d0, d1, d2 = xp[c, b, y, x + col], xp[c, b, y + 1, x + col], xp[c, b, y + 2, x + col]
+                        r0, r1, r2 = d0 - d2, d1 + d2, d2 - d1
+                        r3 = d1 - xp[c, b, y + 3, x + col] if last else d1
+                        if col == 0:
+                            even[0, ty, t], even[1, ty, t], even[2, ty, t], even[3, ty, t] = r0, r1, r2, r3
+                        else:
+                            odd[0, ty, t], odd[1, ty, t], odd[2, ty, t], odd[3, ty, t] = r0, r1, r2, r3
+                if wp % 2:                            # the last column pair has one column
+                    x = wp - 1
+                    d0, d1, d2 = xp[c, b, y, x], xp[c, b, y + 1, x], xp[c, b, y + 2, x]
+                    even[0, ty, half], even[1, ty, half], even[2, ty, half] = d0 - d2, d1 + d2, d2 - d1
+                    even[3, ty, half] = d1 - xp[c, b, y + 3, x] if last else d1
+            p0 = b * th * tw
+            for i in range(4):
+                for ty in range(th):
+                    q = p0 + ty * tw
+                    for t in range(tw):
+                        v0, v1, v2, v3 = _bt_rows(even[i, ty, t], odd[i, ty, t],
+                                                  even[i, ty, t + 1], odd[i, ty, t + 1])
+                        v[4 * i, c, q + t] = v0
+                        v[4 * i + 1, c, q + t] = v1
+                        v[4 * i + 2, c, q + t] = v2
+                        v[4 * i + 3, c, q + t] = v3
+
+
+@_jit
+def winograd_output_transform(m, bias, out):
+    """Y = A^T M A (+ bias) for every tile. m: (16, K, n*th*tw); bias: (K,) or None;
+    out: (K, n, H_out, W_out), written.
+
+    Per image: M A row by row of the 4x4 blocks (four of M's rows at a time: reading all
+    16, whose starts lie a multiple of 4 KiB apart, was 3x slower), into ``half``; then
+    A^T (M A) into a (2*th, 2*tw) buffer, copied to ``out`` with the bias (an odd size
+    drops the last row or column)."""
+    k_out, n, oh, ow = out.shape
+    th, tw = (oh + 1) // 2, (ow + 1) // 2
+    per_image = th * tw
+    half = np.empty((4, 2, per_image), dtype=out.dtype)          # M A: 4 rows, 2 columns
+    img = np.empty((2 * th, 2 * tw), dtype=out.dtype)
+    for k in range(k_out):
+        for b in range(n):
+            q0 = b * per_image
+            for i in range(4):           # (m0, m1, m2, m3) A = (m0 + m1 + m2, m1 - m2 - m3)
+                for t in range(per_image):
+                    q = q0 + t
+                    m1, m2 = m[4 * i + 1, k, q], m[4 * i + 2, k, q]
+                    half[i, 0, t] = m[4 * i, k, q] + m1 + m2
+                    half[i, 1, t] = m1 - m2 - m[4 * i + 3, k, q]
+            for ty in range(th):
+                y = 2 * ty
+                for tx in range(tw):
+                    t, x = ty * tw + tx, 2 * tx
+                    for j in range(2):   # A^T: rows h0 + h1 + h2 and h1 - h2 - h3
+                        h1, h2 = half[1, j, t], half[2, j, t]
+                        img[y, x + j] = half[0, j, t] + h1 + h2
+                        img[y + 1, x + j] = h1 - h2 - half[3, j, t]
+            if bias is not None:
+                for y in range(oh):
+                    for x in range(ow):
+                        out[k, b, y, x] = img[y, x] + bias[k]
+            else:
+                for y in range(oh):
+                    for x in range(ow):
+                        out[k, b, y, x] = img[y, x]
+
+
+@_jit
+def winograd_grad_transform(grad, dm):
+    """dM = A dY A^T for every 2x2 tile of the output gradient (the adjoint of the
+    output transform; outputs past an odd size count as zero). grad: (K, n, H_out,
+    W_out); dm: (16, K, n*th*tw), written. Each image is copied into a zero-padded
+    (2*th, 2*tw) buffer first; dM is then written four rows at a time (all 16 at once,
+    a multiple of 4 KiB apart, was 3-7x slower)."""
+    k_out, n, oh, ow = grad.shape
+    th, tw = (oh + 1) // 2, (ow + 1) // 2
+    img = np.zeros((2 * th, 2 * tw), dtype=grad.dtype)   # the padding stays zero
+    for k in range(k_out):
+        for b in range(n):
+            for y in range(oh):
+                for x in range(ow):
+                    img[y, x] = grad[k, b, y, x]
+            for i in range(4):           # row i of A dY: a, a + c, a - c, -c
+                for ty in range(th):
+                    q0 = (b * th + ty) * tw
+                    y = 2 * ty
+                    for tx in range(tw):
+                        q, x = q0 + tx, 2 * tx
+                        a0, a1, c0, c1 = img[y, x], img[y, x + 1], img[y + 1, x], img[y + 1, x + 1]
+                        if i == 0:
+                            e0, e1 = a0, a1
+                        elif i == 1:
+                            e0, e1 = a0 + c0, a1 + c1
+                        elif i == 2:
+                            e0, e1 = a0 - c0, a1 - c1
+                        else:
+                            e0, e1 = -c0, -c1
+                        # the row times A^T: (e0, e0 + e1, e0 - e1, -e1)
+                        dm[4 * i, k, q] = e0
+                        dm[4 * i + 1, k, q] = e0 + e1
+                        dm[4 * i + 2, k, q] = e0 - e1
+                        dm[4 * i + 3, k, q] = -e1
+
+
+@_jit
+def winograd_input_grad_transform(dv, th, tw, top, left, dx):
+    """dx = sum over tiles of B dV B^T (the adjoint of the input transform: the 4x4
+    blocks overlap by two rows and columns), cropped to the unpadded input.
+    dv: (16, C, n*th*tw); dx: (C, n, H, W), written; ``top``, ``left``: the padding
+    before the input (padded row y is dx row y - top).
+
+    Per image: dV B^T row by row (four of dV's rows at a time, as in the output
+    transform) into ``rows``; then B (dV B^T) per block, added into a padded image."""
+    c_in, n, h, w = dx.shape
+    per_image = th * tw
+    rows = np.empty((4, 4, per_image), dtype=dx.dtype)
+    acc = np.empty((2 * th + 2, 2 * tw + 2), dtype=dx.dtype)
+    for c in range(c_in):
+        for b in range(n):
+            q0 = b * per_image
+            for i in range(4):
+                for t in range(per_image):
+                    q = q0 + t
+                    rows[i, 0, t], rows[i, 1, t], rows[i, 2, t], rows[i, 3, t] = _b_rows(
+                        dv[4 * i, c, q], dv[4 * i + 1, c, q], dv[4 * i + 2, c, q], dv[4 * i + 3, c, q])
+            acc[:] = 0
+            for ty in range(th):
+                y = 2 * ty
+                for tx in range(tw):
+                    t, x = ty * tw + tx, 2 * tx
+                    for j in range(4):
+                        f0, f1, f2, f3 = _b_rows(rows[0, j, t], rows[1, j, t], rows[2, j, t],
+                                                 rows[3, j, t])
+                        acc[y, x + j] += f0
+                        acc[y + 1, x + j] += f1
+                        acc[y + 2, x + j] += f2
+                        acc[y + 3, x + j] += f3
+            for y in range(h):
+                for x in range(w):
+                    dx[c, b, y, x] = acc[top + y, left + x]
