@@ -3,7 +3,9 @@ printed and drew under each block (see tools/docexec.py for what each block does
 
 ``CHAINRULE_DOCS_EXECUTE=0`` skips the runs (a quick preview while writing).
 ``CHAINRULE_DOCS_REPORT=DIR`` writes one JSON file per page into DIR: each block's line,
-language, wall time, output and number of figures, for the tests to read.
+language, source, wall time, output and number of figures, and runs each page in
+``DIR/<page>/`` (kept, instead of a temporary directory) so that the tests can also read
+the files a page wrote.
 """
 
 from __future__ import annotations
@@ -25,13 +27,19 @@ def on_page_markdown(markdown, page, config, files):
     if not any(block.runs or block.is_file for block in docexec.parse(markdown)):
         return markdown
     source = page.file.src_uri
-    with tempfile.TemporaryDirectory(prefix="chainrule-docs-") as workdir:
-        page_run = docexec.run_markdown(markdown, f"docs/{source}", workdir)
     report_dir = os.environ.get("CHAINRULE_DOCS_REPORT")
-    if report_dir:
-        report = {"page": source, "seconds": page_run.seconds, "blocks": [
-            {"line": run.block.line, "language": run.block.language, "seconds": run.seconds,
-             "output": run.output, "figures": len(run.figures)} for run in page_run.runs]}
-        name = source.replace("/", "__").removesuffix(".md") + ".json"
-        Path(report_dir, name).write_text(json.dumps(report, indent=1))
+    if not report_dir:
+        with tempfile.TemporaryDirectory(prefix="chainrule-docs-") as workdir:
+            return docexec.render(markdown, docexec.run_markdown(markdown, f"docs/{source}",
+                                                                 workdir))
+    name = source.replace("/", "__").removesuffix(".md")
+    workdir = Path(report_dir, name)
+    workdir.mkdir()
+    page_run = docexec.run_markdown(markdown, f"docs/{source}", workdir)
+    report = {"page": source, "workdir": str(workdir), "seconds": page_run.seconds,
+              "blocks": [{"line": run.block.line, "language": run.block.language,
+                          "source": run.block.source, "seconds": run.seconds,
+                          "output": run.output, "figures": len(run.figures)}
+                         for run in page_run.runs]}
+    Path(report_dir, name + ".json").write_text(json.dumps(report, indent=1))
     return docexec.render(markdown, page_run)

@@ -19,7 +19,8 @@ DOCS = ROOT / "docs"
 @dataclass
 class BuiltSite:
     """``site``: the built HTML; ``reports``: page (``tutorial/backprop.md``) -> the hook's
-    report of its run (blocks with line, language, seconds, output, figures)."""
+    report of its run (its kept ``workdir``; blocks with line, language, source, seconds,
+    output, figures)."""
 
     site: Path
     reports: dict[str, dict]
